@@ -1,0 +1,1 @@
+"""Reference queues for the comparison; each module runs in bench/.venv, never in the product venv."""

@@ -1,0 +1,88 @@
+"""The HTTP API function: `create_app(settings)` builds the FastAPI app; routes are thin engine adapters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from functions.api.errors import install_error_handlers
+from functions.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from functions.api.routes import ROUTERS
+from functions.api.schemas import ErrorBody
+from functions.api.services import build_services
+from shared.registry import Registry
+from shared.registry import registry as default_registry
+from shared.settings import PLACEHOLDER_TOKENS, Settings, get_settings
+from shared.triggers import Trigger
+
+MIN_ADMIN_TOKEN_CHARS = 16
+
+# Documented on every route, so clients and the schema fuzzer know every status the API may answer.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "Malformed request (e.g. invalid JSON)",
+        401: "Missing or invalid credentials",
+        403: "Admin credentials required",
+        404: "Not found (or not yours)",
+        409: "Conflict (idempotency key reused, or invalid state transition)",
+        413: "Body, batch or payload too large",
+        422: "Invalid input; `field` names it",
+        429: "Rate limited; see Retry-After",
+        500: "Internal error; quote the request id",
+        503: "Redis unavailable; see Retry-After",
+    }.items()
+}
+
+
+class StartupError(RuntimeError):
+    """The app refuses to start with an unsafe configuration."""
+
+
+def check_settings(settings: Settings) -> None:
+    token = settings.admin_token.get_secret_value() if settings.admin_token else ""
+    if settings.is_local:
+        return
+    if token.strip().lower() in PLACEHOLDER_TOKENS or len(token) < MIN_ADMIN_TOKEN_CHARS:
+        raise StartupError(
+            "JOBQ_ADMIN_TOKEN is missing or a placeholder: set a random secret of at least "
+            f"{MIN_ADMIN_TOKEN_CHARS} characters (e.g. `openssl rand -hex 32`), or JOBQ_ENV=local to develop"
+        )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    registry: Registry | None = None,
+    redis: Any = None,
+    trigger: Trigger | None = None,
+) -> FastAPI:
+    """Build the API. `registry`, `redis` and `trigger` default to what the settings describe."""
+    settings = settings or get_settings()
+    check_settings(settings)
+    if registry is None:
+        registry = default_registry
+        registry.load(settings.job_modules)
+    app = FastAPI(
+        title="jobq",
+        version="1",
+        summary="Serverless background jobs on Upstash Redis.",
+        responses=ERROR_RESPONSES,
+    )
+    app.state.services = build_services(settings, registry=registry, redis=redis, trigger=trigger)
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+            expose_headers=["Location", "Retry-After", "X-Request-ID"],
+        )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every answer, 413s and 500s included, has an id
+    return app

@@ -1,0 +1,113 @@
+"""Every failure answers `{"error": {"code", "message", "field"?}}` with its error class's HTTP status."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.errors import JobqError, RateLimitedError, StoreUnavailableError
+
+log = logging.getLogger("jobq.api")
+
+STORE_RETRY_AFTER = 5  # seconds a client should wait when Redis is unreachable
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+    request_id: str | None = None,
+) -> JSONResponse:
+    detail: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        detail["field"] = field
+    if request_id is not None:
+        detail["request_id"] = request_id
+    return JSONResponse({"error": detail}, status_code=status, headers=headers)
+
+
+def field_name(loc: Sequence[int | str]) -> str | None:
+    """('body', 'jobs', 3, 'payload', 'url') -> 'jobs[3].payload.url'; query and path names stay bare."""
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    name = ""
+    for part in parts:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        else:
+            name += f".{part}" if name else str(part)
+    return name or None
+
+
+async def _jobq_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, JobqError)
+    headers: dict[str, str] = {}
+    if isinstance(exc, RateLimitedError):
+        headers["Retry-After"] = str(int(exc.retry_after))
+    elif isinstance(exc, StoreUnavailableError):
+        headers["Retry-After"] = str(STORE_RETRY_AFTER)
+        log.warning("store unavailable: %s", exc.message, extra={"request_id": _request_id(request)})
+    if exc.status_code == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if exc.status_code >= 500 and not isinstance(exc, StoreUnavailableError):
+        request_id = _request_id(request)
+        log.error("store error %s: %s", exc.code, exc.message, extra={"request_id": request_id})
+        return error_response(500, "internal", "internal error", request_id=request_id)
+    return error_response(exc.status_code, exc.code, exc.message, field=exc.field, headers=headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    if first.get("type") == "json_invalid":
+        return error_response(400, "invalid_json", "the request body is not valid JSON", field="body")
+    message = str(first.get("msg", "invalid value"))
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more)"
+    return error_response(422, "invalid", message, field=field_name(first.get("loc", ())))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "error")
+    headers = dict(exc.headers or {})
+    return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+
+
+async def _transport_error(request: Request, exc: Exception) -> JSONResponse:
+    """A Redis transport failure that reached us unwrapped is still an outage, not a bug in the request."""
+    return await _jobq_error(request, StoreUnavailableError(f"Redis is unavailable ({type(exc).__name__})"))
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(JobqError, _jobq_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(httpx.TransportError, _transport_error)

@@ -1,0 +1,15 @@
+"""The routers the app includes, in order. Another area adds its own router with one line here."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from functions.api.routes import events, health, jobs, keys, queues
+
+ROUTERS: list[APIRouter] = [
+    health.router,
+    jobs.router,
+    events.router,
+    queues.router,
+    keys.router,
+]

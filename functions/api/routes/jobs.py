@@ -1,0 +1,175 @@
+"""/v1/jobs: submit (one or a batch), read, list, cancel and retry the caller's own jobs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, Header, Query, Response
+from pydantic import ValidationError as PydanticValidationError
+
+from functions.api.auth import Principal
+from functions.api.deps import CurrentUser, EngineDep, ServicesDep, job_id_or_404, owner_scope
+from functions.api.schemas import (
+    CURSOR_PATTERN,
+    MAX_LIST_LIMIT,
+    JobBatchCreate,
+    JobBatchItem,
+    JobBatchResult,
+    JobCreate,
+    JobPage,
+    JobPublic,
+)
+from functions.api.services import Services
+from shared.errors import PayloadTooLargeError, ValidationError
+from shared.models import NAME_PATTERN, TAG_PATTERN, JobSpec, State
+from shared.triggers import Trigger
+
+log = logging.getLogger("jobq.api")
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)]
+
+
+@router.post("", status_code=201, responses={200: {"model": JobPublic, "description": "Idempotent repeat"}})
+async def submit_job(
+    body: JobCreate,
+    user: CurrentUser,
+    services: ServicesDep,
+    response: Response,
+    background: BackgroundTasks,
+    idempotency_key: IdempotencyHeader = None,
+) -> JobPublic:
+    """Submit one job. 201 when created; 200 with the existing job when the idempotency key repeats."""
+    if idempotency_key is not None:
+        if body.idempotency_key not in (None, idempotency_key):
+            raise ValidationError(
+                "Idempotency-Key header and body idempotency_key differ", field="idempotency_key"
+            )
+        body = body.model_copy(update={"idempotency_key": idempotency_key})
+    spec = job_spec(body, user, services)
+    await services.limiter.check(user)
+    reply = await services.engine.enqueue([spec])
+    result = reply.results[0]
+    if result.created:
+        response.headers["Location"] = f"/v1/jobs/{result.job.id}"
+    else:
+        response.status_code = 200
+    if reply.trigger:
+        background.add_task(fire_trigger, services.trigger)
+    return JobPublic.of(result.job)
+
+
+@router.post(
+    "/batch", status_code=201, responses={200: {"model": JobBatchResult, "description": "Nothing new"}}
+)
+async def submit_batch(
+    body: JobBatchCreate,
+    user: CurrentUser,
+    services: ServicesDep,
+    response: Response,
+    background: BackgroundTasks,
+) -> JobBatchResult:
+    """Submit up to `max_batch` jobs in one Redis command: all are validated, then all or none enqueued."""
+    if len(body.jobs) > services.settings.max_batch:
+        raise PayloadTooLargeError(f"at most {services.settings.max_batch} jobs per batch", field="jobs")
+    specs = []
+    for index, item in enumerate(body.jobs):
+        try:
+            specs.append(job_spec(item, user, services))
+        except ValidationError as exc:
+            raise type(exc)(exc.message, field=f"jobs[{index}].{exc.field or 'body'}") from exc
+    await services.limiter.check(user)
+    reply = await services.engine.enqueue(specs)
+    if not any(result.created for result in reply.results):
+        response.status_code = 200
+    if reply.trigger:
+        background.add_task(fire_trigger, services.trigger)
+    return JobBatchResult(
+        results=[
+            JobBatchItem(index=index, created=result.created, job=JobPublic.of(result.job))
+            for index, result in enumerate(reply.results)
+        ]
+    )
+
+
+@router.get("")
+async def list_jobs(
+    user: CurrentUser,
+    engine: EngineDep,
+    state: State | None = None,
+    type: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    tag: Annotated[str | None, Query(pattern=TAG_PATTERN)] = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 50,
+) -> JobPage:
+    """The caller's jobs, newest first; pass the returned cursor back for the next page."""
+    page = await engine.list_jobs(
+        owner=user.owner, state=state, type=type, tag=tag, cursor=cursor, limit=limit
+    )
+    return JobPage(jobs=[JobPublic.of(job) for job in page.jobs], cursor=page.cursor)
+
+
+@router.get("/{job_id}")
+async def get_job(job_id: str, user: CurrentUser, engine: EngineDep) -> JobPublic:
+    """A job with its state, progress, result, errors and recent log lines. Another user's job is 404."""
+    return JobPublic.of(await engine.get(job_id_or_404(job_id), owner=owner_scope(user)))
+
+
+@router.delete("/{job_id}", responses={202: {"model": JobPublic, "description": "Cancellation requested"}})
+async def cancel_job(job_id: str, user: CurrentUser, engine: EngineDep, response: Response) -> JobPublic:
+    """Cancel: 200 when the job is cancelled now, 202 when its running consumer has been asked to stop."""
+    job = await engine.cancel(job_id_or_404(job_id), owner=owner_scope(user))
+    if job.state is not State.CANCELLED:
+        response.status_code = 202
+    return JobPublic.of(job)
+
+
+@router.post("/{job_id}/retry")
+async def retry_job(job_id: str, user: CurrentUser, engine: EngineDep) -> JobPublic:
+    """Run a failed or cancelled job again (attempts reset, history kept); 409 in any other state."""
+    return JobPublic.of(await engine.retry(job_id_or_404(job_id), owner=owner_scope(user)))
+
+
+def job_spec(body: JobCreate, user: Principal, services: Services) -> JobSpec:
+    """Validate the payload against its job type and fill the type's defaults into an engine spec."""
+    job_type = services.registry.get(body.type)
+    payload = job_type.parse(body.payload).model_dump(mode="json", by_alias=True)
+    if len(json.dumps(payload).encode()) > services.settings.max_payload_bytes:
+        raise PayloadTooLargeError(
+            f"payload exceeds {services.settings.max_payload_bytes} bytes", field="payload"
+        )
+    run_at = body.run_at
+    if run_at is not None and run_at.tzinfo is None:
+        run_at = run_at.replace(tzinfo=UTC)
+    fields: dict[str, Any] = {
+        "type": job_type.name,
+        "payload": payload,
+        "queue": job_type.queue,
+        "owner": user.owner,
+        "priority": job_type.priority if body.priority is None else body.priority,
+        "run_at": run_at,
+        "delay": body.delay_seconds or 0.0,
+        "max_attempts": body.max_attempts or job_type.max_attempts,
+        "backoff": body.backoff or job_type.backoff,
+        "timeout": body.timeout_seconds or job_type.timeout,
+        "idempotency_key": body.idempotency_key,
+        "metadata": body.metadata,
+        "tags": body.tags,
+    }
+    try:
+        return JobSpec(**fields)
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        raise ValidationError(first["msg"], field=".".join(str(p) for p in first["loc"]) or None) from exc
+
+
+async def fire_trigger(trigger: Trigger) -> None:
+    """Ask for a consumer run; a failure only delays work until the next scheduled tick."""
+    try:
+        await trigger.fire()
+    except Exception:
+        log.exception("push trigger failed; the next scheduled run will pick the work up")

@@ -1,0 +1,273 @@
+"""Request and response bodies of the HTTP API, named by role (JobCreate, JobPublic, JobPage, ...)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.apikeys import parse_rate
+from shared.models import (
+    MAX_TAGS,
+    PRIORITIES,
+    TAG_PATTERN,
+    Backoff,
+    ErrorKind,
+    Job,
+    QueueStats,
+    State,
+    priority_value,
+)
+
+MAX_METADATA_BYTES = 4096
+# Page cursors are opaque and issued by the engine; this only keeps hostile text out.
+CURSOR_PATTERN = r"^[0-9A-Za-z.:_-]{1,64}$"
+MAX_LIST_LIMIT = 200
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+    request_id: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """The one error shape: every failure answers with it."""
+
+    error: ErrorDetail
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1, max_length=64, description="A registered job type.")
+    payload: Any = Field(default=None, description="Validated against the job type's payload model.")
+    priority: int | str | None = Field(
+        default=None, description=f"0 (first) to 9 (last), or one of {sorted(PRIORITIES)}."
+    )
+    delay_seconds: float | None = Field(default=None, ge=0, le=365 * 86400)
+    run_at: datetime | None = None
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    backoff: Backoff | None = None
+    timeout_seconds: float | None = Field(default=None, gt=0, le=24 * 3600)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
+
+    @field_validator("priority")
+    @classmethod
+    def _known_priority(cls, value: int | str | None) -> int | None:
+        return None if value is None else priority_value(value)
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(value, default=str).encode()) > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata must stay under {MAX_METADATA_BYTES} bytes of JSON")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tag_pattern(cls, value: list[str]) -> list[str]:
+        for tag in value:
+            if not re.fullmatch(TAG_PATTERN, tag):
+                raise ValueError(f"tags must match {TAG_PATTERN}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> JobCreate:
+        if self.delay_seconds is not None and self.run_at is not None:
+            raise ValueError("give delay_seconds or run_at, not both")
+        return self
+
+
+class JobBatchCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[JobCreate] = Field(min_length=1)
+
+
+class JobErrorPublic(BaseModel):
+    kind: ErrorKind
+    message: str
+    attempt: int = 0
+    at: datetime | None = None
+
+
+class JobPublic(BaseModel):
+    """A job as its owner sees it."""
+
+    id: str
+    type: str
+    queue: str
+    owner: str
+    state: State
+    priority: int
+    payload: Any = None
+    progress: int = 0
+    result: Any = None
+    error: JobErrorPublic | None = None
+    errors: list[JobErrorPublic] = Field(default_factory=list)
+    attempts: int = 0
+    max_attempts: int = 3
+    logs: list[str] = Field(default_factory=list)
+    run_at: datetime | None = None
+    timeout_seconds: float = 300.0
+    idempotency_key: str | None = None
+    cancel_requested: bool = False
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, job: Job) -> JobPublic:
+        data = job.model_dump(exclude={"backoff", "timeout"})
+        return cls.model_validate({**data, "timeout_seconds": job.timeout})
+
+
+class JobBatchItem(BaseModel):
+    index: int
+    created: bool
+    job: JobPublic
+
+
+class JobBatchResult(BaseModel):
+    results: list[JobBatchItem]
+
+
+class JobPage(BaseModel):
+    jobs: list[JobPublic]
+    cursor: str | None = Field(default=None, description="Pass back as ?cursor= for the next page.")
+
+
+class JobStatus(BaseModel):
+    """What the event stream and the long poll send: a job's state without its payload."""
+
+    id: str
+    state: State
+    progress: int
+    attempts: int
+    max_attempts: int
+    cancel_requested: bool
+    result: Any = None
+    error: JobErrorPublic | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class JobChange(BaseModel):
+    """One long-poll answer: `changed` is false when nothing happened within the wait."""
+
+    event_id: str
+    changed: bool
+    terminal: bool
+    status: JobStatus
+    logs: list[str] = Field(default_factory=list, description="Log lines new since the given event id.")
+
+
+class QueuePublic(BaseModel):
+    queue: str
+    paused: bool
+    counts: dict[State, int]
+    completed_total: int = 0
+    failed_total: int = 0
+    retried_total: int = 0
+    cancelled_total: int = 0
+    avg_run_seconds: float | None = None
+    avg_wait_seconds: float | None = None
+    oldest_waiting_age: float | None = None
+
+    @classmethod
+    def of(cls, stats: QueueStats) -> QueuePublic:
+        done = stats.completed_total + stats.failed_total
+        started = done + stats.cancelled_total
+        return cls(
+            queue=stats.queue,
+            paused=stats.paused,
+            counts=stats.counts,
+            completed_total=stats.completed_total,
+            failed_total=stats.failed_total,
+            retried_total=stats.retried_total,
+            cancelled_total=stats.cancelled_total,
+            avg_run_seconds=stats.run_seconds_total / done if done else None,
+            avg_wait_seconds=stats.wait_seconds_total / started if started else None,
+            oldest_waiting_age=stats.oldest_waiting_age,
+        )
+
+
+class QueueList(BaseModel):
+    queues: list[QueuePublic]
+
+
+class QueueClean(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state: Literal[State.COMPLETED, State.FAILED, State.CANCELLED] = Field(
+        description="Only finished jobs can be cleaned."
+    )
+    older_than_seconds: float = Field(default=0, ge=0, le=365 * 86400)
+    limit: int = Field(default=1000, ge=1, le=10000)
+
+
+class QueueRetryFailed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=1000, ge=1, le=1000, description="At most 1000 per call; call again for more.")
+
+
+class QueueAction(BaseModel):
+    queue: str
+    paused: bool | None = None
+    count: int | None = Field(default=None, description="Jobs removed (clean) or retried (retry-failed).")
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    owner: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$")
+    admin: bool = False
+    rate: str | None = Field(
+        default=None,
+        pattern=r"^[1-9][0-9]{0,8}/(s|sec|second|m|min|minute|h|hour|d|day)$",
+        description='Submit rate limit, e.g. "100/minute" or "10/s".',
+    )
+
+    @field_validator("rate")
+    @classmethod
+    def _valid_rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate(value)
+        return value
+
+
+class KeyPublic(BaseModel):
+    id: str
+    owner: str
+    admin: bool
+    rate: str | None = None
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class KeyCreated(KeyPublic):
+    key: str = Field(description="The secret: shown once, never stored.")
+
+
+class KeyList(BaseModel):
+    keys: list[KeyPublic]
+
+
+class RedisHealth(BaseModel):
+    ok: bool
+    latency_ms: float
+
+
+class Health(BaseModel):
+    status: str
+    redis: RedisHealth

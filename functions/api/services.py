@@ -1,0 +1,66 @@
+"""What the routes need, built once per app (per warm function instance): engine, keys, auth, limiter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from functions.api.auth import Authenticator
+from functions.api.ratelimit import SubmitLimiter
+from shared.apikeys import ApiKeyStore
+from shared.engine import Engine
+from shared.keys import Keys
+from shared.registry import Registry
+from shared.settings import Settings
+from shared.store import Store, make_redis
+from shared.triggers import Trigger, build_trigger
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: Any  # upstash_redis.asyncio.Redis
+    store: Store  # bounded, typed calls for the few commands the API sends itself
+    engine: Engine
+    keys: ApiKeyStore
+    auth: Authenticator
+    limiter: SubmitLimiter
+    trigger: Trigger
+    registry: Registry
+
+
+def connect(settings: Settings) -> Any:
+    """The SDK client the API uses (kept for callers that import it from here: see shared.store)."""
+    return make_redis(settings)
+
+
+def build_services(
+    settings: Settings,
+    *,
+    registry: Registry,
+    redis: Any = None,
+    trigger: Trigger | None = None,
+) -> Services:
+    redis = redis if redis is not None else make_redis(settings)
+    store = Store(redis, timeout=settings.redis_timeout)
+    keys = Keys(settings.key_prefix)
+    engine = Engine(
+        redis,
+        prefix=settings.key_prefix,
+        queue_options=registry.queue_options,
+        max_payload_bytes=settings.max_payload_bytes,
+        idempotency_window=settings.idempotency_window,
+        timeout=settings.redis_timeout,
+    )
+    key_store = ApiKeyStore(store, keys.api_keys())
+    return Services(
+        settings=settings,
+        redis=redis,
+        store=store,
+        engine=engine,
+        keys=key_store,
+        auth=Authenticator(settings, key_store),
+        limiter=SubmitLimiter(store, keys.rate_limits(), settings.default_rate),
+        trigger=trigger if trigger is not None else build_trigger(settings),
+        registry=registry,
+    )

@@ -1,0 +1,55 @@
+"""Who may start a pushed consumer run: QStash (signed JWT) or a self-hosted caller with the shared secret."""
+
+from __future__ import annotations
+
+import hmac
+import warnings
+
+from jwt.warnings import InsecureKeyLengthWarning
+from qstash import Receiver
+
+from shared.errors import AuthError
+from shared.settings import Settings
+
+CLOCK_TOLERANCE = 5  # seconds of clock skew accepted on the JWT's nbf/exp
+
+
+class PushAuth:
+    def __init__(self, settings: Settings) -> None:
+        current, following = settings.qstash_current_signing_key, settings.qstash_next_signing_key
+        self._receiver = (
+            Receiver(current.get_secret_value(), following.get_secret_value())
+            if current is not None and following is not None
+            else None
+        )
+        self._secret = settings.consumer_secret.get_secret_value() if settings.consumer_secret else None
+        self._url = settings.consumer_url  # the JWT's subject must be this URL when it is configured
+
+    def verify(self, *, signature: str | None, authorization: str | None, body: bytes) -> str:
+        """Return how the call was authenticated ("qstash" or "secret"); raise AuthError otherwise."""
+        if signature is not None:
+            return self._verify_qstash(signature, body)
+        if authorization is not None and self._secret:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), self._secret.encode()):
+                return "secret"
+            raise AuthError("bad consumer secret")
+        if self._receiver is None and not self._secret:
+            raise AuthError(
+                "the push endpoint is not configured (no QStash signing keys, no consumer secret)"
+            )
+        raise AuthError("missing Upstash-Signature or Authorization header")
+
+    def _verify_qstash(self, signature: str, body: bytes) -> str:
+        if self._receiver is None:
+            raise AuthError("QStash signing keys are not configured")
+        try:
+            text = body.decode()
+            with warnings.catch_warnings():  # the keys are Upstash's to choose; a short one is not our bug
+                warnings.simplefilter("ignore", InsecureKeyLengthWarning)
+                self._receiver.verify(
+                    signature=signature, body=text, url=self._url, clock_tolerance=CLOCK_TOLERANCE
+                )
+        except Exception as exc:  # the SDK raises SignatureError, but a malformed token may raise others
+            raise AuthError("invalid or expired Upstash-Signature") from exc
+        return "qstash"

@@ -1,0 +1,66 @@
+"""`jobq worker`: drain continuously on a server, with adaptive idle backoff and a graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+
+from functions.consumer.runtime import build_runtime
+from infra.cli import app
+from shared.consumer import BatchConfig, ConsumerConfig
+from shared.consumer.worker import Worker, WorkerStats
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+@app.command()
+def worker(
+    queues: Annotated[
+        list[str] | None, typer.Option("--queues", "-q", help="Queues to serve (repeat or comma-separate).")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Handlers running at once, all types.")] = 10,
+    batch: Annotated[int, typer.Option(min=1, max=1000, help="Jobs claimed per queue per cycle.")] = 100,
+    idle_max: Annotated[float, typer.Option(min=0.1, help="Longest sleep between idle polls (s).")] = 30.0,
+    grace: Annotated[float, typer.Option(min=0, help="On stop, grace for running jobs (s).")] = 10.0,
+) -> None:
+    """Run jobs continuously. Ctrl-C (or SIGTERM) hands unstarted jobs back and lets running ones finish."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Redis call is noise
+    config = ConsumerConfig(
+        batch_size=batch, concurrency=concurrency, queues=_split(queues), batch=BatchConfig(grace=grace)
+    )
+    stats = asyncio.run(_run(config, idle_max))
+    typer.echo(f"worker stopped: {asdict(stats)}")
+
+
+async def _run(config: ConsumerConfig, idle_max: float) -> WorkerStats:
+    runtime = build_runtime(config=config)
+    runner = Worker(runtime.consumer, idle_min=min(0.5, idle_max), idle_max=idle_max)
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            typer.echo("stopping: handing back unstarted jobs, waiting for running ones (again to force)")
+            runner.stop()
+        elif main is not None:
+            main.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        return await runner.run()
+    finally:
+        await runtime.redis.close()

@@ -1,0 +1,155 @@
+"""An Upstash-compatible REST gateway: the endpoints the `upstash-redis` SDK calls, forwarded to a backend.
+
+POST /            one command          -> {"result": ...}
+POST /pipeline    commands in order    -> [{"result": ...} | {"error": ...}, ...]
+POST /multi-exec  commands atomically  -> same shape, or 400 {"error"} if Redis refused one at queue time
+GET  /_jobq/commands        billed-command count (Upstash's rules: one per command, PING free)
+POST /_jobq/commands/reset  set the count back to zero
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import itertools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from redis.exceptions import ResponseError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from infra.local import protocol
+from infra.local.backends import Backend, BackendUnavailableError, EmbeddedBackend, RedisBackend, Reply
+from infra.local.protocol import Command, RequestError
+
+log = logging.getLogger("jobq.gateway")
+Handler = Callable[[Request, bool], Awaitable[Any]]  # (request, base64 wanted) -> JSON body
+
+
+class CommandCounter:
+    """Commands billed the Upstash way. Plain int updates: the gateway runs on one event loop thread."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self, commands: list[Command]) -> None:
+        self.count += sum(1 for args in commands if protocol.name_of(args) not in protocol.FREE)
+
+    def reset(self) -> None:
+        self.count = 0
+
+
+class Gateway:
+    """The state behind one app: token, backend, counter and the sync-token sequence."""
+
+    def __init__(self, token: str, redis_url: str | None) -> None:
+        self.token = token.encode()
+        self.backend: Backend = EmbeddedBackend() if redis_url is None else RedisBackend(redis_url)
+        self.counter = CommandCounter()
+        self.sync_tokens = itertools.count(1)
+
+    async def close(self) -> None:
+        await self.backend.close()
+
+    def authorized(self, request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        scheme, _, supplied = header.partition(" ")
+        # compare_digest on bytes: constant time whatever the supplied token's content.
+        return scheme.lower() == "bearer" and hmac.compare_digest(supplied.strip().encode(), self.token)
+
+    def reply(self, body: Any, status: int = 200) -> JSONResponse:
+        return JSONResponse(body, status, headers={"Upstash-Sync-Token": f"{next(self.sync_tokens):016d}"})
+
+
+def _error_text(error: ResponseError) -> str:
+    return str(error)
+
+
+def _entry(reply: Reply, base64_encoding: bool) -> dict[str, Any]:
+    if isinstance(reply, ResponseError):
+        return {"error": _error_text(reply)}
+    return {"result": protocol.encode_result(reply, base64_encoding)}
+
+
+def create_app(token: str, redis_url: str | None = None) -> Starlette:
+    """The gateway app; `redis_url=None` runs on the embedded fakeredis server."""
+    if not token:
+        raise ValueError("the gateway needs a non-empty token")
+    gateway = Gateway(token, redis_url)
+
+    def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def run(request: Request) -> Response:
+            if not gateway.authorized(request):
+                return gateway.reply({"error": "Unauthorized"}, 401)
+            base64_encoding = request.headers.get("upstash-encoding", "").lower() == "base64"
+            try:
+                return gateway.reply(await handler(request, base64_encoding))
+            except RequestError as exc:
+                return gateway.reply({"error": exc.message}, exc.status)
+            except ResponseError as exc:
+                return gateway.reply({"error": _error_text(exc)}, 400)
+            except BackendUnavailableError as exc:
+                log.warning("backend unavailable: %s", exc)
+                return gateway.reply({"error": f"ERR Redis backend unavailable: {exc}"}, 503)
+
+        return run
+
+    async def body_of(request: Request) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > protocol.MAX_BODY_BYTES:
+            raise RequestError("ERR max request size exceeded", 413)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > protocol.MAX_BODY_BYTES:
+                raise RequestError("ERR max request size exceeded", 413)
+            chunks.append(chunk)
+        return protocol.parse_json(b"".join(chunks))
+
+    async def single(request: Request, base64_encoding: bool) -> Any:
+        command = protocol.parse_command(await body_of(request))
+        gateway.counter.add([command])
+        reply = await gateway.backend.execute(command)
+        return {"result": protocol.encode_result(reply, base64_encoding)}
+
+    async def pipeline(request: Request, base64_encoding: bool) -> Any:
+        commands = protocol.parse_commands(await body_of(request))
+        gateway.counter.add(commands)
+        return [_entry(reply, base64_encoding) for reply in await gateway.backend.pipeline(commands)]
+
+    async def multi_exec(request: Request, base64_encoding: bool) -> Any:
+        commands = protocol.parse_commands(await body_of(request))
+        gateway.counter.add(commands)
+        return [_entry(reply, base64_encoding) for reply in await gateway.backend.transaction(commands)]
+
+    async def commands(request: Request, _: bool) -> Any:
+        return {"commands": gateway.counter.count}
+
+    async def reset(request: Request, _: bool) -> Any:
+        gateway.counter.reset()
+        return {"commands": 0}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await gateway.close()
+
+    app = Starlette(
+        routes=[
+            Route("/", endpoint(single), methods=["POST"]),
+            Route("/pipeline", endpoint(pipeline), methods=["POST"]),
+            Route("/multi-exec", endpoint(multi_exec), methods=["POST"]),
+            Route("/_jobq/commands", endpoint(commands), methods=["GET"]),
+            Route("/_jobq/commands/reset", endpoint(reset), methods=["POST"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    return app

@@ -1,0 +1,153 @@
+"""How a job and a queue's metrics are laid out in Redis, and back: the Python side of the field
+layout documented in docs/redis-schema.md (the Lua side is shared/scripts/lib.lua)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.ids import id_time_ms
+from shared.keys import STATE_INDEXES
+from shared.models import (
+    HISTOGRAM_BOUNDS,
+    Backoff,
+    Job,
+    JobError,
+    QueueMetrics,
+    State,
+    ThroughputPoint,
+)
+
+
+def ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def dt(ms: int | float | str | None) -> datetime | None:
+    if ms is None or ms == "":
+        return None
+    return datetime.fromtimestamp(int(float(ms)) / 1000, tz=UTC)
+
+
+def as_fields(reply: Any) -> dict[str, Any]:
+    """A field/value reply as a dict, whatever shape it came in: a flat [f, v, ...] list (scripts),
+    cjson's {} for an empty list, a dict (the SDK's HGETALL) or [(member, score), ...] (the SDK's
+    ZRANGE WITHSCORES)."""
+    if not reply:
+        return {}
+    if isinstance(reply, dict):
+        return reply
+    if isinstance(reply[0], (list, tuple)):
+        return {item[0]: item[1] for item in reply}
+    return {reply[i]: reply[i + 1] for i in range(0, len(reply), 2)}
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+M_FIELDS = ("s", "a", "k", "sa", "fa", "ra", "p", "x")  # the packed "m" field (see lib.lua)
+DEFAULT_BACKOFF = ["e", 1, 2, 3600, 0.1]
+
+
+def unpack_m(text: str) -> dict[str, str]:
+    return dict(zip(M_FIELDS, text.split("|"), strict=False))
+
+
+def shown_state(m: dict[str, str], now_ms: int) -> State:
+    """The state a job shows: "queued" is delayed until its eligible time, then waiting."""
+    if m.get("s") == "queued":
+        eligible = int(m.get("ra") or 0)
+        return State.DELAYED if eligible > now_ms else State.WAITING
+    return State(m["s"])
+
+
+def _backoff(raw: list[Any] | None) -> Backoff:
+    kind, delay, factor, max_delay, jitter = raw or DEFAULT_BACKOFF
+    return Backoff(
+        kind="exponential" if kind == "e" else "fixed",
+        delay=delay,
+        factor=factor,
+        max_delay=max_delay,
+        jitter=jitter,
+    )
+
+
+def compact_backoff(b: Backoff) -> list[Any] | None:
+    raw = ["e" if b.kind == "exponential" else "f", b.delay, b.factor, b.max_delay, b.jitter]
+    return None if raw == DEFAULT_BACKOFF else raw
+
+
+def decode_job(job_id: str, fields: dict[str, str], now_ms: int) -> Job:
+    """A Job from its Redis hash (fields in docs/redis-schema.md), its state as of `now_ms`."""
+    d = json.loads(fields["d"])
+    m = unpack_m(fields["m"])
+    errors = [JobError.model_validate(e) for e in json.loads(fields.get("e") or "[]")]
+    return Job(
+        id=job_id,
+        queue=d["q"],
+        type=d["y"],
+        owner=d["o"],
+        payload=d.get("x"),
+        priority=d["p"],
+        state=shown_state(m, now_ms),
+        attempts=int(m.get("a") or 0),
+        max_attempts=d["m"],
+        backoff=_backoff(d.get("b")),
+        run_at=dt(m.get("ra")),
+        timeout=d["t"],
+        idempotency_key=d.get("i"),
+        progress=int(float(m.get("p") or 0)),
+        result=json.loads(fields["r"]) if "r" in fields else None,
+        error=errors[-1] if errors else None,
+        errors=errors,
+        logs=json.loads(fields.get("g") or "[]"),
+        created_at=dt(id_time_ms(job_id)) or datetime.now(UTC),
+        started_at=dt(m.get("sa")),
+        finished_at=dt(m.get("fa")),
+        metadata=d.get("md") or {},
+        tags=d.get("g") or [],
+        cancel_requested=m.get("x") == "1",
+    )
+
+
+def decode_metrics(entry: dict[str, Any], now: int) -> QueueMetrics:
+    meta = as_fields(entry.get("m"))
+    counts = dict(zip(STATE_INDEXES, entry["c"], strict=True))
+    buckets = len(HISTOGRAM_BOUNDS) + 1
+
+    def count(field: str) -> int:
+        return int(meta.get(field, 0))
+
+    minute_now = now // 60000
+    points = []
+    for minute in range(minute_now - 59, minute_now + 1):
+        slot = minute % 60
+        held = meta.get(f"tm{slot}")
+        same = held is not None and int(held) == minute
+        points.append(
+            ThroughputPoint(
+                minute=dt(minute * 60000) or datetime.now(UTC),
+                completed=count(f"tc{slot}") if same else 0,
+                failed=count(f"tf{slot}") if same else 0,
+            )
+        )
+    wait_buckets = [count(f"hw{i}") for i in range(1, buckets + 1)]
+    oldest = entry.get("oldest")
+    return QueueMetrics(
+        queue=entry["q"],
+        paused=bool(entry.get("paused")),
+        counts={State(state): n for state, n in counts.items()},
+        completed_total=count("completed"),
+        failed_total=count("failed"),
+        retried_total=count("retried"),
+        cancelled_total=count("cancelled"),
+        run_seconds_total=count("run_ms") / 1000,
+        wait_seconds_total=count("wait_ms") / 1000,
+        oldest_waiting_age=None if oldest is None else max(0.0, (now - oldest) / 1000),
+        run_buckets=[count(f"hr{i}") for i in range(1, buckets + 1)],
+        wait_buckets=wait_buckets,
+        claimed_total=sum(wait_buckets),
+        throughput=points,
+    )

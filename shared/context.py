@@ -1,0 +1,95 @@
+"""What a handler sees of its job while it runs.
+
+Progress and log lines are only buffered here: the consumer collects the buffers of its whole batch and
+sends them in one `report` call every few seconds (and with the finish call), never one command per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from shared.models import MAX_LOG_LINE_BYTES, MAX_LOG_LINES, ClaimedJob, ProgressUpdate
+
+
+def clip_line(line: str, limit: int = MAX_LOG_LINE_BYTES) -> str:
+    """A log line cut to at most `limit` UTF-8 bytes, never splitting a character."""
+    data = line.encode()
+    if len(data) <= limit:
+        return line
+    return data[:limit].decode(errors="ignore")
+
+
+class JobContext:
+    def __init__(
+        self,
+        claimed: ClaimedJob,
+        *,
+        deadline: float = float("inf"),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        job = claimed.job
+        self.job = job
+        self.job_id = job.id
+        self.attempt = job.attempts
+        self.owner = job.owner
+        self.idempotency_key = job.idempotency_key
+        self.token = claimed.token
+        self.deadline = deadline  # on the `clock` scale; the consumer sets it when the handler starts
+        self._clock = clock
+        self._progress: int | None = None
+        self._logs: list[str] = []
+        self._cancelled = asyncio.Event()
+        self.cancel_requested = False  # the user asked to cancel (as opposed to a lost lease)
+        self.lease_lost = False
+
+    async def progress(self, pct: int) -> None:
+        """Record progress 0-100; the latest value is sent with the next flush."""
+        if isinstance(pct, bool) or not isinstance(pct, int) or not 0 <= pct <= 100:
+            raise ValueError("progress must be an integer from 0 to 100")
+        self._progress = pct
+
+    async def log(self, line: str) -> None:
+        """Buffer a log line (clipped in size); the store keeps the last MAX_LOG_LINES lines."""
+        self._logs.append(clip_line(str(line)))
+        del self._logs[:-MAX_LOG_LINES]
+
+    @property
+    def cancelled(self) -> bool:
+        """True once cancellation was requested (or the lease was lost): stop early, the result is dropped."""
+        return self._cancelled.is_set()
+
+    async def wait_cancelled(self) -> None:
+        """Wait until `cancelled` becomes true (for handlers that sleep or poll)."""
+        await self._cancelled.wait()
+
+    @property
+    def remaining(self) -> float:
+        """Seconds left before the job's timeout (or the consumer's budget, whichever comes first)."""
+        return max(0.0, self.deadline - self._clock())
+
+    # The consumer's side.
+
+    def mark_cancelled(self, *, requested: bool) -> None:
+        if requested:
+            self.cancel_requested = True
+        else:
+            self.lease_lost = True
+        self._cancelled.set()
+
+    def take_update(self) -> ProgressUpdate | None:
+        """The buffered progress and lines (clearing the buffer), or None when there is nothing new."""
+        if self._progress is None and not self._logs:
+            return None
+        update = ProgressUpdate(
+            job_id=self.job_id, token=self.token, progress=self._progress, logs=self._logs
+        )
+        self._progress, self._logs = None, []
+        return update
+
+    def restore(self, update: ProgressUpdate) -> None:
+        """Put back an update whose flush failed, so the next flush carries it (newer progress wins)."""
+        if self._progress is None:
+            self._progress = update.progress
+        self._logs = [*update.logs, *self._logs][-MAX_LOG_LINES:]

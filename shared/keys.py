@@ -1,0 +1,88 @@
+"""Every Redis key jobq uses, built in one place under one deployment prefix.
+
+Scripts never build keys: the engine passes every key a script touches in KEYS, built here.
+`tests/unit/test_keys.py` pins the schema; `docs/redis-schema.md` describes each key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+
+# The index states: each job id is in exactly one of these per queue.
+STATE_INDEXES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key builder for one deployment; `prefix` must match PREFIX_PATTERN (no separator inside)."""
+
+    prefix: str = "jobq"
+
+    def __post_init__(self) -> None:
+        if not PREFIX_PATTERN.match(self.prefix):
+            raise ValueError(f"key prefix must match {PREFIX_PATTERN.pattern}: {self.prefix!r}")
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    # Deployment-wide keys.
+    def due(self) -> str:
+        """Sorted set: queue -> earliest epoch ms it has work (waiting, a delayed job, a lease to reap)."""
+        return self._key("due")
+
+    def trigger(self) -> str:
+        """String with a short expiry: a consumer run has been asked for and has not claimed yet."""
+        return self._key("trigger")
+
+    def queues(self) -> str:
+        """Set of every queue name that ever had a job (for stats of all queues)."""
+        return self._key("queues")
+
+    # Per job.
+    def job(self, job_id: str) -> str:
+        """Hash of one job (fields in docs/redis-schema.md)."""
+        return self._key("job", job_id)
+
+    def idempotency(self, queue: str, owner: str, key: str) -> str:
+        """String: job id and request hash for an idempotency key; hashed so any owner/key text is safe."""
+        digest = hashlib.sha256("\0".join((queue, owner, key)).encode()).hexdigest()[:32]
+        return self._key("idem", digest)
+
+    # Per queue.
+    def queue_state(self, queue: str, state: str) -> str:
+        """Sorted set of the queue's job ids in one state (scores in docs/redis-schema.md)."""
+        if state not in STATE_INDEXES:
+            raise ValueError(f"unknown state {state!r}")
+        return self._key("q", queue, state)
+
+    def queue_states(self, queue: str) -> list[str]:
+        """The six state indexes of a queue, in STATE_INDEXES order (scripts rely on this order)."""
+        return [self.queue_state(queue, state) for state in STATE_INDEXES]
+
+    def queue_meta(self, queue: str) -> str:
+        """Hash: paused flag, priority sequence, rate-limit window, counters, histograms, throughput."""
+        return self._key("q", queue, "meta")
+
+    def queue_events(self, queue: str) -> str:
+        """Capped stream of state changes of the queue's jobs."""
+        return self._key("q", queue, "events")
+
+    # Listing indexes (scores 0, members ordered by id, so by creation time).
+    def owner_jobs(self, owner: str) -> str:
+        return self._key("owner", owner)
+
+    def tag_jobs(self, tag: str) -> str:
+        return self._key("tag", tag)
+
+    # --- API (issue 4, functions/api): credentials and submit rate limits. Owned by the API area. ---
+    def api_keys(self) -> str:
+        """Hash: API key id -> JSON record (owner, admin, rate, SHA-256 of the secret, created, revoked)."""
+        return self._key("apikeys")
+
+    def rate_limits(self) -> str:
+        """Prefix of upstash-ratelimit's window keys (it appends ':<rate>:<credential>:<window>')."""
+        return self._key("ratelimit")

@@ -1,0 +1,242 @@
+"""The job model and the value types the engine takes and returns.
+
+Times in these models are `datetime` (UTC) or seconds as `float`; Redis stores integer milliseconds.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,127}$"
+MAX_TAGS = 8
+MAX_ERRORS_KEPT = 5
+MAX_LOG_LINES = 100
+MAX_LOG_LINE_BYTES = 2048
+
+
+class State(StrEnum):
+    WAITING = "waiting"
+    DELAYED = "delayed"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    FAILED = "failed"  # the dead-letter set: retries exhausted or a permanent error
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATES = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
+UNSUCCESSFUL_STATES = frozenset({State.FAILED, State.CANCELLED})
+
+# Named priority levels; lower runs first. Any integer in [0, 9] is accepted too.
+PRIORITIES: dict[str, int] = {"critical": 0, "high": 3, "normal": 5, "low": 8}
+DEFAULT_PRIORITY = PRIORITIES["normal"]
+
+
+def priority_value(priority: int | str) -> int:
+    """Turn a named level or an integer into the integer form, rejecting anything else."""
+    if isinstance(priority, str):
+        if priority in PRIORITIES:
+            return PRIORITIES[priority]
+        raise ValueError(f"unknown priority {priority!r}; use one of {sorted(PRIORITIES)} or 0-9")
+    if isinstance(priority, bool) or not 0 <= priority <= 9:
+        raise ValueError("priority must be an integer from 0 (first) to 9 (last)")
+    return priority
+
+
+class ErrorKind(StrEnum):
+    RETRYABLE = "retryable"
+    PERMANENT = "permanent"
+    TIMEOUT = "timeout"
+    LEASE_EXPIRED = "lease_expired"
+    CANCELLED = "cancelled"
+
+
+class Backoff(BaseModel):
+    """Delay before retry n (1-based): min(max_delay, delay * factor**(n-1)), with +-jitter share."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["exponential", "fixed"] = "exponential"
+    delay: float = Field(default=1.0, ge=0, le=86400)
+    factor: float = Field(default=2.0, ge=1, le=10)
+    max_delay: float = Field(default=3600.0, ge=0, le=7 * 86400)
+    jitter: float = Field(default=0.1, ge=0, le=1)
+
+
+class JobError(BaseModel):
+    kind: ErrorKind
+    message: str
+    attempt: int = 0
+    at: datetime | None = None
+
+
+class JobSpec(BaseModel):
+    """What a caller asks the engine to enqueue. Defaults come from the job type when one is registered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(pattern=NAME_PATTERN)
+    payload: Any = None
+    queue: str | None = Field(default=None, pattern=NAME_PATTERN)
+    owner: str = Field(default="anonymous", min_length=1, max_length=128)
+    priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=9)
+    run_at: datetime | None = None
+    delay: float = Field(default=0.0, ge=0, le=365 * 86400)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    backoff: Backoff = Backoff()
+    timeout: float = Field(default=300.0, gt=0, le=24 * 3600)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
+
+
+class Job(BaseModel):
+    """A job as stored in its Redis hash, decoded."""
+
+    id: str
+    queue: str
+    type: str
+    owner: str
+    payload: Any = None
+    priority: int = DEFAULT_PRIORITY
+    state: State
+    attempts: int = 0
+    max_attempts: int = 3
+    backoff: Backoff = Backoff()
+    run_at: datetime | None = None
+    timeout: float = 300.0
+    idempotency_key: str | None = None
+    progress: int = 0
+    result: Any = None
+    error: JobError | None = None
+    errors: list[JobError] = Field(default_factory=list)  # the last few attempts' errors
+    logs: list[str] = Field(default_factory=list)
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    cancel_requested: bool = False
+
+
+class EnqueueResult(BaseModel):
+    job: Job
+    created: bool  # False when an idempotency key matched an existing job
+
+
+class EnqueueReply(BaseModel):
+    results: list[EnqueueResult]
+    trigger: bool  # True when no consumer trigger was pending: the caller should send one
+
+
+class Lease(BaseModel):
+    job_id: str
+    token: str
+
+
+class ClaimedJob(BaseModel):
+    job: Job
+    token: str  # the fencing token: every later write for this attempt must present it
+    lease_until: datetime
+
+
+OutcomeStatus = Literal["completed", "failed", "retry", "cancelled"]
+
+
+class Outcome(BaseModel):
+    """What a consumer reports for one claimed job."""
+
+    job_id: str
+    token: str
+    status: OutcomeStatus
+    result: Any = None
+    error: JobError | None = None
+    retry_after: float | None = Field(default=None, ge=0)  # for status "retry": the handler's delay
+    progress: int | None = Field(default=None, ge=0, le=100)
+    logs: list[str] = Field(default_factory=list)
+
+
+class FinishResult(BaseModel):
+    job_id: str
+    ok: bool  # False: the lease was lost (expired and re-claimed, or cancelled); nothing changed
+    state: State | None = None
+
+
+class LeaseStatus(BaseModel):
+    job_id: str
+    ok: bool
+    cancel_requested: bool = False
+
+
+class ProgressUpdate(BaseModel):
+    job_id: str
+    token: str
+    progress: int | None = Field(default=None, ge=0, le=100)
+    logs: list[str] = Field(default_factory=list)
+
+
+class QueueOptions(BaseModel):
+    """Per-queue policy the scripts need; supplied by the job-type registry, not stored in Redis."""
+
+    keep_completed_seconds: float = 24 * 3600
+    keep_completed_count: int = 1000
+    keep_failed_seconds: float = 7 * 24 * 3600
+    keep_cancelled_seconds: float = 24 * 3600
+    rate_limit: tuple[int, float] | None = None  # at most N jobs claimed per interval (seconds)
+
+
+class QueueStats(BaseModel):
+    queue: str
+    paused: bool = False
+    counts: dict[State, int]
+    completed_total: int = 0
+    failed_total: int = 0
+    retried_total: int = 0
+    cancelled_total: int = 0
+    run_seconds_total: float = 0.0
+    wait_seconds_total: float = 0.0
+    oldest_waiting_age: float | None = None
+
+
+class JobPage(BaseModel):
+    jobs: list[Job]
+    cursor: str | None = None  # pass back to get the next page; None at the end
+
+
+class Event(BaseModel):
+    id: str  # stream entry id, usable as Last-Event-ID
+    job_id: str
+    state: State | None = None
+    progress: int | None = None
+    at: datetime
+
+
+# Histogram bucket upper bounds (seconds) of run and wait times; shared/scripts/lib.lua has them in ms.
+HISTOGRAM_BOUNDS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class ThroughputPoint(BaseModel):
+    minute: datetime  # start of the minute (UTC)
+    completed: int = 0
+    failed: int = 0
+
+
+class QueueMetrics(QueueStats):
+    """Everything the dashboard and /metrics show for one queue, read in one call for all queues.
+
+    Histograms are PER BUCKET (not cumulative): `run_buckets[i]` counts jobs whose run time was
+    <= bounds[i] and > bounds[i-1]; the last entry counts those above the largest bound (+Inf).
+    Prometheus exposition must cumulate them. Run time is measured for completed and failed attempts
+    (claim to finish, Redis clock); wait time from becoming eligible (created, run-at or retry time)
+    to claim.
+    """
+
+    bounds: list[float] = Field(default_factory=lambda: list(HISTOGRAM_BOUNDS))
+    run_buckets: list[int] = Field(default_factory=lambda: [0] * (len(HISTOGRAM_BOUNDS) + 1))
+    wait_buckets: list[int] = Field(default_factory=lambda: [0] * (len(HISTOGRAM_BOUNDS) + 1))
+    claimed_total: int = 0  # jobs claimed (each wait time observed once per claim)
+    throughput: list[ThroughputPoint] = Field(default_factory=list)  # last 60 minutes, oldest first

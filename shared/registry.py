@@ -1,0 +1,116 @@
+"""Job types: a name, a pydantic payload model, an async handler and per-type options.
+
+A developer adds one in a few lines:
+
+    class Resize(BaseModel):
+        url: str
+
+    @job_type("resize", payload=Resize, max_attempts=5, timeout=60)
+    async def resize(payload: Resize, ctx: JobContext) -> dict[str, str]:
+        ...
+
+Modules named in JOBQ_JOB_MODULES are imported at start-up so their decorators register the types.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+
+from shared.errors import UnknownJobTypeError, ValidationError
+from shared.models import DEFAULT_PRIORITY, NAME_PATTERN, Backoff, QueueOptions
+
+if TYPE_CHECKING:
+    from shared.context import JobContext
+
+Handler = Callable[[Any, "JobContext"], Awaitable[Any]]
+H = TypeVar("H", bound=Handler)
+
+BUILTIN_MODULES = ("functions.jobs",)
+
+
+@dataclass(frozen=True)
+class JobType:
+    name: str
+    payload_model: type[BaseModel]
+    handler: Handler
+    queue: str
+    max_attempts: int = 3
+    backoff: Backoff = field(default_factory=Backoff)
+    timeout: float = 300.0
+    concurrency: int = 10
+    priority: int = DEFAULT_PRIORITY
+    options: QueueOptions = field(default_factory=QueueOptions)  # retention and rate limit of its queue
+
+    def parse(self, payload: Any) -> BaseModel:
+        """Validate a payload against the type's model; the error names the offending field."""
+        try:
+            return self.payload_model.model_validate(payload)
+        except PydanticValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in ("payload", *first["loc"]))
+            raise ValidationError(first["msg"], field=where) from exc
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._types: dict[str, JobType] = {}
+
+    def register(self, job: JobType) -> JobType:
+        if not re.fullmatch(NAME_PATTERN, job.name) or not re.fullmatch(NAME_PATTERN, job.queue):
+            raise ValueError(f"job type and queue names must match {NAME_PATTERN}: {job.name!r}")
+        self._types[job.name] = job
+        return job
+
+    def job_type(
+        self,
+        name: str,
+        *,
+        payload: type[BaseModel],
+        queue: str | None = None,
+        **options: Any,
+    ) -> Callable[[H], H]:
+        """Decorator form of `register`; extra keyword arguments are JobType fields."""
+
+        def decorate(handler: H) -> H:
+            job = JobType(name=name, payload_model=payload, handler=handler, queue=queue or name, **options)
+            self.register(job)
+            return handler
+
+        return decorate
+
+    def get(self, name: str) -> JobType:
+        try:
+            return self._types[name]
+        except KeyError:
+            raise UnknownJobTypeError(f"unknown job type {name!r}", field="type") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    def types(self) -> list[JobType]:
+        return sorted(self._types.values(), key=lambda t: t.name)
+
+    def queues(self) -> list[str]:
+        return sorted({t.queue for t in self._types.values()})
+
+    def queue_options(self, queue: str) -> QueueOptions:
+        """Options of the first type on that queue; defaults for a queue no type names."""
+        for job in self._types.values():
+            if job.queue == queue:
+                return job.options
+        return QueueOptions()
+
+    def load(self, modules: Iterable[str]) -> None:
+        for module in (*BUILTIN_MODULES, *modules):
+            importlib.import_module(module)
+
+
+registry = Registry()
+job_type = registry.job_type

@@ -1,0 +1,101 @@
+-- enqueue.lua: create jobs (any queues) in one call, or return the existing job of a repeated
+-- idempotency key. All or nothing: every idempotency key is checked before anything is written.
+-- KEYS: none (keys derive from the prefix; see lib.lua).
+-- ARGV[1] prefix, ARGV[2] now ms or -1, ARGV[3] JSON plan:
+--   {w: idempotency window ms, tr: trigger expiry ms, cap: listing index cap,
+--    jobs: [{id, q, d: immutable JSON, pr: priority, delay: ms, at: run-at ms or null,
+--            ik: idempotency key name or null, ih: request hash, ix: [listing index key names]}]}
+-- Returns JSON {now, t: trigger (true when none was pending), r: [[id, 1, index state, packed m] |
+--   [id, 0, flat job hash] for an idempotent repeat]}.
+local plan = cjson.decode(ARGV[3])
+local now = now_ms()
+local jobs = plan.jobs
+local existing = {}
+
+for i, job in ipairs(jobs) do
+  if job.ik ~= cjson.null and job.ik then
+    local held = redis.call('GET', job.ik)
+    if held then
+      local id, h = string.match(held, '^([^|]+)|(.*)$')
+      if h ~= job.ih then return fail('idempotency_conflict', 'jobs[' .. (i - 1) .. ']') end
+      local flat = redis.call('HGETALL', k_job(id))
+      if #flat > 0 then existing[i] = {id, 0, flat} end
+    end
+  end
+end
+
+local replies = {}
+local per_queue = {}
+local created = 0
+local listing, listing_order = {}, {}
+for i, job in ipairs(jobs) do
+  if existing[i] then
+    replies[i] = existing[i]
+  else
+    local q = job.q
+    local g = per_queue[q]
+    if not g then
+      g = {waiting = {}, delayed = {}, ids = {}, wids = {}, did = {}, first = nil}
+      per_queue[q] = g
+    end
+    local at = now + job.delay
+    if job.at ~= cjson.null and job.at then at = job.at end
+    local state = 'waiting'
+    if at > now then state = 'delayed' else at = now end
+    redis.call('HSET', k_job(job.id), 'd', job.d, 'm', pack_m({s = 'queued', a = 0, ra = at}))
+    if state == 'waiting' then
+      g.wids[#g.wids + 1] = {job.pr, job.id}
+    else
+      g.delayed[#g.delayed + 1] = n2s(at * 10 + job.pr)
+      g.delayed[#g.delayed + 1] = job.id
+      g.did[#g.did + 1] = job.id
+    end
+    if not g.first or at < g.first then g.first = at end
+    g.ids[#g.ids + 1] = job.id
+    for _, ix in ipairs(job.ix) do
+      local list = listing[ix]
+      if not list then list = {}; listing[ix] = list; listing_order[#listing_order + 1] = ix end
+      list[#list + 1] = 0
+      list[#list + 1] = job.id
+    end
+    if job.ik ~= cjson.null and job.ik then
+      redis.call('SET', job.ik, job.id .. '|' .. job.ih, 'PX', plan.w)
+    end
+    replies[i] = {job.id, 1, state, pack_m({s = 'queued', a = 0, ra = at})}
+    created = created + 1
+  end
+end
+
+for q, g in pairs(per_queue) do
+  local meta = redis.call('HMGET', k_meta(q), 'paused')
+  if #g.wids > 0 then
+    local last = redis.call('HINCRBY', k_meta(q), 'seq', #g.wids)
+    local seq = last - #g.wids
+    local pairs_ = {}
+    for _, w in ipairs(g.wids) do
+      seq = seq + 1
+      pairs_[#pairs_ + 1] = n2s(w[1] * PRIO_SCALE + seq)
+      pairs_[#pairs_ + 1] = w[2]
+    end
+    zadd(k_state(q, 'waiting'), pairs_)
+  end
+  zadd(k_state(q, 'delayed'), g.delayed)
+  redis.call('SADD', K_QUEUES, q)
+  mark_due(q, g.first, meta[1] == '1')
+  local wl = {}
+  for _, w in ipairs(g.wids) do wl[#wl + 1] = w[2] end
+  add_event(q, now, 'waiting', wl)
+  add_event(q, now, 'delayed', g.did)
+end
+
+-- Listing indexes: one ZADD per index and call, each capped to its newest plan.cap entries.
+for _, ix in ipairs(listing_order) do
+  zadd(ix, listing[ix])
+  redis.call('ZREMRANGEBYRANK', ix, 0, -plan.cap - 1)
+end
+
+local trigger = false
+if created > 0 then
+  trigger = redis.call('SET', K_TRIGGER, '1', 'NX', 'PX', plan.tr) ~= false
+end
+return cjson.encode({now = now, t = trigger, r = replies})

@@ -1,0 +1,84 @@
+"""Settings for every jobq function, read from the environment (prefix JOBQ_) and an optional .env file.
+
+Build them through `get_settings()` (cached), never at import time, so tests can change the environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_TOKENS = frozenset({"", "changeme", "change-me", "secret", "admin", "token", "xxx"})
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JOBQ_", env_file=".env", extra="ignore")
+
+    # Where we run: "local" relaxes production-only checks (placeholder tokens, private webhook targets).
+    env: Literal["local", "test", "production"] = "production"
+
+    # Upstash REST endpoint. A plain str: a URL type would add a trailing slash and the SDK appends paths.
+    redis_rest_url: str = Field(
+        default="http://127.0.0.1:8079",
+        validation_alias=AliasChoices("JOBQ_REDIS_REST_URL", "UPSTASH_REDIS_REST_URL"),
+    )
+    redis_rest_token: SecretStr = Field(
+        default=SecretStr(""),
+        validation_alias=AliasChoices("JOBQ_REDIS_REST_TOKEN", "UPSTASH_REDIS_REST_TOKEN"),
+    )
+    # Every key of a deployment starts with this, so two deployments can share one database.
+    key_prefix: str = Field(default="jobq", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    redis_timeout: float = Field(default=5.0, gt=0, le=60)
+
+    # Engine limits, checked at the edge.
+    max_payload_bytes: int = Field(default=256 * 1024, gt=0)
+    max_batch: int = Field(default=1000, gt=0, le=1000)
+    idempotency_window: float = Field(default=24 * 3600, gt=0)
+
+    # Auth.
+    admin_token: SecretStr | None = None
+    metrics_token: SecretStr | None = None
+    jwt_secret: SecretStr | None = None
+    jwt_public_key: str | None = None
+    jwt_algorithms: list[str] = ["HS256"]
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_admin_claim: str = "jobq_admin"
+    default_rate: str = "100/minute"
+    key_cache_seconds: float = Field(default=30.0, ge=0)
+    cors_origins: list[str] = []
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    # Job event stream (API): poll interval and how long one stream stays open before the client reconnects.
+    events_poll_seconds: float = Field(default=1.0, gt=0, le=30)
+    events_max_seconds: float = Field(default=25.0, gt=0, le=3600)
+
+    # Job types and consumers.
+    job_modules: list[str] = []
+    trigger: Literal["none", "local", "http", "qstash"] = "none"
+    consumer_url: str | None = None
+    consumer_secret: SecretStr | None = None
+    qstash_token: SecretStr | None = None
+    qstash_url: str | None = None
+    qstash_current_signing_key: SecretStr | None = None
+    qstash_next_signing_key: SecretStr | None = None
+    push_budget: float = Field(default=20.0, gt=0, le=25)
+    webhook_secret: SecretStr | None = None
+    allow_private_urls: bool = False
+    url_allowlist: list[str] = []
+    url_denylist: list[str] = []
+
+    # Logging.
+    log_format: Literal["json", "console"] = "json"
+    log_level: str = "INFO"
+
+    @property
+    def is_local(self) -> bool:
+        return self.env in ("local", "test")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,152 @@
+"""Redis access over the Upstash REST API: the client, the script runner and the error policy.
+
+- `make_redis` builds the SDK client with its blind retry off (it would re-send any failed call after
+  3 s) and a bounded HTTP timeout (the SDK's default is none).
+- `Store.call` puts an explicit deadline around every call and maps failures to typed errors:
+  transport errors, timeouts and 5xx -> StoreUnavailableError; script error replies "JOBQ:<code> msg"
+  -> the error class with that code; any other error reply -> StoreError.
+- `Store.script` runs a script of shared/scripts by SHA and falls back to its source on NOSCRIPT.
+- `retrying` is the one retry-with-backoff helper: only for idempotent calls (every jobq script is),
+  and only for StoreUnavailableError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from collections.abc import Awaitable, Callable
+from functools import cache
+from importlib import resources
+from typing import Any, TypeVar
+
+import httpx
+from upstash_redis.asyncio import Redis
+from upstash_redis.errors import UpstashError
+
+from shared.errors import (
+    IdempotencyConflictError,
+    InvalidTransitionError,
+    JobNotFoundError,
+    JobqError,
+    LeaseLostError,
+    StoreError,
+    StoreUnavailableError,
+    ValidationError,
+)
+from shared.settings import Settings
+
+T = TypeVar("T")
+
+ERRORS_BY_CODE: dict[str, type[JobqError]] = {
+    cls.code: cls
+    for cls in (
+        JobNotFoundError,
+        IdempotencyConflictError,
+        InvalidTransitionError,
+        LeaseLostError,
+        ValidationError,
+    )
+}
+_SCRIPT_ERROR = re.compile(r"JOBQ:([a-z_]+) ?(.*)", re.DOTALL)
+
+
+def make_redis(settings: Settings) -> Redis:
+    """An SDK client with retries off and an HTTP timeout of `settings.redis_timeout`."""
+    redis = Redis(
+        settings.redis_rest_url,
+        settings.redis_rest_token.get_secret_value(),
+        rest_retries=0,
+        allow_telemetry=False,
+    )
+    # The SDK builds its httpx client with timeout=None and offers no option for it.
+    redis._http._client.timeout = httpx.Timeout(settings.redis_timeout)
+    return redis
+
+
+@cache
+def script_source(name: str) -> str:
+    """A script's source: the shared helpers of lib.lua, then the script itself."""
+    folder = resources.files("shared.scripts")
+    return folder.joinpath("lib.lua").read_text() + "\n" + folder.joinpath(f"{name}.lua").read_text()
+
+
+@cache
+def script_sha(name: str) -> str:
+    return hashlib.sha1(script_source(name).encode(), usedforsecurity=False).hexdigest()
+
+
+def map_error(exc: BaseException) -> JobqError:
+    """The typed jobq error for a failed Redis call."""
+    if isinstance(exc, JobqError):
+        return exc
+    if isinstance(exc, UpstashError):
+        text = str(exc)
+        match = _SCRIPT_ERROR.search(text)
+        if match:
+            cls = ERRORS_BY_CODE.get(match.group(1), StoreError)
+            return cls(match.group(2) or match.group(1))
+        if re.search(r"\b(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN)\b", text):
+            return StoreUnavailableError(f"Redis is busy: {text[:200]}")
+        return StoreError(f"Redis error reply: {text[:200]}")
+    if isinstance(exc, (httpx.HTTPError, TimeoutError, OSError, ValueError)):
+        # ValueError: a 5xx or proxy page whose body is not the JSON the SDK expects.
+        return StoreUnavailableError(f"Redis REST endpoint unavailable: {type(exc).__name__}")
+    return StoreError(f"unexpected Redis client failure: {type(exc).__name__}")
+
+
+class Store:
+    """Bounded, typed access to one Redis through the SDK."""
+
+    def __init__(self, redis: Redis, *, timeout: float = 5.0) -> None:
+        self.redis = redis
+        self.timeout = timeout
+
+    async def call(self, make: Callable[[], Awaitable[T]]) -> T:
+        """Run one SDK call under the deadline, mapping every failure to a JobqError."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await make()
+        except JobqError:
+            raise
+        except Exception as exc:
+            raise map_error(exc) from exc
+
+    async def command(self, *args: Any) -> Any:
+        """One raw command, e.g. `await store.command("HGETALL", key)`."""
+        return await self.call(lambda: self.redis.execute(list(args)))
+
+    async def script(self, name: str, args: list[str]) -> Any:
+        """Run shared/scripts/<name>.lua by SHA; on NOSCRIPT send the source (which also caches it)."""
+        sha = script_sha(name)
+        try:
+            return await self.call(lambda: self.redis.evalsha(sha, [], args))
+        except StoreError as exc:
+            if "NOSCRIPT" not in exc.message and "No matching script" not in exc.message:
+                raise
+        return await self.call(lambda: self.redis.eval(script_source(name), [], args))
+
+    async def script_json(self, name: str, args: list[str]) -> Any:
+        """Run a script that replies with a JSON document, and decode it."""
+        return json.loads(await self.script(name, args))
+
+
+async def retrying(
+    make: Callable[[], Awaitable[T]],
+    *,
+    attempts: int = 3,
+    base_delay: float = 0.05,
+    max_delay: float = 1.0,
+) -> T:
+    """Run an idempotent call, retrying StoreUnavailableError with exponential backoff."""
+    delay = base_delay
+    for attempt in range(1, attempts + 1):
+        try:
+            return await make()
+        except StoreUnavailableError:
+            if attempt == attempts:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(max_delay, delay * 2)
+    raise AssertionError("unreachable")

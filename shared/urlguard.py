@@ -1,0 +1,108 @@
+"""Outbound URL guard: a job must not be able to turn jobq against its own host network (SSRF).
+
+By default every address a host name resolves to must be public: private, loopback, link-local (the cloud
+metadata endpoint 169.254.169.254 among them), multicast, reserved and unspecified addresses are refused.
+`allow_private_urls` lifts that for local development. `url_denylist` / `url_allowlist` entries are host
+names (a leading dot matches subdomains: ".example.com") or networks in CIDR form ("203.0.113.0/24").
+Callers re-check every redirect target (the built-in jobs follow redirects by hand for that reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from shared.errors import PermanentJobError
+from shared.settings import Settings
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+ALLOWED_SCHEMES = frozenset({"http", "https"})
+
+
+class BlockedURLError(PermanentJobError):
+    code = "url_blocked"
+
+
+def is_public(address: IPAddress) -> bool:
+    """False for any address that reaches the host, its network or its cloud provider's services."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return is_public(address.ipv4_mapped)
+    return (
+        not (
+            address.is_private
+            or address.is_loopback
+            or address.is_link_local
+            or address.is_multicast
+            or address.is_reserved
+            or address.is_unspecified
+        )
+        and address.is_global
+    )
+
+
+def _host_matches(host: str, entry: str) -> bool:
+    entry = entry.lower()
+    if entry.startswith("."):
+        return host.endswith(entry) or host == entry[1:]
+    return host == entry
+
+
+def _matches(host: str, addresses: Iterable[IPAddress], entries: Iterable[str]) -> bool:
+    addresses = list(addresses)
+    for entry in entries:
+        try:
+            network = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            if _host_matches(host, entry):
+                return True
+            continue
+        if any(address in network for address in addresses if address.version == network.version):
+            return True
+    return False
+
+
+async def resolve(host: str, port: int) -> list[IPAddress]:
+    """Every address the host name resolves to (a literal address resolves to itself)."""
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise BlockedURLError(f"cannot resolve host {host!r}", field="payload.url") from exc
+    # Strip an IPv6 zone id ("fe80::1%eth0") before parsing.
+    return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+
+
+async def check_url(url: str, settings: Settings) -> list[IPAddress]:
+    """Raise BlockedURLError unless `url` may be fetched; return the checked addresses of its host.
+
+    Callers connect to one of these addresses (not the name again), so a DNS answer that changes between
+    the check and the connection (DNS rebinding) cannot reach a private address.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ALLOWED_SCHEMES:
+        raise BlockedURLError("only http and https URLs are allowed", field="payload.url")
+    host = (parts.hostname or "").lower().rstrip(".")
+    if not host:
+        raise BlockedURLError("the URL has no host", field="payload.url")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise BlockedURLError("the URL has an invalid port", field="payload.url") from exc
+    addresses = await resolve(host, port)
+    if _matches(host, addresses, settings.url_denylist):
+        raise BlockedURLError(f"host {host!r} is on the deny list", field="payload.url")
+    if settings.url_allowlist and not _matches(host, addresses, settings.url_allowlist):
+        raise BlockedURLError(f"host {host!r} is not on the allow list", field="payload.url")
+    if settings.allow_private_urls:
+        return addresses
+    for address in addresses:
+        if not is_public(address):
+            raise BlockedURLError(f"host {host!r} resolves to a non-public address", field="payload.url")
+    return addresses

@@ -1,0 +1,92 @@
+"""serverless.yml packages offline (Serverless Framework v3, no AWS account) into the expected stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NPX = shutil.which("npx")
+NPM = shutil.which("npm")
+PACKAGE_TIMEOUT = 150
+
+pytestmark = pytest.mark.skipif(NPX is None and not os.environ.get("CI"), reason="npx is not installed")
+
+DUMMY_ENV = {
+    "SLS_TELEMETRY_DISABLED": "1",
+    "SLS_NOTIFICATIONS_MODE": "off",
+    "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE",  # no account needed, only a credentials shape
+    "AWS_SECRET_ACCESS_KEY": "dummy-secret-for-offline-packaging",
+    "UPSTASH_REDIS_REST_URL": "https://example.upstash.io",
+    "UPSTASH_REDIS_REST_TOKEN": "dummy",
+    "JOBQ_ADMIN_TOKEN": "dummy",
+    "JOBQ_WEBHOOK_SECRET": "dummy",
+    "QSTASH_TOKEN": "dummy",
+    "QSTASH_CURRENT_SIGNING_KEY": "dummy",
+    "QSTASH_NEXT_SIGNING_KEY": "dummy",
+}
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    assert NPX is not None and NPM is not None, "CI must have Node.js (npx) to validate serverless.yml"
+    out = tmp_path_factory.mktemp("sls")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "JOBQ_", "UPSTASH_", "QSTASH_"))}
+    env.update(DUMMY_ENV)
+    if not (ROOT / "node_modules" / "serverless-python-requirements").is_dir():
+        subprocess.run(
+            [NPM, "ci", "--no-audit", "--no-fund"], cwd=ROOT, env=env, check=True, timeout=PACKAGE_TIMEOUT
+        )
+    done = subprocess.run(
+        [NPX, "--yes", "serverless@3", "package", "--stage", "ci", "--package", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=PACKAGE_TIMEOUT,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out
+
+
+def resources(packaged: Path) -> dict[str, Any]:
+    template = json.loads((packaged / "cloudformation-template-update-stack.json").read_text())
+    found: dict[str, Any] = template["Resources"]
+    return found
+
+
+@pytest.mark.timeout(PACKAGE_TIMEOUT + 20)
+def test_template_has_the_functions_routes_and_schedule(packaged: Path) -> None:
+    found = resources(packaged)
+    functions = {
+        props["Properties"]["Handler"] for props in found.values() if props["Type"] == "AWS::Lambda::Function"
+    }
+    assert functions == {"functions/api/lambda_handler.handler", "functions/consumer/lambda_handler.handler"}
+    routes = {r["Properties"]["RouteKey"] for r in found.values() if r["Type"] == "AWS::ApiGatewayV2::Route"}
+    assert {"ANY /v1/{proxy+}", "GET /health", "POST /consume"} <= routes
+    rules = [r["Properties"] for r in found.values() if r["Type"] == "AWS::Events::Rule"]
+    assert [rule["ScheduleExpression"] for rule in rules] == ["rate(1 minute)"]
+    target = rules[0]["Targets"][0]["Arn"]["Fn::GetAtt"][0]
+    assert found[target]["Properties"]["Handler"] == "functions/consumer/lambda_handler.handler"
+    consume = next(r for r in found.values() if r.get("Properties", {}).get("RouteKey") == "POST /consume")
+    integration = found[consume["Properties"]["Target"]["Fn::Join"][1][1]["Ref"]]
+    assert "ConsumerLambdaFunction" in json.dumps(integration["Properties"]["IntegrationUri"])
+
+
+@pytest.mark.timeout(PACKAGE_TIMEOUT + 20)
+def test_package_holds_the_code_scripts_and_lambda_wheels(packaged: Path) -> None:
+    names = zipfile.ZipFile(packaged / "jobq.zip").namelist()
+    scripts = {Path(n).name for n in names if n.startswith("shared/scripts/") and n.endswith(".lua")}
+    assert scripts == {p.name for p in (ROOT / "shared" / "scripts").glob("*.lua")}
+    assert "functions/jobs/webhook.py" in names and "shared/engine.py" in names
+    assert not any(n.startswith(("tests/", "infra/", "node_modules/", ".venv/")) for n in names)
+    binaries = [n for n in names if n.endswith(".so")]
+    assert any("pydantic_core" in n for n in binaries)
+    assert all("darwin" not in n and "win" not in Path(n).name for n in binaries)

@@ -1,0 +1,291 @@
+"""The drain loop against the engine on real Redis through the REST gateway, with test-only job types."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from shared.consumer import BatchConfig, Consumer, ConsumerConfig
+from shared.engine import Engine
+from shared.models import ErrorKind, JobSpec, State
+from tests.support.consumer_fixtures import MakeRuntime, Probe, Submit, warm_scripts
+
+Poll = Callable[..., Awaitable[None]]
+
+
+async def test_drain_completes_submitted_jobs(make_runtime: MakeRuntime, submit: Submit) -> None:
+    ids = await submit("echo", {"value": {"answer": 42}}, n=3)
+    runtime = make_runtime()
+    report = await runtime.consumer.drain(10)
+    assert (report.claimed, report.completed, report.stopped) == (3, 3, "empty")
+    for job_id in ids:
+        job = await runtime.engine.get(job_id)
+        assert job.state == State.COMPLETED and job.result == {"answer": 42} and job.attempts == 1
+
+
+async def test_idle_drain_is_one_round_trip(make_runtime: MakeRuntime, gateway: Any) -> None:
+    consumer = make_runtime().consumer
+    before = gateway.command_count()
+    report = await consumer.drain(10)
+    assert gateway.command_count() - before == 1
+    assert (report.claimed, report.cycles, report.stopped) == (0, 0, "empty")
+
+
+async def test_batch_of_100_noop_jobs_costs_claim_and_finish_only(
+    make_runtime: MakeRuntime, submit: Submit, gateway: Any
+) -> None:
+    ids = await submit("noop", n=100)
+    runtime = make_runtime(batch_size=128, flush_interval=5.0)
+    await warm_scripts(runtime.engine, ids[0])
+    consumer = runtime.consumer
+    before = gateway.command_count()
+    report = await consumer.drain(30)
+    spent = gateway.command_count() - before
+    assert report.completed == 100
+    assert spent == 3, f"due + claim + finish expected, got {spent} round trips"  # no heartbeat, no report
+
+
+async def test_retryable_errors_back_off_until_failed(
+    make_runtime: MakeRuntime, submit: Submit, wait_for: Poll, probe: Probe
+) -> None:
+    [job_id] = await submit("flaky", {"fail_times": 99})
+    runtime = make_runtime()
+
+    async def failed() -> bool:
+        await runtime.consumer.drain(10)
+        return (await runtime.engine.get(job_id)).state == State.FAILED
+
+    await wait_for(failed, within=15)
+    job = await runtime.engine.get(job_id)
+    assert job.attempts == 3 and probe.calls[job_id] == 3
+    assert job.error is not None and job.error.kind == ErrorKind.RETRYABLE
+    assert "attempt 3 failed" in job.error.message
+    assert len(job.errors) == 3
+
+
+async def test_flaky_job_completes_on_a_later_attempt(
+    make_runtime: MakeRuntime, submit: Submit, wait_for: Poll
+) -> None:
+    [job_id] = await submit("flaky", {"fail_times": 1})
+    runtime = make_runtime()
+    report = await runtime.consumer.drain(10)
+    assert report.retried == 1
+    assert (await runtime.engine.get(job_id)).state == State.DELAYED
+
+    async def completed() -> bool:
+        await runtime.consumer.drain(10)
+        return (await runtime.engine.get(job_id)).state == State.COMPLETED
+
+    await wait_for(completed)
+    assert (await runtime.engine.get(job_id)).result == {"attempt": 2}
+
+
+async def test_permanent_error_skips_retries(make_runtime: MakeRuntime, submit: Submit, probe: Probe) -> None:
+    [job_id] = await submit("permanent")
+    runtime = make_runtime()
+    report = await runtime.consumer.drain(10)
+    job = await runtime.engine.get(job_id)
+    assert report.failed == 1 and probe.calls[job_id] == 1
+    assert job.state == State.FAILED and job.attempts == 1
+    assert job.error is not None and job.error.kind == ErrorKind.PERMANENT
+
+
+async def test_retry_after_waits_the_given_delay(
+    make_runtime: MakeRuntime, submit: Submit, wait_for: Poll
+) -> None:
+    [job_id] = await submit("later", {"after": 30})
+    runtime = make_runtime()
+    await runtime.consumer.drain(10)
+    job = await runtime.engine.get(job_id)
+    assert job.state == State.DELAYED and job.attempts == 1
+    assert job.run_at is not None
+    delay = (job.run_at - (job.error.at if job.error and job.error.at else job.created_at)).total_seconds()
+    assert 25 <= delay <= 35, delay  # the handler's delay, not the type's 0.05 s backoff
+
+
+async def test_timeout_fails_the_attempt_with_kind_timeout(make_runtime: MakeRuntime, submit: Submit) -> None:
+    [job_id] = await submit("slow", {"seconds": 10})
+    runtime = make_runtime()
+    report = await runtime.consumer.drain(10)
+    job = await runtime.engine.get(job_id)
+    assert report.failed == 1
+    assert job.state == State.FAILED and job.error is not None and job.error.kind == ErrorKind.TIMEOUT
+
+
+async def test_unknown_type_and_invalid_payload_fail_permanently(
+    make_runtime: MakeRuntime, submit: Submit, probe: Probe
+) -> None:
+    [invalid] = await submit("echo", {"fail_times": "not a number"})
+    runtime = make_runtime()
+    ghost_spec = JobSpec(type="ghost", queue="echo", payload={}, timeout=5)
+    [ghost] = [r.job.id for r in (await runtime.engine.enqueue([ghost_spec])).results]
+    report = await runtime.consumer.drain(10)
+    assert report.failed == 2 and not probe.calls
+    for job_id, words in ((ghost, "ghost"), (invalid, "payload.fail_times")):
+        job = await runtime.engine.get(job_id)
+        assert job.state == State.FAILED and job.attempts == 1
+        assert job.error is not None and job.error.kind == ErrorKind.PERMANENT and words in job.error.message
+
+
+async def test_progress_and_logs_visible_while_running(
+    make_runtime: MakeRuntime, submit: Submit, probe: Probe, wait_for: Poll
+) -> None:
+    [job_id] = await submit("progress")
+    runtime = make_runtime(flush_interval=0.1)
+    drain = asyncio.create_task(runtime.consumer.drain(20))
+
+    async def visible() -> bool:
+        job = await runtime.engine.get(job_id)
+        return job.state == State.ACTIVE and job.progress == 50 and "halfway there" in job.logs
+
+    await wait_for(visible)
+    probe.gate.set()
+    report = await asyncio.wait_for(drain, 10)
+    job = await runtime.engine.get(job_id)
+    assert report.completed == 1 and job.state == State.COMPLETED and job.progress == 100
+
+
+async def test_cancel_of_a_running_job(
+    make_runtime: MakeRuntime, submit: Submit, probe: Probe, wait_for: Poll
+) -> None:
+    [job_id] = await submit("progress")
+    runtime = make_runtime(flush_interval=0.1)
+    drain = asyncio.create_task(runtime.consumer.drain(20))
+    await asyncio.wait_for(probe.started.wait(), 10)
+    job = await runtime.engine.cancel(job_id)
+    assert job.state == State.ACTIVE and job.cancel_requested
+    report = await asyncio.wait_for(drain, 10)  # the handler sees ctx.cancelled at the next flush
+    assert report.cancelled == 1
+    assert (await runtime.engine.get(job_id)).state == State.CANCELLED
+
+
+async def test_shutdown_hands_unstarted_jobs_back_at_once(
+    make_runtime: MakeRuntime, submit: Submit, probe: Probe, wait_for: Poll
+) -> None:
+    # Type "wait" runs one at a time, but its queue also serves a type of concurrency 2: the claim takes
+    # three jobs, one runs and two wait for the type's slot (claimed but unstarted).
+    ids = await submit("wait", n=3)
+    runtime = make_runtime()
+    drain = asyncio.create_task(runtime.consumer.drain(20))
+    await asyncio.wait_for(probe.started.wait(), 10)
+    runtime.consumer.stop()
+
+    async def handed_back() -> bool:
+        states = [(await runtime.engine.get(i)).state for i in ids]
+        return states.count(State.WAITING) == 2 and states.count(State.ACTIVE) == 1
+
+    await wait_for(handed_back, within=5)  # while the running one still holds its slot
+    probe.gate.set()
+    report = await asyncio.wait_for(drain, 10)
+    assert (report.completed, report.released, report.stopped) == (1, 2, "shutdown")
+    waiting = [await runtime.engine.get(i) for i in ids if probe.calls[i] == 0]
+    assert len(waiting) == 2 and all(job.attempts == 0 for job in waiting)
+
+
+async def test_shutdown_interrupts_handlers_after_the_grace(
+    make_runtime: MakeRuntime, submit: Submit, probe: Probe
+) -> None:
+    [job_id] = await submit("stubborn")
+    runtime = make_runtime(grace=0.2)
+    drain = asyncio.create_task(runtime.consumer.drain(20))
+    await asyncio.wait_for(probe.started.wait(), 10)
+    runtime.consumer.stop()
+    report = await asyncio.wait_for(drain, 5)
+    job = await runtime.engine.get(job_id)
+    assert report.retried == 1
+    assert job.state in (State.WAITING, State.DELAYED) and job.attempts == 1
+    assert job.error is not None and "shutdown" in job.error.message
+
+
+async def test_per_type_concurrency_is_honoured(
+    make_runtime: MakeRuntime, submit: Submit, probe: Probe
+) -> None:
+    await submit("limited", n=6)
+    report = await make_runtime().consumer.drain(20)
+    assert report.completed == 6
+    assert probe.peak["limited"] == 2
+
+
+async def test_rate_limit_is_honoured(make_runtime: MakeRuntime, submit: Submit) -> None:
+    ids = await submit("rated", n=5)
+    runtime = make_runtime()
+    report = await runtime.consumer.drain(10)
+    assert report.completed == 2
+    states = [(await runtime.engine.get(i)).state for i in ids]
+    assert states.count(State.COMPLETED) == 2
+    assert states.count(State.WAITING) + states.count(State.DELAYED) == 3
+
+
+async def test_a_busy_queue_does_not_starve_a_quiet_one(
+    make_runtime: MakeRuntime, submit: Submit, probe: Probe
+) -> None:
+    await submit("busy", n=40)
+    await submit("quiet", n=2)
+    report = await make_runtime().consumer.drain(20)  # 10 per queue per cycle
+    assert report.completed == 42
+    assert probe.order.index("quiet") < 10 + 2  # served in the first cycle, not after the 40
+
+
+async def test_no_claim_when_the_budget_is_shorter_than_a_lease(
+    make_runtime: MakeRuntime, submit: Submit, gateway: Any
+) -> None:
+    [job_id] = await submit("long")  # timeout 5 s
+    runtime = make_runtime()
+    before = gateway.command_count()
+    report = await runtime.consumer.drain(3)
+    assert (report.claimed, report.stopped) == (0, "budget")
+    assert gateway.command_count() - before == 1
+    assert (await runtime.engine.get(job_id)).state == State.WAITING
+
+
+async def test_queues_option_limits_what_is_served(make_runtime: MakeRuntime, submit: Submit) -> None:
+    [busy] = await submit("busy")
+    [quiet] = await submit("quiet")
+    runtime = make_runtime(queues=["quiet"])
+    report = await runtime.consumer.drain(10)
+    assert report.completed == 1
+    assert (await runtime.engine.get(quiet)).state == State.COMPLETED
+    assert (await runtime.engine.get(busy)).state == State.WAITING
+
+
+async def test_heartbeat_keeps_a_waiting_jobs_lease_in_one_call(
+    make_runtime: MakeRuntime, submit: Submit, probe: Probe, gateway: Any
+) -> None:
+    # Leases of timeout (1 s) + 0.3 s: the second job waits ~0.8 s for its slot, then runs 0.8 s, so it
+    # would outlive its lease without a heartbeat and another consumer could reap and re-run it.
+    ids = await submit("nap", {"seconds": 0.8}, n=2)
+    base = make_runtime()
+    engine = Engine(
+        base.redis,
+        prefix=base.settings.key_prefix,
+        queue_options=base.registry.queue_options,
+        lease_margin=0.3,
+    )
+    consumer = Consumer(engine, base.registry, ConsumerConfig(batch=BatchConfig(flush_interval=0.2)))
+    await warm_scripts(engine, ids[0])
+    before = gateway.command_count()
+    started = time.monotonic()
+    drain = asyncio.create_task(consumer.drain(20))
+    await asyncio.sleep(max(0.0, 1.5 - (time.monotonic() - started)))  # past the original leases
+    assert await engine.claim("napq", 10) == []  # nothing to reap: the leases were extended
+    report = await asyncio.wait_for(drain, 10)
+    assert (report.completed, report.lost) == (2, 0)
+    assert all(probe.calls[i] == 1 for i in ids)
+    # due, claim, ONE extend for both leases, one early finish for the first job, the final finish, the
+    # test's own claim, and one more (empty) claim because the first came back full.
+    assert gateway.command_count() - before == 7
+
+
+async def test_a_handler_raising_cancelled_error_fails_only_its_job(
+    make_runtime: MakeRuntime, submit: Submit
+) -> None:
+    [bad] = await submit("self_cancel")
+    [good] = await submit("echo", {"value": "fine"})
+    runtime = make_runtime()
+    report = await runtime.consumer.drain(10)
+    assert (report.completed, report.failed) == (1, 1)
+    job = await runtime.engine.get(bad)
+    assert job.state == State.FAILED and job.error is not None and "CancelledError" in job.error.message
+    assert (await runtime.engine.get(good)).state == State.COMPLETED

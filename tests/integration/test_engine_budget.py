@@ -1,0 +1,95 @@
+"""Command budget of the engine: round trips (the gateway's counter) and billed commands (Redis's own
+INFO commandstats, inner script calls included, on the real-Redis backend).
+
+Scripts are warmed first: the very first call of a script on a fresh server costs one more round trip
+(EVALSHA answers NOSCRIPT, then EVAL loads it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from shared.engine import Engine
+from shared.models import JobSpec, Outcome
+from tests.support.billing import measure_billed
+
+PAYLOAD = {"data": "x" * 188}  # about 200 bytes of JSON
+
+
+def specs(n: int) -> list[JobSpec]:
+    return [JobSpec(type="echo", payload=PAYLOAD, owner="alice") for _ in range(n)]
+
+
+async def round_trips(gateway: Any, call: Callable[[], Awaitable[Any]]) -> int:
+    gateway.reset_commands()
+    await call()
+    return int(gateway.command_count())
+
+
+async def warm(engine: Engine) -> None:
+    """Load every script the budget tests use into the server's script cache."""
+    await engine.enqueue(specs(1))
+    claimed = await engine.claim("echo", 10)
+    await engine.finish([Outcome(job_id=c.job.id, token=c.token, status="completed") for c in claimed])
+    await engine.stats("echo")
+
+
+async def test_round_trips_per_operation(engine: Engine, gateway: Any) -> None:
+    await warm(engine)
+    assert await round_trips(gateway, lambda: engine.enqueue(specs(1))) == 1
+    assert await round_trips(gateway, lambda: engine.enqueue(specs(500))) == 1
+    claimed: list[Any] = []
+
+    async def claim() -> None:
+        claimed.extend(await engine.claim("echo", 100))
+
+    assert await round_trips(gateway, claim) == 1
+    assert len(claimed) == 100
+    outcomes = [Outcome(job_id=c.job.id, token=c.token, status="completed") for c in claimed]
+    assert await round_trips(gateway, lambda: engine.finish(outcomes)) == 1
+    assert await round_trips(gateway, lambda: engine.get(claimed[0].job.id)) == 1
+    assert await round_trips(gateway, lambda: engine.stats("echo")) == 1
+    assert await round_trips(gateway, engine.due) == 1
+    assert await round_trips(gateway, lambda: engine.claim("empty", 100)) == 1
+
+
+async def test_lifecycle_round_trips_per_job_at_batch_100(engine: Engine, gateway: Any) -> None:
+    await warm(engine)
+    gateway.reset_commands()
+    for _ in range(3):
+        await engine.enqueue(specs(100))
+        claimed = await engine.claim("echo", 100)
+        await engine.finish([Outcome(job_id=c.job.id, token=c.token, status="completed") for c in claimed])
+    assert gateway.command_count() / 300 <= 1.05
+
+
+async def billed(redis_url: str, call: Callable[[], Awaitable[Any]], tries: int = 3) -> int:
+    """Billed commands of `call`: the fewest over a few tries, since INFO commandstats is server-wide and
+    another client of the same Redis can only add to a reading, never take away."""
+    readings = []
+    for _ in range(tries):
+        async with measure_billed(redis_url) as measured:
+            await call()
+        assert measured.count is not None
+        readings.append(measured.count)
+    return min(readings)
+
+
+async def test_billed_commands_per_job_and_idle_due(engine: Engine, gateway: Any) -> None:
+    if gateway.backend != "redis":
+        pytest.skip("billed commands are read from a real Redis server's INFO commandstats")
+    await warm(engine)
+
+    async def lifecycle() -> None:
+        await engine.enqueue(specs(100))
+        claimed = await engine.claim("echo", 100)
+        assert len(claimed) == 100
+        await engine.finish([Outcome(job_id=c.job.id, token=c.token, status="completed") for c in claimed])
+
+    per_job = await billed(gateway.redis_url, lifecycle) / 100
+    assert per_job <= 10, f"{per_job} billed commands per job"
+    assert await billed(gateway.redis_url, engine.due) == 1
+    assert await billed(gateway.redis_url, lambda: engine.claim("empty", 100)) == 2  # EVALSHA + ZSCORE

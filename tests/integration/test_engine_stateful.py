@@ -1,0 +1,217 @@
+"""A hypothesis state machine driving the engine through the gateway on real Redis.
+
+Random submits, claims, finishes with valid and stale tokens, lease expiries (an injected clock),
+cancels, retries and pauses; after every step the invariants of the issue are checked against Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from shared.codec import as_fields, shown_state, unpack_m
+from shared.engine import Engine
+from shared.errors import InvalidTransitionError
+from shared.keys import STATE_INDEXES
+from shared.models import Backoff, ErrorKind, JobError, JobSpec, Lease, Outcome, State
+from shared.settings import Settings
+from shared.store import make_redis
+from tests.support.engine_fixtures import FakeClock, prefix_for
+
+BOUNDED = settings(
+    max_examples=25, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+QUEUE = "sm"
+MAX_ATTEMPTS = 3
+
+
+class EngineMachine(RuleBasedStateMachine):
+    # Builds a client for the machine's own event loop (hypothesis rules are synchronous).
+    make_client: Callable[[], Any] = staticmethod(lambda: None)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.redis = self.make_client()
+        self.clock = FakeClock(1_800_000_000.0)
+        self.engine = Engine(self.redis, prefix=prefix_for(str(uuid.uuid4())), clock=self.clock)
+        self.ids: list[str] = []
+        self.tokens: dict[str, list[str]] = {}  # every token ever issued per job, newest last
+        self.paused = False
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    def teardown(self) -> None:
+        try:
+            self.run(self.engine.obliterate(QUEUE))
+            self.run(self.redis.close())
+        finally:
+            self.loop.close()
+
+    def snapshot(self, job_id: str) -> dict[str, Any]:
+        return as_fields(self.run(self.engine.store.command("HGETALL", self.engine.keys.job(job_id))))
+
+    # -- rules -----------------------------------------------------------------------------------
+
+    @rule(n=st.integers(1, 4), delay=st.sampled_from([0, 0, 5]), priority=st.integers(0, 9))
+    def submit(self, n: int, delay: int, priority: int) -> None:
+        backoff = Backoff(delay=1, factor=2, jitter=0)
+        specs = [
+            JobSpec(
+                type=QUEUE,
+                payload=i,
+                delay=delay,
+                priority=priority,
+                max_attempts=MAX_ATTEMPTS,
+                backoff=backoff,
+            )
+            for i in range(n)
+        ]
+        reply = self.run(self.engine.enqueue(specs))
+        self.ids += [r.job.id for r in reply.results]
+
+    @rule(n=st.integers(1, 5), lease=st.sampled_from([5, 30]))
+    def claim(self, n: int, lease: int) -> None:
+        claimed = self.run(self.engine.claim(QUEUE, n, lease=lease))
+        if self.paused:
+            assert claimed == []
+        for c in claimed:
+            assert c.token not in self.tokens.get(c.job.id, [])
+            self.tokens.setdefault(c.job.id, []).append(c.token)
+            assert c.job.attempts <= MAX_ATTEMPTS
+
+    @precondition(lambda self: self.tokens)
+    @rule(data=st.data(), status=st.sampled_from(["completed", "failed", "retry", "cancelled"]))
+    def finish_current(self, data: st.DataObject, status: str) -> None:
+        job_id = data.draw(st.sampled_from(sorted(self.tokens)))
+        token = self.tokens[job_id][-1]
+        kind = data.draw(st.sampled_from([ErrorKind.RETRYABLE, ErrorKind.PERMANENT]))
+        error = JobError(kind=kind, message="x") if status == "failed" else None
+        outcome = Outcome(job_id=job_id, token=token, status=status, error=error, retry_after=1)  # type: ignore[arg-type]
+        self.run(self.engine.finish([outcome]))
+
+    @precondition(lambda self: any(len(t) > 1 for t in self.tokens.values()))
+    @rule(data=st.data())
+    def finish_stale(self, data: st.DataObject) -> None:
+        job_id = data.draw(st.sampled_from(sorted(j for j, t in self.tokens.items() if len(t) > 1)))
+        stale = data.draw(st.sampled_from(self.tokens[job_id][:-1]))
+        before = self.snapshot(job_id)
+        [result] = self.run(self.engine.finish([Outcome(job_id=job_id, token=stale, status="completed")]))
+        [lease] = self.run(self.engine.extend([Lease(job_id=job_id, token=stale)], 60))
+        assert self.snapshot(job_id) == before, "a stale token changed the job"
+        m = unpack_m(before["m"]) if before else {}
+        if m.get("k") != stale:
+            assert not result.ok and not lease.ok
+
+    @rule(seconds=st.sampled_from([1, 6, 31]))
+    def time_passes(self, seconds: int) -> None:
+        self.clock.advance(seconds)
+
+    @rule()
+    def leases_expire_and_jobs_are_reclaimed(self) -> None:
+        """Every lease runs out (and delayed retries come due); a new consumer claims: stale tokens."""
+        self.clock.advance(61)
+        self.claim(5, 30)
+
+    @precondition(lambda self: self.ids)
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        self.run(self.engine.cancel(data.draw(st.sampled_from(self.ids))))
+
+    @precondition(lambda self: self.ids)
+    @rule(data=st.data())
+    def retry(self, data: st.DataObject) -> None:
+        job_id = data.draw(st.sampled_from(self.ids))
+        try:
+            self.run(self.engine.retry(job_id))
+        except InvalidTransitionError:
+            assert self.run(self.engine.get(job_id)).state not in (State.FAILED, State.CANCELLED)
+
+    @rule()
+    def pause_or_resume(self) -> None:
+        self.run(self.engine.resume(QUEUE) if self.paused else self.engine.pause(QUEUE))
+        self.paused = not self.paused
+
+    # -- invariants ------------------------------------------------------------------------------
+
+    @invariant()
+    def every_job_in_exactly_one_index_agreeing_with_its_hash(self) -> None:
+        keys = self.engine.keys
+        where: dict[str, str] = {}
+        for state in STATE_INDEXES:
+            members = self.run(self.engine.store.command("ZRANGE", keys.queue_state(QUEUE, state), 0, -1))
+            for job_id in members or []:
+                assert job_id not in where, f"{job_id} in {where[job_id]} and {state}"
+                where[job_id] = state
+        stats = self.run(self.engine.stats(QUEUE))
+        assert sum(stats.counts.values()) == len(where) == len(self.ids)
+        for state in STATE_INDEXES:
+            assert stats.counts[State(state)] == sum(1 for s in where.values() if s == state)
+        for job_id in self.ids:
+            fields = self.snapshot(job_id)
+            m = unpack_m(fields["m"])
+            shown = shown_state(m, round(self.clock() * 1000))
+            index = where[job_id]
+            if m["s"] == "queued":
+                assert index in ("waiting", "delayed")
+                assert shown is State.WAITING or index == "delayed"
+            else:
+                assert index == m["s"], (job_id, index, m)
+            assert int(m["a"] or 0) <= MAX_ATTEMPTS
+
+    @invariant()
+    def only_the_newest_lease_is_live(self) -> None:
+        """An active job's token is the last one issued: every older lease is stale (fenced)."""
+        for job_id, tokens in self.tokens.items():
+            m = unpack_m(self.snapshot(job_id)["m"])
+            if m["s"] == "active":
+                assert m["k"] == tokens[-1]
+
+    def drain(self) -> None:
+        """Keep claiming and completing (resumed, time moving): every job must reach a terminal state."""
+        if self.paused:
+            self.pause_or_resume()
+        for _ in range(40):
+            self.clock.advance(40)
+            claimed = self.run(self.engine.claim(QUEUE, 100))
+            outcomes = [Outcome(job_id=c.job.id, token=c.token, status="completed") for c in claimed]
+            self.run(self.engine.finish(outcomes))
+            states = {self.run(self.engine.get(j)).state for j in self.ids}
+            if states <= {State.COMPLETED, State.FAILED, State.CANCELLED}:
+                return
+        raise AssertionError(f"jobs never reached a terminal state: {states}")
+
+
+def test_engine_state_machine(gateway: Any) -> None:
+    if gateway.backend != "redis":
+        pytest.skip("the state machine runs on real Redis; the contract tests cover the embedded backend")
+
+    settings_ = Settings(JOBQ_REDIS_REST_URL=gateway.url, JOBQ_REDIS_REST_TOKEN=gateway.token)
+
+    class Machine(EngineMachine):
+        make_client = staticmethod(lambda: make_redis(settings_))
+
+    original_teardown = Machine.teardown
+
+    def teardown(self: EngineMachine) -> None:
+        try:
+            self.drain()
+        finally:
+            original_teardown(self)
+
+    Machine.teardown = teardown  # type: ignore[method-assign]
+    run_state_machine_as_test(Machine, settings=BOUNDED)

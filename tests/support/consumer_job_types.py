@@ -1,0 +1,31 @@
+"""Job types registered in the global registry when imported (JOBQ_JOB_MODULES) by tests of the consumer's
+real entry points (Lambda handler, `jobq worker`); named `consumer_*` so they never clash with others."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pydantic import BaseModel
+
+from shared.context import JobContext
+from shared.registry import job_type
+
+
+class ConsumerEcho(BaseModel):
+    message: str
+
+
+class ConsumerNap(BaseModel):
+    seconds: float
+
+
+@job_type("consumer_echo", payload=ConsumerEcho, timeout=10)
+async def consumer_echo(payload: ConsumerEcho, ctx: JobContext) -> str:
+    return payload.message
+
+
+@job_type("consumer_nap", payload=ConsumerNap, timeout=20)
+async def consumer_nap(payload: ConsumerNap, ctx: JobContext) -> str:
+    await ctx.log("napping")
+    await asyncio.sleep(payload.seconds)
+    return "rested"

@@ -1,0 +1,75 @@
+"""Outbound URL guard: private, loopback, link-local, metadata, multicast and reserved targets are refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.settings import Settings
+from shared.urlguard import BlockedURLError, check_url
+
+
+def settings(**fields: object) -> Settings:
+    return Settings(_env_file=None, **fields)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/",
+        "http://127.1.2.3:8080/x",
+        "http://10.0.0.5/",
+        "http://172.16.0.1/",
+        "http://192.168.1.1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://[fd00::1]/",
+        "http://[fe80::1]/",
+        "http://0.0.0.0/",
+        "http://224.0.0.1/",
+        "http://240.0.0.1/",
+        "http://100.64.0.1/",
+        "http://localhost:9/",
+    ],
+)
+async def test_non_public_targets_are_refused_by_default(url: str) -> None:
+    with pytest.raises(BlockedURLError) as caught:
+        await check_url(url, settings())
+    assert caught.value.field == "payload.url"
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://93.184.215.14/", "file:///etc/passwd", "http:///nohost", "http://1.2.3.4:99999/"]
+)
+async def test_malformed_or_other_schemes_are_refused(url: str) -> None:
+    with pytest.raises(BlockedURLError):
+        await check_url(url, settings())
+
+
+async def test_public_literal_address_passes() -> None:
+    await check_url("https://93.184.215.14/hook", settings())
+
+
+async def test_opt_in_allows_private_targets() -> None:
+    await check_url("http://127.0.0.1:8000/", settings(allow_private_urls=True))
+    await check_url("http://localhost:8000/", settings(allow_private_urls=True))
+
+
+async def test_denylist_wins_even_with_private_urls_allowed() -> None:
+    local = settings(allow_private_urls=True, url_denylist=["127.0.0.0/8", ".internal.example"])
+    with pytest.raises(BlockedURLError, match="deny"):
+        await check_url("http://127.0.0.1/", local)
+    with pytest.raises(BlockedURLError, match="deny"):
+        await check_url("http://93.184.215.14/", settings(url_denylist=["93.184.215.0/24"]))
+
+
+async def test_allowlist_limits_targets() -> None:
+    only = settings(url_allowlist=["93.184.215.0/24"])
+    await check_url("http://93.184.215.14/", only)
+    with pytest.raises(BlockedURLError, match="allow list"):
+        await check_url("http://8.8.8.8/", only)
+
+
+async def test_allowlist_does_not_open_private_addresses() -> None:
+    with pytest.raises(BlockedURLError, match="non-public"):
+        await check_url("http://127.0.0.1/", settings(url_allowlist=["127.0.0.0/8"]))
