@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from functions.api.routes import events, health, jobs, keys, queues
+from functions.api.routes import dashboard, events, health, jobs, keys, metrics, queues
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -12,4 +12,6 @@ ROUTERS: list[APIRouter] = [
     events.router,
     queues.router,
     keys.router,
+    metrics.router,
+    dashboard.router,
 ]

@@ -1,0 +1,3 @@
+"""Structured logging (issue 6): filled in by the operations work."""
+
+from __future__ import annotations
