@@ -15,7 +15,9 @@ PLACEHOLDER_TOKENS = frozenset({"", "changeme", "change-me", "secret", "admin", 
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="JOBQ_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="JOBQ_", env_file=".env", extra="ignore", populate_by_name=True
+    )
 
     # Where we run: "local" relaxes production-only checks (placeholder tokens, private webhook targets).
     env: Literal["local", "test", "production"] = "production"

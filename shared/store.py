@@ -3,8 +3,8 @@
 - `make_redis` builds the SDK client with its blind retry off (it would re-send any failed call after
   3 s) and a bounded HTTP timeout (the SDK's default is none).
 - `Store.call` puts an explicit deadline around every call and maps failures to typed errors:
-  transport errors, timeouts and 5xx -> StoreUnavailableError; script error replies "JOBQ:<code> msg"
-  -> the error class with that code; any other error reply -> StoreError.
+  transport errors, timeouts, 5xx and "backend unavailable" replies -> StoreUnavailableError;
+  script error replies "JOBQ:<code> msg" -> the error class with that code; any other -> StoreError.
 - `Store.script` runs a script of shared/scripts by SHA and falls back to its source on NOSCRIPT.
 - `retrying` is the one retry-with-backoff helper: only for idempotent calls (every jobq script is),
   and only for StoreUnavailableError.
@@ -50,6 +50,11 @@ ERRORS_BY_CODE: dict[str, type[JobqError]] = {
     )
 }
 _SCRIPT_ERROR = re.compile(r"JOBQ:([a-z_]+) ?(.*)", re.DOTALL)
+# Error replies that mean "Redis cannot serve now, try later": Redis's own busy states, and a REST
+# endpoint (our gateway, a proxy) whose backend is down. The SDK hides the HTTP status, so match the text.
+_UNAVAILABLE_REPLY = re.compile(
+    r"\b(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN)\b|(?i:backend unavailable|service unavailable)"
+)
 
 
 def make_redis(settings: Settings) -> Redis:
@@ -87,8 +92,8 @@ def map_error(exc: BaseException) -> JobqError:
         if match:
             cls = ERRORS_BY_CODE.get(match.group(1), StoreError)
             return cls(match.group(2) or match.group(1))
-        if re.search(r"\b(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN)\b", text):
-            return StoreUnavailableError(f"Redis is busy: {text[:200]}")
+        if _UNAVAILABLE_REPLY.search(text):
+            return StoreUnavailableError(f"Redis unavailable: {text[:200]}")
         return StoreError(f"Redis error reply: {text[:200]}")
     if isinstance(exc, (httpx.HTTPError, TimeoutError, OSError, ValueError)):
         # ValueError: a 5xx or proxy page whose body is not the JSON the SDK expects.

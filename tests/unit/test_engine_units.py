@@ -152,6 +152,8 @@ async def test_bad_calls_are_refused_before_any_command() -> None:
         ("JOBQ:something_new text", StoreError),
         ("WRONGTYPE Operation against a key", StoreError),
         ("LOADING Redis is loading the dataset", StoreUnavailableError),
+        ("ERR Redis backend unavailable: Connection refused", StoreUnavailableError),
+        ("ERR unknown command 'FOO'", StoreError),
     ],
 )
 def test_error_replies_map_to_typed_errors(reply: str, expected: type[Exception]) -> None:
