@@ -5,6 +5,9 @@ metadata endpoint 169.254.169.254 among them), multicast, reserved and unspecifi
 `allow_private_urls` lifts that for local development. `url_denylist` / `url_allowlist` entries are host
 names (a leading dot matches subdomains: ".example.com") or networks in CIDR form ("203.0.113.0/24").
 Callers re-check every redirect target (the built-in jobs follow redirects by hand for that reason).
+
+`PublicHttpUrl` refuses at submit what needs no DNS to judge (a literal private address, `localhost`), so
+the user gets a 422 at once; names are resolved and checked again when the job runs.
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Iterable
+from typing import Annotated
 from urllib.parse import urlsplit
 
+from pydantic import AfterValidator, HttpUrl
+
 from shared.errors import PermanentJobError
-from shared.settings import Settings
+from shared.settings import Settings, get_settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 ALLOWED_SCHEMES = frozenset({"http", "https"})
@@ -106,3 +112,22 @@ async def check_url(url: str, settings: Settings) -> list[IPAddress]:
         if not is_public(address):
             raise BlockedURLError(f"host {host!r} resolves to a non-public address", field="payload.url")
     return addresses
+
+
+def refuse_private_literal(url: HttpUrl) -> HttpUrl:
+    """Submit-time check of a URL's host when it is a literal address or a localhost name."""
+    if get_settings().allow_private_urls:
+        return url
+    host = (url.host or "").strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        raise ValueError("localhost URLs are not allowed")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return url
+    if not is_public(address):
+        raise ValueError("URLs to private, loopback or link-local addresses are not allowed")
+    return url
+
+
+PublicHttpUrl = Annotated[HttpUrl, AfterValidator(refuse_private_literal)]

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, HttpUrl
+from pydantic import BaseModel, Field
 
 from functions.jobs.outbound import send
 from shared.context import JobContext
 from shared.models import Backoff
 from shared.registry import job_type
+from shared.urlguard import PublicHttpUrl
 
 
 class HttpPayload(BaseModel):
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = "GET"
-    url: HttpUrl
+    url: PublicHttpUrl
     headers: dict[str, str] = Field(default_factory=dict, max_length=50)
     body: str | None = None
     timeout: float = Field(default=5.0, gt=0, le=10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, Field, HttpUrl
+from pydantic import BaseModel, Field
 
 from functions.jobs.outbound import send
 from shared.context import JobContext
@@ -13,10 +13,11 @@ from shared.models import Backoff
 from shared.registry import job_type
 from shared.settings import get_settings
 from shared.signing import signed_headers
+from shared.urlguard import PublicHttpUrl
 
 
 class WebhookPayload(BaseModel):
-    url: HttpUrl
+    url: PublicHttpUrl
     body: Any = None
     headers: dict[str, str] = Field(default_factory=dict, max_length=50)
     timeout: float = Field(default=5.0, gt=0, le=10)

@@ -1,6 +1,7 @@
 """SSRF through the built-in `webhook` and `http` job types.
 
-Non-HTTP schemes are refused at submit (a 4xx naming the url field, nothing written). Private, loopback,
+Non-HTTP schemes and literal private addresses are refused at submit (a 422 naming payload.url, nothing
+written). Private, loopback,
 link-local and metadata addresses are refused before any connection is made: at submit when the API can
 tell, otherwise when the job runs (the guard resolves the host at run time, so DNS tricks do not help), as
 a permanent failure with no retry. A listener on loopback proves that no request ever reached it.
@@ -19,7 +20,7 @@ from functions.api.app import create_app
 from functions.consumer.runtime import build_runtime
 from shared.models import State
 from shared.registry import registry as builtin_registry
-from shared.settings import Settings
+from shared.settings import Settings, get_settings
 from tests.abuse.conftest import Snapshot
 from tests.support.api_fixtures import ADMIN_HEADERS, asgi_client
 
@@ -85,6 +86,23 @@ async def test_non_http_schemes_are_refused_at_submit(
         )
         assert response.status_code == 422, (url, response.text)
         assert "url" in response.json()["error"]["field"], (url, response.json())
+    assert await key_snapshot() == before
+
+
+@pytest.mark.parametrize("job_type", ["webhook", "http"])
+async def test_literal_private_targets_are_refused_at_submit(
+    builtin_api: httpx.AsyncClient, key_snapshot: Snapshot, job_type: str, monkeypatch: Any
+) -> None:
+    monkeypatch.delenv("JOBQ_ALLOW_PRIVATE_URLS", raising=False)
+    get_settings.cache_clear()
+    user = await user_of(builtin_api)
+    before = await key_snapshot()
+    for url in ["http://127.0.0.1:9/", "http://localhost/", "http://169.254.169.254/", "http://[::1]/"]:
+        response = await builtin_api.post(
+            "/v1/jobs", json={"type": job_type, "payload": {"url": url}}, headers=user
+        )
+        assert response.status_code == 422, (url, response.text)
+        assert response.json()["error"]["field"] == "payload.url", response.json()
     assert await key_snapshot() == before
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 import respx
+from pydantic import ValidationError as PydanticValidationError
 
 from functions.jobs.demo import SleepPayload, echo, sleep
 from functions.jobs.http import HttpPayload, http
@@ -179,9 +180,12 @@ async def test_redirect_is_followed_within_the_policy(private_ok: None, receiver
 async def test_webhook_to_private_targets_is_refused(
     env: pytest.MonkeyPatch, receiver: Receiver, url: str
 ) -> None:
-    port = receiver.server.server_address[1]
+    url = url.format(port=receiver.server.server_address[1])
+    with pytest.raises(PydanticValidationError, match="not allowed"):  # refused at submit already
+        WebhookPayload.model_validate({"url": url})
+    # A job already queued (say, submitted while private URLs were allowed) meets the run-time guard.
     with pytest.raises(BlockedURLError):
-        await webhook(WebhookPayload.model_validate({"url": url.format(port=port)}), context())
+        await webhook(WebhookPayload.model_construct(url=url, body=None, headers={}, timeout=5.0), context())
     assert receiver.requests == []
 
 

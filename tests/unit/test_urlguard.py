@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Iterator
 
-from shared.settings import Settings
-from shared.urlguard import BlockedURLError, check_url
+import pytest
+from pydantic import TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from shared.settings import Settings, get_settings
+from shared.urlguard import BlockedURLError, PublicHttpUrl, check_url
 
 
 def settings(**fields: object) -> Settings:
@@ -73,3 +77,48 @@ async def test_allowlist_limits_targets() -> None:
 async def test_allowlist_does_not_open_private_addresses() -> None:
     with pytest.raises(BlockedURLError, match="non-public"):
         await check_url("http://127.0.0.1/", settings(url_allowlist=["127.0.0.0/8"]))
+
+
+@pytest.fixture
+def strict_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv("JOBQ_ALLOW_PRIVATE_URLS", raising=False)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.mark.usefixtures("strict_settings")
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/",
+        "http://2130706433/",
+        "http://127.1/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.1.2.3/",
+        "http://localhost:8000/",
+        "http://api.localhost./",
+    ],
+)
+def test_private_literals_are_refused_at_validation(url: str) -> None:
+    with pytest.raises(PydanticValidationError, match="not allowed"):
+        TypeAdapter(PublicHttpUrl).validate_python(url)
+
+
+@pytest.mark.usefixtures("strict_settings")
+@pytest.mark.parametrize(
+    "url", ["https://example.com/hook", "http://93.184.216.34/", "https://[2606:4700:4700::1111]/"]
+)
+def test_names_and_public_literals_pass_validation(url: str) -> None:
+    # Names are judged when the job runs, after resolving them.
+    assert str(TypeAdapter(PublicHttpUrl).validate_python(url)).startswith(url.rstrip("/"))
+
+
+def test_private_literals_pass_with_the_local_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOBQ_ALLOW_PRIVATE_URLS", "true")
+    get_settings.cache_clear()
+    try:
+        assert TypeAdapter(PublicHttpUrl).validate_python("http://127.0.0.1:9/").host == "127.0.0.1"
+    finally:
+        get_settings.cache_clear()
