@@ -1,10 +1,10 @@
 """SSRF through the built-in `webhook` and `http` job types.
 
 Non-HTTP schemes and literal private addresses are refused at submit (a 422 naming payload.url, nothing
-written). Private, loopback,
-link-local and metadata addresses are refused before any connection is made: at submit when the API can
-tell, otherwise when the job runs (the guard resolves the host at run time, so DNS tricks do not help), as
-a permanent failure with no retry. A listener on loopback proves that no request ever reached it.
+written). Private, loopback, link-local and metadata addresses are refused before any connection is made:
+at submit when the API can tell, otherwise when the job runs (the guard resolves the host at run time, so
+DNS tricks do not help), as a permanent failure with no retry. A listener on loopback proves that no
+request ever reached it.
 """
 
 from __future__ import annotations
