@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
@@ -190,3 +193,27 @@ def test_metrics_parse_to_the_engine_figures_offline() -> None:
     assert value(samples, "jobq_job_run_seconds_bucket", le="+Inf") == len(m.bounds) + 1
     assert value(samples, "jobq_job_run_seconds_sum") == 3.5
     assert value(samples, "jobq_oldest_waiting_age_seconds") == 0
+
+
+ALERTS = Path(__file__).resolve().parents[2] / "infra" / "prometheus" / "alerts.yml"
+PROMETHEUS_OWN = {"up"}  # series Prometheus itself records for a scrape
+
+
+async def test_alert_rules_use_only_metrics_that_metrics_exposes(
+    api: httpx.AsyncClient, engine_of_app: Engine, admin_headers: dict[str, str]
+) -> None:
+    await known_workload(engine_of_app)  # so every family has samples
+    exposed = {name for name, _ in await scrape(api, admin_headers)}
+    rules = [rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
+    assert len(rules) >= 5
+    for rule in rules:
+        assert rule["alert"].startswith("Jobq") and rule["labels"]["severity"]
+        assert rule["annotations"]["summary"]
+        expr = rule["expr"]
+        used = set(re.findall(r"\bjobq_[a-z0-9_]+", expr))
+        assert used <= exposed, f"{rule['alert']} uses {used - exposed}"
+        outside = set(re.findall(r"\b([a-z_]+)\{", expr)) - exposed - PROMETHEUS_OWN
+        assert not outside, f"{rule['alert']} selects unknown series {outside}"
+        assert used or rule["alert"] == "JobqScrapeFailing"
+        for state in re.findall(r'state="([a-z]+)"', expr):
+            assert state in {s.value for s in State}
