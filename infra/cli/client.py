@@ -1,5 +1,416 @@
-"""`jobq` subcommands: client (to be filled in)."""
+"""`jobq submit|status|list|cancel|retry|stats` and `jobq queues ...`: a client of a jobq HTTP API.
+
+Exit codes: 0 success; 1 the API answered with an error (or a confirmation was declined); 2 usage; 3 the
+API could not be reached; `status --watch` exits 4 when the job failed and 5 when it was cancelled.
+"""
 
 from __future__ import annotations
 
-from infra.cli import app  # noqa: F401
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
+
+from infra.cli import app
+from infra.cli.api_client import ApiClient, CliError, UsageError
+from infra.cli.options import DEFAULT_TIMEOUT, DEFAULT_URL, Json, Key, Timeout, Url, Yes, connect, duration
+from infra.cli.output import (
+    err,
+    handled,
+    job_panel,
+    jobs_table,
+    out,
+    print_json,
+    queues_table,
+    state_text,
+)
+from shared.models import PRIORITIES
+
+WATCH_WAIT = 20.0  # seconds per long poll (the API allows up to 25, below API Gateway's 30 s timeout)
+EXIT_FAILED = 4
+EXIT_CANCELLED = 5
+
+
+class StateChoice(StrEnum):
+    waiting = "waiting"
+    delayed = "delayed"
+    active = "active"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class FinishedState(StrEnum):
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+# Jobs.
+
+
+@app.command()
+def submit(
+    type: Annotated[
+        str, typer.Argument(metavar="TYPE", help="A registered job type, e.g. echo.", show_default=False)
+    ],
+    payload: Annotated[
+        str, typer.Option("--payload", "-p", help="JSON text, @file.json, or - to read stdin.")
+    ] = "{}",
+    priority: Annotated[
+        str | None, typer.Option(help=f"One of {', '.join(PRIORITIES)}, or 0 (first) to 9 (last).")
+    ] = None,
+    delay: Annotated[
+        float | None, typer.Option(min=0, help="Run no earlier than this many seconds from now.")
+    ] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Submitting again with the same key returns the same job.")
+    ] = None,
+    max_attempts: Annotated[
+        int | None, typer.Option(min=1, max=100, help="Attempts before it fails.")
+    ] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="A tag to list by (repeatable).")] = None,
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    as_json: Json = False,
+) -> None:
+    """Submit a job; print its id and state."""
+    with handled():
+        body: dict[str, Any] = {"type": type, "payload": read_payload(payload)}
+        optional = {
+            "priority": parse_priority(priority),
+            "delay_seconds": delay,
+            "idempotency_key": idempotency_key,
+            "max_attempts": max_attempts,
+            "tags": tag or None,
+        }
+        body.update({name: value for name, value in optional.items() if value is not None})
+        with connect(url, key, timeout) as api:
+            job, created = api.submit(body)
+        if as_json:
+            print_json(job)
+            return
+        line = Text(job["id"], style="bold")
+        line.append(" ")
+        line.append_text(state_text(job["state"]))
+        if not created:
+            line.append("  (existing job: idempotency key already used)", style="dim")
+        out().print(line)
+
+
+def read_payload(value: str) -> Any:
+    """The payload from JSON text, `@path` or `-` (stdin)."""
+    if value == "-":
+        text, source = sys.stdin.read(), "stdin"
+    elif value.startswith("@"):
+        source = value[1:]
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read --payload file {source!r}: {exc.__class__.__name__}") from exc
+    else:
+        text, source = value, "--payload"
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"payload from {source} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from exc
+
+
+def parse_priority(value: str | None) -> int | str | None:
+    if value is None:
+        return None
+    if value.isdigit() and 0 <= int(value) <= 9:
+        return int(value)
+    if value in PRIORITIES:
+        return value
+    raise UsageError(f"--priority must be one of {', '.join(PRIORITIES)} or 0-9, got {value!r}")
+
+
+@app.command()
+def status(
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job's id.", show_default=False)],
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Follow the job live until it finishes (0: completed).")
+    ] = False,
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    as_json: Json = False,
+) -> None:
+    """Show a job: state, progress, attempts, result or error, recent log lines.
+
+    With --watch: a live progress bar until the job is completed (exit 0), failed (exit 4) or cancelled
+    (exit 5); with --json, one line of JSON per change (the API's long-poll answers).
+    """
+    with handled(), connect(url, key, timeout) as api:
+        if not watch:
+            job = api.job(job_id)
+            if as_json:
+                print_json(job)
+            else:
+                out().print(job_panel(job))
+            return
+        final = follow(api, job_id, as_json=as_json)
+    raise typer.Exit({"completed": 0, "failed": EXIT_FAILED}.get(final, EXIT_CANCELLED))
+
+
+def follow(api: ApiClient, job_id: str, *, as_json: bool) -> str:
+    """Long-poll the job's changes until it is terminal; return its final state. Ctrl-C stops watching."""
+    try:
+        return follow_json(api, job_id) if as_json else follow_live(api, job_id)
+    except KeyboardInterrupt:
+        err().print("stopped watching; the job carries on")
+        raise typer.Exit(130) from None
+
+
+def follow_json(api: ApiClient, job_id: str) -> str:
+    """One compact JSON line per change (the API's long-poll answers)."""
+    since: str | None = None
+    while True:
+        change = api.wait_change(job_id, since, WATCH_WAIT)
+        since = change["event_id"]
+        print_json(change, compact=True)
+        if change["terminal"]:
+            return str(change["status"]["state"])
+
+
+def follow_live(api: ApiClient, job_id: str) -> str:
+    """A rich progress bar with the job's state and attempt, its log lines above it, then a summary."""
+    console = out()
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+    )
+    since: str | None = None
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(job_id, total=100)
+        while True:
+            change = api.wait_change(job_id, since, WATCH_WAIT)
+            since = change["event_id"]
+            state = change["status"]
+            for line in change["logs"]:
+                progress.console.print(Text(f"  {line}", style="dim"))
+            description = f"{job_id} {state['state']} (attempt {state['attempts']}/{state['max_attempts']})"
+            progress.update(task, completed=state["progress"], description=description)
+            if change["terminal"]:
+                if state["state"] == "completed":
+                    progress.update(task, completed=100)
+                break
+    summary = Text("job ")
+    summary.append(job_id, style="bold")
+    summary.append(" ")
+    summary.append_text(state_text(state["state"]))
+    if state["state"] == "completed":
+        summary.append(f": {json.dumps(state.get('result'), default=str)[:200]}")
+    elif state.get("error"):
+        summary.append(f": {state['error']['message']}", style="red")
+    console.print(summary)
+    return str(state["state"])
+
+
+@app.command("list")
+def list_jobs(
+    state: Annotated[StateChoice | None, typer.Option(help="Only jobs in this state.")] = None,
+    type: Annotated[str | None, typer.Option("--type", help="Only jobs of this type.")] = None,
+    queue: Annotated[
+        str | None, typer.Option(help="Any owner's jobs in this queue (admin), instead of your own jobs.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200, help="Jobs per page.")] = 50,
+    cursor: Annotated[str | None, typer.Option(help="The cursor a previous page printed.")] = None,
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    as_json: Json = False,
+) -> None:
+    """List your jobs, newest first (or a queue's jobs with --queue, admin)."""
+    with handled(), connect(url, key, timeout) as api:
+        params = {"state": state.value if state else None, "type": type, "limit": limit, "cursor": cursor}
+        page = api.queue_jobs(queue, **params) if queue else api.jobs(**params)
+    if as_json:
+        print_json(page)
+        return
+    console = out()
+    if not page["jobs"]:
+        console.print("no jobs")
+    else:
+        console.print(jobs_table(page["jobs"]))
+    if page.get("cursor"):
+        console.print(f"more: --cursor {page['cursor']}", style="dim")
+
+
+@app.command()
+def cancel(
+    job_id: Annotated[str, typer.Argument(metavar="ID", show_default=False)],
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    as_json: Json = False,
+) -> None:
+    """Cancel a job: at once when it is waiting or delayed; a running job's consumer is asked to stop."""
+    with handled(), connect(url, key, timeout) as api:
+        job = api.cancel(job_id)
+    if as_json:
+        print_json(job)
+    elif job["state"] == "cancelled":
+        out().print(Text.assemble((job["id"], "bold"), " ", state_text("cancelled")))
+    else:
+        out().print(Text.assemble((job["id"], "bold"), f" {job['state']}: cancellation requested"))
+
+
+@app.command()
+def retry(
+    job_id: Annotated[str, typer.Argument(metavar="ID", show_default=False)],
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    as_json: Json = False,
+) -> None:
+    """Run a failed or cancelled job again."""
+    with handled(), connect(url, key, timeout) as api:
+        job = api.retry(job_id)
+    if as_json:
+        print_json(job)
+    else:
+        out().print(Text.assemble((job["id"], "bold"), " ", state_text(job["state"]), " (retried)"))
+
+
+# Queues (admin).
+
+
+@app.command()
+def stats(
+    queue: Annotated[str | None, typer.Argument(help="One queue; all queues when omitted.")] = None,
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    as_json: Json = False,
+) -> None:
+    """A table of queues: jobs per state, paused, totals, mean run and wait times (admin)."""
+    with handled(), connect(url, key, timeout) as api:
+        body = api.queue(queue) if queue else api.queues()
+    if as_json:
+        print_json(body)
+        return
+    queues = [body] if queue else body["queues"]
+    if not queues:
+        out().print("no queues yet")
+    else:
+        out().print(queues_table(queues))
+
+
+queues_app = typer.Typer(help="Pause, resume, clean or retry a queue (admin).", no_args_is_help=True)
+app.add_typer(queues_app, name="queues")
+
+QueueArg = Annotated[str, typer.Argument(metavar="QUEUE", help="The queue's name.", show_default=False)]
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask before a destructive action unless --yes; declining exits 1 with nothing changed."""
+    if yes:
+        return
+    try:
+        agreed = typer.confirm(question, default=False, err=True)
+    except click.Abort:
+        agreed = False
+    if not agreed:
+        raise CliError("not confirmed: nothing changed (pass --yes to skip the question)")
+
+
+@queues_app.command("pause")
+def pause_queue(
+    queue: QueueArg,
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    as_json: Json = False,
+) -> None:
+    """Stop consumers from claiming the queue's jobs (submits are still accepted)."""
+    queue_action(queue, "pause", None, url, key, timeout, as_json, f"queue {queue} paused")
+
+
+@queues_app.command("resume")
+def resume_queue(
+    queue: QueueArg,
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    as_json: Json = False,
+) -> None:
+    """Let consumers claim the queue's jobs again."""
+    queue_action(queue, "resume", None, url, key, timeout, as_json, f"queue {queue} resumed")
+
+
+@queues_app.command("clean")
+def clean_queue(
+    queue: QueueArg,
+    state: Annotated[FinishedState, typer.Option(help="Which finished jobs to remove.")],
+    older_than: Annotated[
+        str, typer.Option(help="Only jobs finished longer ago than this: seconds, or 30m, 2h, 7d.")
+    ] = "0",
+    limit: Annotated[int, typer.Option(min=1, max=10000, help="Remove at most this many.")] = 1000,
+    yes: Yes = False,
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    as_json: Json = False,
+) -> None:
+    """Remove finished jobs (asks first unless --yes)."""
+    with handled():
+        age = duration(older_than)
+        confirm(f"Remove up to {limit} {state.value} jobs older than {older_than} from queue {queue}?", yes)
+    body = {"state": state.value, "older_than_seconds": age, "limit": limit}
+    queue_action(queue, "clean", body, url, key, timeout, as_json, "removed {count} jobs from queue " + queue)
+
+
+@queues_app.command("retry-failed")
+def retry_failed(
+    queue: QueueArg,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Retry at most this many.")] = 1000,
+    yes: Yes = False,
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    as_json: Json = False,
+) -> None:
+    """Move the queue's failed jobs back to waiting (asks first unless --yes)."""
+    with handled():
+        confirm(f"Run up to {limit} failed jobs of queue {queue} again?", yes)
+    done = "{count} failed jobs of queue " + queue + " moved back to waiting"
+    queue_action(queue, "retry-failed", {"limit": limit}, url, key, timeout, as_json, done)
+
+
+def queue_action(
+    queue: str,
+    action: str,
+    body: dict[str, Any] | None,
+    url: str,
+    key: str | None,
+    timeout: float,
+    as_json: bool,
+    done: str,
+) -> None:
+    with handled(), connect(url, key, timeout) as api:
+        reply = api.queue_action(queue, action, body)
+    if as_json:
+        print_json(reply)
+    else:
+        out().print(done.format(count=reply.get("count")))

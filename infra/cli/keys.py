@@ -1,5 +1,85 @@
-"""`jobq` subcommands: keys (to be filled in)."""
+"""`jobq keys create|list|revoke`: manage API keys through the API, with an admin credential."""
 
 from __future__ import annotations
 
-from infra.cli import app  # noqa: F401
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+
+from infra.cli import app
+from infra.cli.client import confirm
+from infra.cli.options import DEFAULT_TIMEOUT, DEFAULT_URL, Json, Key, Timeout, Url, Yes, connect
+from infra.cli.output import err, handled, keys_table, out, print_json
+
+keys_app = typer.Typer(help="Create, list and revoke API keys (admin).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def create_key(
+    owner: Annotated[str, typer.Option(help="Who the key belongs to; they own the jobs it submits.")],
+    admin: Annotated[
+        bool, typer.Option("--admin", help="An admin key (queues, keys, anyone's jobs).")
+    ] = False,
+    rate: Annotated[
+        str | None, typer.Option(help="Submit rate limit, e.g. 100/min or 10/s (default: the API's).")
+    ] = None,
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    as_json: Json = False,
+) -> None:
+    """Create a key and print its secret: it is shown this once and never stored by jobq."""
+    body: dict[str, Any] = {"owner": owner, "admin": admin}
+    if rate is not None:
+        body["rate"] = rate
+    with handled(), connect(url, key, timeout) as api:
+        created = api.create_key(body)
+    if as_json:
+        print_json(created)
+        return
+    kind = "admin key" if created["admin"] else "key"
+    out().print(Text.assemble(f"created {kind} ", (created["id"], "bold"), f" for {created['owner']}"))
+    # The secret alone on stdout, so `jobq keys create ... | tail -1` captures it; the advice on stderr.
+    typer.echo(created["key"])
+    err().print("store it now: it is not shown again", style="yellow")
+
+
+@keys_app.command("list")
+def list_keys(
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    as_json: Json = False,
+) -> None:
+    """List keys (ids, owners, rates; never secrets), revoked ones included."""
+    with handled(), connect(url, key, timeout) as api:
+        body = api.keys()
+    if as_json:
+        print_json(body)
+    elif not body["keys"]:
+        out().print("no keys")
+    else:
+        out().print(keys_table(body["keys"]))
+
+
+@keys_app.command("revoke")
+def revoke_key(
+    key_id: Annotated[str, typer.Argument(metavar="ID", help="The key's id (from `jobq keys list`).")],
+    yes: Yes = False,
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    as_json: Json = False,
+) -> None:
+    """Revoke a key (asks first unless --yes): at once on the API instance that answers, within the key
+    cache time (30 s by default) on other warm instances."""
+    with handled():
+        confirm(f"Revoke key {key_id}? Clients using it will get 401.", yes)
+        with connect(url, key, timeout) as api:
+            revoked = api.revoke_key(key_id)
+    if as_json:
+        print_json(revoked)
+    else:
+        out().print(Text.assemble("revoked key ", (revoked["id"], "bold"), f" of {revoked['owner']}"))

@@ -1,0 +1,230 @@
+"""How the CLI shows things: rich tables and panels for people, the API's JSON for scripts, errors on stderr.
+
+Consoles are made per call, so they write to whatever `sys.stdout`/`sys.stderr` are at that moment (the
+test runner swaps them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import typer
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from infra.cli.api_client import ApiError, CliError
+
+STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
+STATE_STYLES = {
+    "waiting": "cyan",
+    "delayed": "blue",
+    "active": "yellow",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+}
+HINTS = {
+    "unauthorized": "pass --key or set JOBQ_API_KEY to a valid API key",
+    "forbidden": "this command needs an admin key",
+}
+MAX_LOG_LINES = 10
+
+
+def out() -> Console:
+    return Console(highlight=False, soft_wrap=False)
+
+
+def err() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def print_json(data: Any, *, compact: bool = False) -> None:
+    """The API's JSON as is, without styling, for scripts (`--json`)."""
+    typer.echo(json.dumps(data, separators=(",", ":")) if compact else json.dumps(data, indent=2))
+
+
+def error_line(exc: CliError) -> Text:
+    text = Text("error: ", style="bold red")
+    if isinstance(exc, ApiError):
+        text.append(f"{exc.code} (HTTP {exc.status}): ", style="red")
+    text.append(exc.message, style="red")
+    if isinstance(exc, ApiError) and exc.field:
+        text.append(f" [field: {exc.field}]", style="red")
+    return text
+
+
+@contextmanager
+def handled() -> Iterator[None]:
+    """Turn a CliError into one red line on stderr and its exit code (never a traceback)."""
+    try:
+        yield
+    except CliError as exc:
+        console = err()
+        console.print(error_line(exc))
+        hint = HINTS.get(exc.code) if isinstance(exc, ApiError) else None
+        if hint:
+            console.print(f"hint: {hint}", style="dim")
+        raise typer.Exit(exc.exit_code) from None
+
+
+def state_text(state: str) -> Text:
+    return Text(state, style=f"bold {STATE_STYLES.get(state, '')}".strip())
+
+
+def when(value: str | None) -> str:
+    """An API timestamp as `YYYY-MM-DD HH:MM:SS` (UTC), or a dash."""
+    if not value:
+        return "-"
+    try:
+        return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return value
+
+
+def seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    if value < 120:
+        return f"{value:.1f} s"
+    if value < 7200:
+        return f"{value / 60:.1f} min"
+    return f"{value / 3600:.1f} h"
+
+
+def compact(value: Any, limit: int = 400) -> str:
+    text = json.dumps(value, separators=(",", ":"), default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def job_panel(job: dict[str, Any]) -> Panel:
+    """A job's details for `jobq status`."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    attempts = f"{job.get('attempts', 0)} of {job.get('max_attempts', '?')}"
+    rows: list[tuple[str, str | Text]] = [
+        ("state", state_text(job["state"])),
+        ("type", job["type"]),
+        ("queue", job["queue"]),
+        ("owner", job["owner"]),
+        ("priority", str(job["priority"])),
+        ("progress", f"{job.get('progress', 0)}%"),
+        ("attempts", attempts),
+        ("created", when(job.get("created_at"))),
+        ("run at", when(job.get("run_at"))),
+        ("started", when(job.get("started_at"))),
+        ("finished", when(job.get("finished_at"))),
+    ]
+    if job.get("cancel_requested") and job["state"] == "active":
+        rows.append(("cancel", Text("requested", style="magenta")))
+    if job.get("idempotency_key"):
+        rows.append(("idempotency key", job["idempotency_key"]))
+    if job.get("tags"):
+        rows.append(("tags", ", ".join(job["tags"])))
+    rows.append(("payload", compact(job.get("payload"))))
+    if job["state"] == "completed":
+        rows.append(("result", compact(job.get("result"))))
+    if job.get("error"):
+        rows.append(("error", Text(_error(job["error"]), style="red")))
+    earlier = [e for e in job.get("errors", []) if e != job.get("error")]
+    for error in earlier:
+        rows.append(("earlier error", _error(error)))
+    for name, value in rows:
+        grid.add_row(name, value)
+    parts: list[Any] = [grid]
+    logs = job.get("logs") or []
+    if logs:
+        shown = logs[-MAX_LOG_LINES:]
+        parts.append(Text(f"\nlog ({len(shown)} of {len(logs)} lines)", style="bold"))
+        parts.extend(Text(line) for line in shown)
+    return Panel(Group(*parts), title=f"job {escape(job['id'])}", title_align="left", expand=False)
+
+
+def _error(error: dict[str, Any]) -> str:
+    return f"attempt {error.get('attempt', '?')}: {error.get('kind', 'error')}: {error.get('message', '')}"
+
+
+def jobs_table(jobs: list[dict[str, Any]]) -> Table:
+    table = Table(title=None, show_lines=False)
+    table.add_column("id", no_wrap=True, min_width=26)
+    for name in ("type", "queue", "state"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("prio", justify="right")
+    table.add_column("progress", justify="right")
+    table.add_column("attempts", justify="right")
+    table.add_column("created", no_wrap=True)
+    for job in jobs:
+        table.add_row(
+            job["id"],
+            job["type"],
+            job["queue"],
+            state_text(job["state"]),
+            str(job["priority"]),
+            f"{job.get('progress', 0)}%",
+            f"{job.get('attempts', 0)}/{job.get('max_attempts', '?')}",
+            when(job.get("created_at")),
+        )
+    return table
+
+
+def queues_table(queues: list[dict[str, Any]]) -> Table:
+    """Counts per state, paused flag, totals and mean times, with a row summing every queue."""
+    table = Table(show_footer=len(queues) > 1)
+    sums = {state: sum(q["counts"].get(state, 0) for q in queues) for state in STATES}
+    totals = {
+        name: sum(q.get(name, 0) for q in queues)
+        for name in ("completed_total", "failed_total", "retried_total", "cancelled_total")
+    }
+    table.add_column("queue", footer="all queues", no_wrap=True)
+    table.add_column("paused")
+    for state in STATES:
+        table.add_column(state, justify="right", footer=str(sums[state]), style=STATE_STYLES[state])
+    for name in totals:  # all-time counters, as opposed to the jobs in each state now
+        label = "total\n" + name.removesuffix("_total")
+        table.add_column(label, justify="right", footer=str(totals[name]))
+    table.add_column("avg run", justify="right")
+    table.add_column("avg wait", justify="right")
+    table.add_column("oldest waiting", justify="right")
+    for queue in queues:
+        table.add_row(
+            queue["queue"],
+            Text("paused", style="bold yellow") if queue["paused"] else "no",
+            *(str(queue["counts"].get(state, 0)) for state in STATES),
+            str(queue.get("completed_total", 0)),
+            str(queue.get("failed_total", 0)),
+            str(queue.get("retried_total", 0)),
+            str(queue.get("cancelled_total", 0)),
+            seconds(queue.get("avg_run_seconds")),
+            seconds(queue.get("avg_wait_seconds")),
+            seconds(queue.get("oldest_waiting_age")),
+        )
+    return table
+
+
+def keys_table(keys: list[dict[str, Any]]) -> Table:
+    table = Table()
+    table.add_column("id", no_wrap=True)
+    table.add_column("owner", no_wrap=True)
+    table.add_column("admin")
+    table.add_column("rate")
+    table.add_column("created", no_wrap=True)
+    table.add_column("revoked", no_wrap=True)
+    for key in keys:
+        table.add_row(
+            key["id"],
+            key["owner"],
+            Text("admin", style="bold yellow") if key["admin"] else "no",
+            key.get("rate") or "default",
+            when(key.get("created_at")),
+            Text(when(key["revoked_at"]), style="red") if key.get("revoked_at") else "-",
+        )
+    return table
