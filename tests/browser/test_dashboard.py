@@ -225,6 +225,9 @@ def run_scenario(page: Any, api: httpx.Client, switches: Switches, url: str, exp
     page.get_by_role("button", name="Pause").click()
     expect(page.locator("#paused-flag")).to_have_text("paused")
     assert api.get("/v1/queues/dash").json()["paused"] is True
+    page.get_by_role("link", name=re.compile("^completed")).click()
+    expect(page.locator("#jobs tbody tr")).to_have_count(5)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-queue.png"), full_page=True)
     page.get_by_role("link", name="Queues", exact=True).first.click()
     expect(row.locator(".badge.paused")).to_have_text("paused")
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)

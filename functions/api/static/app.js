@@ -28,7 +28,7 @@ function h(tag, attrs, ...children) {
 }
 
 function append(el, children) {
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -252,7 +252,7 @@ function route() {
     showLogin();
     return;
   }
-  clearBanner("action");
+  if (bannerKind !== "outage") clearBanner();
   const { parts, params } = parseHash();
   if (parts[0] === "queue" && parts[1]) current = queueView(parts[1], params);
   else if (parts[0] === "job" && parts[1]) current = jobView(parts[1]);
@@ -308,8 +308,8 @@ function throughputChart(points, { width, height, label }) {
   const title = svg("title");
   title.textContent = summary;
   chart.append(title, svg("line", { x1: 0, y1: height - 1, x2: width, y2: height - 1, class: "axis" }));
-  chart.append(svg("polyline", { points: line("completed"), class: "line-completed" }));
   if (failed > 0) chart.append(svg("polyline", { points: line("failed"), class: "line-failed" }));
+  chart.append(svg("polyline", { points: line("completed"), class: "line-completed" }));
   return chart;
 }
 
@@ -509,7 +509,7 @@ function renderQueue(queue, filters, page, pages, rerender) {
       h("td", { class: "num", text: `${job.attempts} / ${job.max_attempts}` }),
       h("td", {}, h("progress", { max: 100, value: job.progress, "aria-label": `progress ${job.progress}%` })),
       h("td", {}, timeEl(job.created_at)),
-      h("td", { class: "clip", text: job.error ? job.error.message : "" }),
+      h("td", { class: "clip", text: job.error && job.state !== "completed" ? job.error.message : "" }),
     ),
   );
   const table = page.jobs.length
@@ -655,7 +655,8 @@ function jobView(id) {
 }
 
 function timeline(job) {
-  const items = [{ at: job.created_at, what: "created", detail: job.run_at && job.run_at !== job.created_at ? `runs at ${fmtTime(job.run_at)}` : "" }];
+  const scheduled = job.run_at && Date.parse(job.run_at) - Date.parse(job.created_at) >= 1000;
+  const items = [{ at: job.created_at, what: "created", detail: scheduled ? `to run at ${fmtTime(job.run_at)}` : "" }];
   for (const error of job.errors || []) {
     items.push({ at: error.at, what: `attempt ${error.attempt} failed`, detail: `${error.kind}: ${error.message}`, bad: true });
   }
