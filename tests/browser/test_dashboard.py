@@ -247,3 +247,44 @@ def run_scenario(page: Any, api: httpx.Client, switches: Switches, url: str, exp
     expect(page.get_by_label("Admin API key, admin token or JWT")).to_be_visible()
     assert page.evaluate("sessionStorage.length") == 0
     assert re.search(r"/dashboard", page.url)
+
+
+def test_dashboard_falls_back_to_polling_and_reports_outages(stack: tuple[ServedApp, Switches]) -> None:
+    """Where the stream cannot be used (API Gateway buffers responses) the page polls; when the API is
+    unreachable or Redis is down it says so in an alert, and recovers on its own."""
+    executable = chromium_path()
+    from playwright.sync_api import expect, sync_playwright
+
+    served, _ = stack
+    expect.set_options(timeout=WAIT_MS)
+    with (
+        httpx.Client(base_url=served.url, headers=ADMIN_HEADERS, timeout=10) as api,
+        sync_playwright() as playwright,
+    ):
+        wait_state(api, submit(api, "dash_echo"), "completed")
+        browser = playwright.chromium.launch(executable_path=executable)
+        try:
+            page = browser.new_page()
+            page.route("**/v1/dashboard/stream", lambda route: route.abort())  # no streaming here
+            page.goto(f"{served.url}/dashboard")
+            page.get_by_label("Admin API key, admin token or JWT").fill(ADMIN_TOKEN)
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.locator("#live")).to_have_text(re.compile("^Polling every"))
+            completed = page.locator('#queues tr[data-queue="dash"] .count-completed')
+            expect(completed).to_have_text("1")
+            wait_state(api, submit(api, "dash_echo"), "completed")
+            expect(completed).to_have_text("2")  # by polling alone
+
+            redis_down = {"error": {"code": "store_unavailable", "message": "Redis is unavailable"}}
+            page.route("**/v1/dashboard/overview", lambda route: route.fulfill(status=503, json=redis_down))
+            banner = page.get_by_role("alert").filter(has_text="Redis is unavailable")
+            expect(banner).to_be_visible()
+            page.unroute("**/v1/dashboard/overview")
+            expect(banner).to_be_hidden()
+            page.route("**/v1/dashboard/overview", lambda route: route.abort())
+            expect(page.get_by_role("alert").filter(has_text="Cannot reach the jobq API")).to_be_visible()
+            expect(page.locator("#view")).not_to_have_attribute("aria-busy", "true")  # no endless spinner
+            page.unroute("**/v1/dashboard/overview")
+            expect(page.locator("#banner")).to_be_hidden()
+        finally:
+            browser.close()
