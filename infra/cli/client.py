@@ -252,7 +252,7 @@ def list_jobs(
     if not page["jobs"]:
         console.print("no jobs")
     else:
-        console.print(jobs_table(page["jobs"]))
+        console.print(jobs_table(page["jobs"], console.width))
     if page.get("cursor"):
         console.print(f"more: --cursor {page['cursor']}", style="dim")
 
@@ -311,10 +311,11 @@ def stats(
         print_json(body)
         return
     queues = [body] if queue else body["queues"]
+    console = out()
     if not queues:
-        out().print("no queues yet")
+        console.print("no queues yet")
     else:
-        out().print(queues_table(queues))
+        console.print(queues_table(queues, console.width))
 
 
 queues_app = typer.Typer(help="Pause, resume, clean or retry a queue (admin).", no_args_is_help=True)

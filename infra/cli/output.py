@@ -42,7 +42,7 @@ def out() -> Console:
 
 
 def err() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)  # one error, one line (grep-able)
 
 
 def print_json(data: Any, *, compact: bool = False) -> None:
@@ -153,31 +153,43 @@ def _error(error: dict[str, Any]) -> str:
     return f"attempt {error.get('attempt', '?')}: {error.get('kind', 'error')}: {error.get('message', '')}"
 
 
-def jobs_table(jobs: list[dict[str, Any]]) -> Table:
-    table = Table(title=None, show_lines=False)
+# Tables are laid out for the console's width: below these, only the essential columns are shown (the
+# rest is one `--json` away) instead of squeezing every column into ellipses.
+WIDE_JOBS = 120
+WIDE_QUEUES = 150
+
+
+def jobs_table(jobs: list[dict[str, Any]], width: int = WIDE_JOBS) -> Table:
+    wide = width >= WIDE_JOBS
+    table = Table()
     table.add_column("id", no_wrap=True, min_width=26)
-    for name in ("type", "queue", "state"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("prio", justify="right")
-    table.add_column("progress", justify="right")
-    table.add_column("attempts", justify="right")
-    table.add_column("created", no_wrap=True)
+    table.add_column("type", no_wrap=True)
+    if wide:
+        table.add_column("queue", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    if wide:
+        table.add_column("prio", justify="right")
+        table.add_column("progress", justify="right")
+        table.add_column("attempts", justify="right")
+    table.add_column("created", no_wrap=True, min_width=19)
     for job in jobs:
-        table.add_row(
-            job["id"],
-            job["type"],
-            job["queue"],
-            state_text(job["state"]),
-            str(job["priority"]),
-            f"{job.get('progress', 0)}%",
-            f"{job.get('attempts', 0)}/{job.get('max_attempts', '?')}",
-            when(job.get("created_at")),
-        )
+        middle: list[str | Text] = [state_text(job["state"])]
+        if wide:
+            middle = [
+                job["queue"],
+                *middle,
+                str(job["priority"]),
+                f"{job.get('progress', 0)}%",
+                f"{job.get('attempts', 0)}/{job.get('max_attempts', '?')}",
+            ]
+        table.add_row(job["id"], job["type"], *middle, when(job.get("created_at")))
     return table
 
 
-def queues_table(queues: list[dict[str, Any]]) -> Table:
-    """Counts per state, paused flag, totals and mean times, with a row summing every queue."""
+def queues_table(queues: list[dict[str, Any]], width: int = WIDE_QUEUES) -> Table:
+    """Jobs per state now, with a footer summing every queue; on a wide console also the paused flag as a
+    column, the all-time totals, mean run and wait times and the oldest waiting job's age."""
+    wide = width >= WIDE_QUEUES
     table = Table(show_footer=len(queues) > 1)
     sums = {state: sum(q["counts"].get(state, 0) for q in queues) for state in STATES}
     totals = {
@@ -185,28 +197,32 @@ def queues_table(queues: list[dict[str, Any]]) -> Table:
         for name in ("completed_total", "failed_total", "retried_total", "cancelled_total")
     }
     table.add_column("queue", footer="all queues", no_wrap=True)
-    table.add_column("paused")
+    if wide:
+        table.add_column("paused")
     for state in STATES:
         table.add_column(state, justify="right", footer=str(sums[state]), style=STATE_STYLES[state])
-    for name in totals:  # all-time counters, as opposed to the jobs in each state now
-        label = "total\n" + name.removesuffix("_total")
-        table.add_column(label, justify="right", footer=str(totals[name]))
-    table.add_column("avg run", justify="right")
-    table.add_column("avg wait", justify="right")
-    table.add_column("oldest waiting", justify="right")
+    if wide:
+        for name in totals:  # all-time counters, as opposed to the jobs in each state now
+            label = "total\n" + name.removesuffix("_total")
+            table.add_column(label, justify="right", footer=str(totals[name]))
+        table.add_column("avg run", justify="right")
+        table.add_column("avg wait", justify="right")
+        table.add_column("oldest waiting", justify="right")
     for queue in queues:
-        table.add_row(
-            queue["queue"],
-            Text("paused", style="bold yellow") if queue["paused"] else "no",
-            *(str(queue["counts"].get(state, 0)) for state in STATES),
-            str(queue.get("completed_total", 0)),
-            str(queue.get("failed_total", 0)),
-            str(queue.get("retried_total", 0)),
-            str(queue.get("cancelled_total", 0)),
-            seconds(queue.get("avg_run_seconds")),
-            seconds(queue.get("avg_wait_seconds")),
-            seconds(queue.get("oldest_waiting_age")),
-        )
+        paused = Text("paused", style="bold yellow") if queue["paused"] else Text("no")
+        label = Text(queue["queue"])
+        if not wide and queue["paused"]:
+            label.append(" (paused)", style="bold yellow")
+        cells: list[str | Text] = [label, *(str(queue["counts"].get(state, 0)) for state in STATES)]
+        if wide:
+            cells[1:1] = [paused]
+            cells += [str(queue.get(total, 0)) for total in totals]
+            cells += [
+                seconds(queue.get("avg_run_seconds")),
+                seconds(queue.get("avg_wait_seconds")),
+                seconds(queue.get("oldest_waiting_age")),
+            ]
+        table.add_row(*cells)
     return table
 
 

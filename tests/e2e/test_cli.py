@@ -54,8 +54,10 @@ class Cli:
         self.url = url
         self.runner = CliRunner()
 
-    def __call__(self, *args: str, key: str | None = ADMIN_TOKEN, input: str | None = None) -> Result:
-        env = {"JOBQ_API_URL": self.url, "JOBQ_API_KEY": key, "COLUMNS": "200", "NO_COLOR": "1"}
+    def __call__(
+        self, *args: str, key: str | None = ADMIN_TOKEN, input: str | None = None, columns: int = 200
+    ) -> Result:
+        env = {"JOBQ_API_URL": self.url, "JOBQ_API_KEY": key, "COLUMNS": str(columns), "NO_COLOR": "1"}
         return self.runner.invoke(app, list(args), env=env, input=input)
 
     def json(self, *args: str, key: str | None = ADMIN_TOKEN) -> Any:
@@ -106,6 +108,11 @@ def test_submit_status_list_cancel_retry(cli: Cli) -> None:
     listed = cli("list", key=alice)
     assert listed.exit_code == 0
     assert job_id in listed.stdout and other["id"] in listed.stdout
+    narrow = cli("list", key=alice, columns=80)
+    assert [cells[:3] for cells in table_rows(narrow.stdout)] == [
+        [other["id"], "echo", "delayed"],
+        [job_id, "echo", "waiting"],
+    ]
     page = cli.json("list", "--state", "delayed", key=alice)
     assert [j["id"] for j in page["jobs"]] == [other["id"]]
     first = cli.json("list", "--limit", "1", key=alice)
@@ -210,6 +217,11 @@ def test_stats_and_queue_actions(cli: Cli) -> None:
     assert cli("queues", "pause", "echo").stdout.strip() == "queue echo paused"
     assert cli.json("stats", "echo")["paused"] is True
     assert {cells[0]: cells for cells in table_rows(cli("stats").stdout)}["echo"][1] == "paused"
+    narrow = cli("stats", columns=80)  # only the counts, the flag next to the name, nothing cut short
+    assert all(len(line) <= 80 for line in narrow.stdout.splitlines())
+    narrow_rows = {cells[0]: cells for cells in table_rows(narrow.stdout)}
+    assert narrow_rows["echo (paused)"][1:] == ["3", "0", "0", "0", "0", "0"]
+    assert "…" not in narrow.stdout
     assert cli.json("queues", "resume", "echo") == {"queue": "echo", "paused": False, "count": None}
     assert cli.json("stats", "echo")["paused"] is False
 
@@ -254,6 +266,9 @@ def test_errors_are_clean_lines_with_exit_codes(cli: Cli) -> None:
     wrong = cli("list", key="jq_nothing_here")
     assert_clean_error(wrong, 1, "unauthorized")
     assert "jq_nothing_here" not in wrong.stdout + wrong.stderr
+    helped = cli("list", "--help", key="jq_help_must_not_show_this")
+    assert helped.exit_code == 0 and "JOBQ_API_KEY" in helped.stdout
+    assert "must_not_show" not in helped.stdout
     spaced = cli("list", key="has a space secret")
     assert_clean_error(spaced, 2, "invalid characters")
     assert "secret" not in spaced.stderr
@@ -265,7 +280,8 @@ def test_unreachable_api_is_one_clear_line(cli: Cli) -> None:
         port = probe.getsockname()[1]
     down = Cli(f"http://127.0.0.1:{port}")
     result = down("status", "01JZZZZZZZZZZZZZZZZZZZZZZZ")
-    assert_clean_error(result, 3, f"cannot reach jobq API at http://127.0.0.1:{port}")
+    assert_clean_error(result, 3, f"cannot reach jobq API at http://127.0.0.1:{port}: connection refused")
+    assert result.stderr.count("\n") == 1  # one line, not wrapped
     assert ADMIN_TOKEN not in result.stdout + result.stderr
 
     with not_jobq_server() as other:  # something answers, but not with the jobq API
