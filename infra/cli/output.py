@@ -210,10 +210,10 @@ def queues_table(queues: list[dict[str, Any]], width: int = WIDE_QUEUES) -> Tabl
         table.add_column("oldest waiting", justify="right")
     for queue in queues:
         paused = Text("paused", style="bold yellow") if queue["paused"] else Text("no")
-        label = Text(queue["queue"])
+        title = Text(queue["queue"])
         if not wide and queue["paused"]:
-            label.append(" (paused)", style="bold yellow")
-        cells: list[str | Text] = [label, *(str(queue["counts"].get(state, 0)) for state in STATES)]
+            title.append(" (paused)", style="bold yellow")
+        cells: list[str | Text] = [title, *(str(queue["counts"].get(state, 0)) for state in STATES)]
         if wide:
             cells[1:1] = [paused]
             cells += [str(queue.get(total, 0)) for total in totals]
