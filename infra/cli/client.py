@@ -1,7 +1,8 @@
 """`jobq submit|status|list|cancel|retry|stats` and `jobq queues ...`: a client of a jobq HTTP API.
 
 Exit codes: 0 success; 1 the API answered with an error (or a confirmation was declined); 2 usage; 3 the
-API could not be reached; `status --watch` exits 4 when the job failed and 5 when it was cancelled.
+API could not be reached; `status --watch` exits 4 when the job failed, 5 when it was cancelled, 6 when
+`--within` ran out.
 """
 
 from __future__ import annotations
@@ -14,21 +15,12 @@ from typing import Annotated, Any
 
 import click
 import typer
-from rich.progress import (
-    BarColumn,
-    Progress,
-    SpinnerColumn,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.text import Text
 
 from infra.cli import app
-from infra.cli.api_client import ApiClient, CliError, UsageError
+from infra.cli.api_client import CliError, UsageError
 from infra.cli.options import DEFAULT_TIMEOUT, DEFAULT_URL, Json, Key, Timeout, Url, Yes, connect, duration
 from infra.cli.output import (
-    err,
     handled,
     job_panel,
     jobs_table,
@@ -37,11 +29,8 @@ from infra.cli.output import (
     queues_table,
     state_text,
 )
+from infra.cli.watch import follow
 from shared.models import PRIORITIES
-
-WATCH_WAIT = 20.0  # seconds per long poll (the API allows up to 25, below API Gateway's 30 s timeout)
-EXIT_FAILED = 4
-EXIT_CANCELLED = 5
 
 
 class StateChoice(StrEnum):
@@ -148,6 +137,9 @@ def status(
     watch: Annotated[
         bool, typer.Option("--watch", "-w", help="Follow the job live until it finishes (0: completed).")
     ] = False,
+    within: Annotated[
+        float | None, typer.Option(min=0, help="With --watch: give up after this many seconds (exit 6).")
+    ] = None,
     url: Url = DEFAULT_URL,
     key: Key = None,
     timeout: Timeout = DEFAULT_TIMEOUT,
@@ -156,7 +148,8 @@ def status(
     """Show a job: state, progress, attempts, result or error, recent log lines.
 
     With --watch: a live progress bar until the job is completed (exit 0), failed (exit 4) or cancelled
-    (exit 5); with --json, one line of JSON per change (the API's long-poll answers).
+    (exit 5), or --within seconds passed (exit 6); with --json, one line of JSON per change (the API's
+    long-poll answers).
     """
     with handled(), connect(url, key, timeout) as api:
         if not watch:
@@ -166,65 +159,8 @@ def status(
             else:
                 out().print(job_panel(job))
             return
-        final = follow(api, job_id, as_json=as_json)
-    raise typer.Exit({"completed": 0, "failed": EXIT_FAILED}.get(final, EXIT_CANCELLED))
-
-
-def follow(api: ApiClient, job_id: str, *, as_json: bool) -> str:
-    """Long-poll the job's changes until it is terminal; return its final state. Ctrl-C stops watching."""
-    try:
-        return follow_json(api, job_id) if as_json else follow_live(api, job_id)
-    except KeyboardInterrupt:
-        err().print("stopped watching; the job carries on")
-        raise typer.Exit(130) from None
-
-
-def follow_json(api: ApiClient, job_id: str) -> str:
-    """One compact JSON line per change (the API's long-poll answers)."""
-    since: str | None = None
-    while True:
-        change = api.wait_change(job_id, since, WATCH_WAIT)
-        since = change["event_id"]
-        print_json(change, compact=True)
-        if change["terminal"]:
-            return str(change["status"]["state"])
-
-
-def follow_live(api: ApiClient, job_id: str) -> str:
-    """A rich progress bar with the job's state and attempt, its log lines above it, then a summary."""
-    console = out()
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-    )
-    since: str | None = None
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(job_id, total=100)
-        while True:
-            change = api.wait_change(job_id, since, WATCH_WAIT)
-            since = change["event_id"]
-            state = change["status"]
-            for line in change["logs"]:
-                progress.console.print(Text(f"  {line}", style="dim"))
-            description = f"{job_id} {state['state']} (attempt {state['attempts']}/{state['max_attempts']})"
-            progress.update(task, completed=state["progress"], description=description)
-            if change["terminal"]:
-                if state["state"] == "completed":
-                    progress.update(task, completed=100)
-                break
-    summary = Text("job ")
-    summary.append(job_id, style="bold")
-    summary.append(" ")
-    summary.append_text(state_text(state["state"]))
-    if state["state"] == "completed":
-        summary.append(f": {json.dumps(state.get('result'), default=str)[:200]}")
-    elif state.get("error"):
-        summary.append(f": {state['error']['message']}", style="red")
-    console.print(summary)
-    return str(state["state"])
+        code = follow(api, job_id, as_json=as_json, within=within)
+    raise typer.Exit(code)
 
 
 @app.command("list")

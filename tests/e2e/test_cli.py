@@ -352,17 +352,17 @@ def worker(api_settings: Settings, consumer_registry: Registry, api_server: Serv
 
 
 def test_status_watch_follows_jobs_to_their_end(cli: Cli, worker: None) -> None:
-    """The watch returns when the job is terminal (a deadline: pytest's per-test timeout), exit code by
-    outcome. No sleeps: each long poll answers as soon as the job changes."""
+    """The watch returns when the job is terminal, or fails at its --within deadline; the exit code says
+    how the job ended. No sleeps: each long poll answers as soon as the job changes."""
     user = cli.user("hana")
     done = cli.json("submit", "echo", "--payload", '{"value": "hello"}', key=user)
-    watched = cli("status", done["id"], "--watch", key=user)
+    watched = cli("status", done["id"], "--watch", "--within", "60", key=user)
     assert watched.exit_code == 0, (watched.stdout, watched.stderr)
     assert f"job {done['id']} completed" in watched.stdout and '"hello"' in watched.stdout
     assert "100%" in watched.stdout  # the progress bar's last frame
 
     failing = cli.json("submit", "permanent", key=user)
-    lines = cli("status", failing["id"], "--watch", "--json", key=user)
+    lines = cli("status", failing["id"], "--watch", "--json", "--within", "60", key=user)
     assert lines.exit_code == 4, (lines.stdout, lines.stderr)
     changes = [json.loads(line) for line in lines.stdout.splitlines()]
     assert changes[-1]["terminal"] is True and changes[-1]["status"]["state"] == "failed"
@@ -375,6 +375,11 @@ def test_status_watch_follows_jobs_to_their_end(cli: Cli, worker: None) -> None:
     waiting = cli.json("submit", "echo", "--delay", "3600", key=user)
     cli.json("cancel", waiting["id"], key=user)
     assert cli("status", waiting["id"], "--watch", key=user).exit_code == 5
+
+    later = cli.json("submit", "echo", "--delay", "3600", key=user)  # cannot finish while watched
+    gave_up = cli("status", later["id"], "--watch", "--within", "0.3", key=user)
+    assert_clean_error(gave_up, 6, f"job {later['id']} still delayed after 0.3 s")
+    assert_clean_error(cli("status", "01JZZZZZZZZZZZZZZZZZZZZZZZ", "--watch", key=user), 1, "not_found")
 
 
 # The installed script.
