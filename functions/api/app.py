@@ -12,6 +12,7 @@ from functions.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from functions.api.routes import ROUTERS
 from functions.api.schemas import ErrorBody
 from functions.api.services import build_services
+from shared.logs import configure_logging
 from shared.registry import Registry
 from shared.registry import registry as default_registry
 from shared.settings import PLACEHOLDER_TOKENS, Settings, get_settings
@@ -61,6 +62,7 @@ def create_app(
 ) -> FastAPI:
     """Build the API. `registry`, `redis` and `trigger` default to what the settings describe."""
     settings = settings or get_settings()
+    configure_logging(settings)
     check_settings(settings)
     if registry is None:
         registry = default_registry

@@ -33,10 +33,13 @@ EngineDep = Annotated[Engine, Depends(get_engine)]
 
 
 async def current_user(
+    request: Request,
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    return await services.auth.authenticate(credentials.credentials if credentials else None)
+    user = await services.auth.authenticate(credentials.credentials if credentials else None)
+    request.state.owner = user.owner  # for the access log (functions/api/middleware.py)
+    return user
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request ids with a last-resort 500, and a body size bound enforced before parsing."""
+"""Pure ASGI middleware: request ids, access log and last-resort 500; a body bound enforced before parsing."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import secrets
+import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,7 +30,11 @@ async def _send_error(
 
 
 class RequestIdMiddleware:
-    """Tags each request and response with an id; an unexpected exception becomes a 500 logged with it."""
+    """Tags each request and response with an id; an unexpected exception becomes a 500 logged with it.
+
+    Also writes the access log: one line per request (method, path without the query string, status,
+    duration_ms, request_id, and owner once auth has set it), never headers or bodies.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -41,12 +46,13 @@ class RequestIdMiddleware:
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else secrets.token_hex(8)
         scope.setdefault("state", {})["request_id"] = request_id
-        started = False
+        # 499 (as nginx logs it) if the client goes away before any answer, 500 if the app raises.
+        started, status, began = False, 499, time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
-                started = True
+                started, status = True, message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
@@ -54,8 +60,25 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         except Exception:
             log.exception("unhandled error", extra={"request_id": request_id})
+            status = status if started else 500
             if not started:
                 await _send_error(send, 500, "internal", "internal error", request_id)
+        finally:
+            _access_log(scope, status, began, request_id)
+
+
+def _access_log(scope: Scope, status: int, began: float, request_id: str) -> None:
+    fields = {
+        "method": scope["method"],
+        "path": scope["path"],
+        "status": status,
+        "duration_ms": round((time.perf_counter() - began) * 1000, 1),
+        "request_id": request_id,
+    }
+    owner = scope["state"].get("owner")
+    if owner is not None:
+        fields["owner"] = owner
+    log.log(logging.ERROR if status >= 500 else logging.INFO, "request", extra=fields)
 
 
 class BodyLimitMiddleware:

@@ -7,6 +7,7 @@ from typing import Any
 
 from shared.consumer import Consumer, ConsumerConfig
 from shared.engine import Engine
+from shared.logs import configure_logging
 from shared.registry import Registry
 from shared.registry import registry as default_registry
 from shared.settings import Settings, get_settings
@@ -30,6 +31,7 @@ def build_runtime(
     config: ConsumerConfig | None = None,
 ) -> ConsumerRuntime:
     settings = settings or get_settings()
+    configure_logging(settings)
     if registry is None:
         registry = default_registry
         registry.load(settings.job_modules)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 from typing import Annotated
@@ -12,6 +11,7 @@ import typer
 
 from infra.cli import app
 from infra.local.stack import StackConfig, StackError, run_stack
+from shared.logs import configure_logging
 from shared.settings import get_settings
 
 
@@ -29,8 +29,9 @@ def dev(
     ] = 5.0,
 ) -> None:
     """Run gateway, API, consumer (local push trigger) and scheduler; print URLs and the admin token."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Redis call is noise
+    os.environ.setdefault("JOBQ_LOG_FORMAT", "console")  # readable lines; every part reads it
+    get_settings.cache_clear()
+    configure_logging(get_settings())
     config = StackConfig(host=host, port=port, gateway_port=gateway_port, redis_url=redis_url, tick=tick)
     token = os.environ.get("JOBQ_ADMIN_TOKEN")
     generated = not token

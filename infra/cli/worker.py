@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 from dataclasses import asdict
 from typing import Annotated
@@ -14,6 +13,8 @@ from functions.consumer.runtime import build_runtime
 from infra.cli import app
 from shared.consumer import BatchConfig, ConsumerConfig
 from shared.consumer.worker import Worker, WorkerStats
+from shared.logs import configure_logging
+from shared.settings import get_settings
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -33,8 +34,7 @@ def worker(
     grace: Annotated[float, typer.Option(min=0, help="On stop, grace for running jobs (s).")] = 10.0,
 ) -> None:
     """Run jobs continuously. Ctrl-C (or SIGTERM) hands unstarted jobs back and lets running ones finish."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Redis call is noise
+    configure_logging(get_settings())  # JSON unless JOBQ_LOG_FORMAT=console
     config = ConsumerConfig(
         batch_size=batch, concurrency=concurrency, queues=_split(queues), batch=BatchConfig(grace=grace)
     )

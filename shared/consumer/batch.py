@@ -72,6 +72,7 @@ class Slot:
     started: bool = False
     done: bool = False
     interrupted: bool = False
+    began: float = 0.0  # monotonic, when the handler started
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -99,6 +100,7 @@ class Batch:
             Slot(c, JobContext(c, clock=clock), lease_until=c.lease_until.timestamp()) for c in claimed
         ]
         self._outcomes: list[Outcome] = []
+        self._durations: dict[str, float] = {}  # job id -> seconds its handler ran, for the log
         self._to_release: list[Lease] = []
         self._shutting_down = False
         self._closing = asyncio.Event()  # ends the ticker between ticks, never in the middle of a call
@@ -107,6 +109,7 @@ class Batch:
 
     async def run(self) -> Tally:
         for slot in self._slots:
+            log.info("job claimed", extra=_job_fields(slot))
             slot.task = asyncio.create_task(self._run_one(slot))
         tasks = [slot.task for slot in self._slots if slot.task is not None]
         ticker = asyncio.create_task(self._tick_forever())
@@ -138,7 +141,7 @@ class Batch:
                 if self._shutting_down or self._stop.is_set() or self._clock() + job.timeout > self._deadline:
                     self._hand_back(slot)
                     return
-                slot.started = True
+                slot.started, slot.began = True, self._clock()
                 if slot.ctx.cancel_requested:  # seen at a heartbeat while it waited: never start it
                     outcome = outcomes.cancelled(job.id, slot.claimed.token, job.attempts)
                 else:
@@ -189,6 +192,8 @@ class Batch:
         self.released_queues.add(slot.claimed.job.queue)
 
     def _record(self, slot: Slot, outcome: Outcome) -> None:
+        if slot.started:
+            self._durations[slot.claimed.job.id] = self._clock() - slot.began
         update = slot.ctx.take_update()
         if update is not None:  # the last progress and lines travel with the outcome
             outcome.progress, outcome.logs = update.progress, update.logs
@@ -310,3 +315,29 @@ class Batch:
             log.error("finish of %d outcomes failed; their leases will expire: %s", len(ready), exc)
             return
         self.tally.count(results)
+        self._log_outcomes(ready, results)
+
+    def _log_outcomes(self, sent: list[Outcome], results: list[FinishResult]) -> None:
+        """One line per recorded outcome: ids, queue, attempt, duration, state; never payload or result."""
+        by_id = {slot.claimed.job.id: slot for slot in self._slots}
+        for outcome, result in zip(sent, results, strict=True):
+            slot = by_id[outcome.job_id]
+            fields = _job_fields(slot)
+            fields["status"] = outcome.status
+            if outcome.job_id in self._durations:
+                fields["duration_ms"] = round(self._durations.pop(outcome.job_id) * 1000, 1)
+            if not result.ok:
+                log.warning("job lease lost", extra=fields)  # expired and re-claimed, or cancelled
+                continue
+            fields["state"] = result.state.value if result.state else None
+            if outcome.error is not None:
+                fields["error"] = outcome.error.kind.value  # the message stays in the job record
+            if outcome.status in ("failed", "retry"):
+                log.warning("job failed", extra=fields)
+            else:
+                log.info("job finished", extra=fields)
+
+
+def _job_fields(slot: Slot) -> dict[str, object]:
+    job = slot.claimed.job
+    return {"job_id": job.id, "queue": job.queue, "type": job.type, "attempt": job.attempts}

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from itertools import accumulate
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -86,6 +86,7 @@ def _digest(value: str) -> bytes:
 
 
 async def metrics_reader(
+    request: Request,
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
@@ -93,8 +94,10 @@ async def metrics_reader(
     token = credentials.credentials if credentials else None
     secret = services.settings.metrics_token.get_secret_value() if services.settings.metrics_token else ""
     if token and secret and hmac.compare_digest(_digest(token), _digest(secret)):
+        request.state.owner = "metrics-token"
         return
     user = await services.auth.authenticate(token)
+    request.state.owner = user.owner
     if not user.admin:
         raise ForbiddenError("admin credentials or the metrics token required")
 
