@@ -10,7 +10,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from shared.engine import Engine
+from functions.api.routes.dashboard import QUEUE_CURSOR_PATTERN
+from shared.engine import _QUEUE_CURSOR, Engine
 from shared.models import HISTOGRAM_BOUNDS, ErrorKind, JobError, Outcome
 from shared.percentiles import percentile
 from tests.support.api_fixtures import ADMIN_HEADERS, MakeUser, ServedApp
@@ -176,8 +177,11 @@ async def test_queue_jobs_filter_by_state_type_and_owner_newest_first(
         if cursor is None:
             break
     assert seen == bob_ids[::-1]
-    bad = await api.get("/v1/dashboard/queues/echo/jobs?cursor=<script>", headers=ADMIN_HEADERS)
-    assert bad.status_code == 422
+    for cursor in ["<script>", "7.1", "1.", "1.1234567890"]:
+        path = "/v1/dashboard/queues/echo/jobs"
+        bad = await api.get(path, params={"cursor": cursor}, headers=ADMIN_HEADERS)
+        assert bad.status_code == 422, cursor
+    assert _QUEUE_CURSOR.pattern == QUEUE_CURSOR_PATTERN  # the schema allows exactly the engine's cursors
 
 
 # -- live stream ----------------------------------------------------------------------------------------
