@@ -135,7 +135,13 @@ def parse_priority(value: str | None) -> int | str | None:
 def status(
     job_id: Annotated[str, typer.Argument(metavar="ID", help="The job's id.", show_default=False)],
     watch: Annotated[
-        bool, typer.Option("--watch", "-w", help="Follow the job live until it finishes (0: completed).")
+        bool,
+        typer.Option(
+            "--watch",
+            "-w",
+            help="Follow until it ends: exit 0 completed, 4 failed, 5 cancelled. "
+            "With --json: one JSON line per change.",
+        ),
     ] = False,
     within: Annotated[
         float | None, typer.Option(min=0, help="With --watch: give up after this many seconds (exit 6).")
@@ -145,12 +151,7 @@ def status(
     timeout: Timeout = DEFAULT_TIMEOUT,
     as_json: Json = False,
 ) -> None:
-    """Show a job: state, progress, attempts, result or error, recent log lines.
-
-    With --watch: a live progress bar until the job is completed (exit 0), failed (exit 4) or cancelled
-    (exit 5), or --within seconds passed (exit 6); with --json, one line of JSON per change (the API's
-    long-poll answers).
-    """
+    """Show a job (state, progress, attempts, result or errors, logs); --watch follows it live."""
     with handled(), connect(url, key, timeout) as api:
         if not watch:
             job = api.job(job_id)

@@ -73,8 +73,7 @@ def revoke_key(
     timeout: Timeout = DEFAULT_TIMEOUT,
     as_json: Json = False,
 ) -> None:
-    """Revoke a key (asks first unless --yes): at once on the API instance that answers, within the key
-    cache time (30 s by default) on other warm instances."""
+    """Revoke a key (asks first unless --yes); other warm API instances notice within 30 s."""
     with handled():
         confirm(f"Revoke key {key_id}? Clients using it will get 401.", yes)
         with connect(url, key, timeout) as api:
