@@ -136,6 +136,7 @@ async def test_a_scrape_costs_one_command_with_10_or_200_jobs(
         return int(await asyncio.to_thread(gateway.command_count)) - before
 
     await known_workload(engine_of_app)  # 10 jobs in every state
+    await scrape(api, admin_headers)  # a fresh Redis answers the first EVALSHA with NOSCRIPT: load it
     with_10 = await commands_of_one_scrape()
     await submit(engine_of_app, 190)
     claimed = await engine_of_app.claim(QUEUE, 100)
