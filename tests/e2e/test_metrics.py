@@ -16,10 +16,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from functions.api.app import create_app
 from shared.engine import Engine
 from shared.models import ErrorKind, JobError, JobSpec, Outcome, QueueMetrics, State
 from shared.settings import Settings
-from tests.support.api_fixtures import MakeUser, gateway_settings
+from tests.support.api_fixtures import MakeUser, api_test_registry, asgi_client, gateway_settings
 
 METRICS_TOKEN = "test-metrics-token-fedcba9876543210"
 QUEUE = "work"
@@ -218,3 +219,12 @@ async def test_alert_rules_use_only_metrics_that_metrics_exposes(
         assert used or rule["alert"] == "JobqScrapeFailing"
         for state in re.findall(r'state="([a-z]+)"', expr):
             assert state in {s.value for s in State}
+
+
+async def test_a_weak_metrics_token_opens_nothing_in_production(gateway: Any) -> None:
+    weak = gateway_settings(gateway, "mweak", env="production", metrics_token=SecretStr("short"))
+    app = create_app(weak, registry=api_test_registry())
+    async with asgi_client(app) as client:
+        response = await client.get("/metrics", headers={"Authorization": "Bearer short"})
+    await app.state.services.redis.close()
+    assert response.status_code == 401

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from shared.logs import REDACTED, JobqHandler, configure_logging
+from shared.logs import REDACTED, JobqHandler, Redactor, configure_logging
 from shared.settings import Settings
 
 ADMIN = "admin-secret-0123456789abcdef"
@@ -102,3 +102,22 @@ def test_level_from_settings(output: io.StringIO) -> None:
     log.info("hidden")
     log.warning("shown")
     assert [entry["event"] for entry in lines(output)] == ["shown"]
+
+
+def test_on_lambda_the_runtime_handler_is_reused_not_doubled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "jobq-api")
+    root = logging.getLogger()
+    stream = io.StringIO()
+    runtime_handler = logging.StreamHandler(stream)  # stands in for the Lambda runtime's handler
+    saved = root.handlers[:]
+    root.handlers = [runtime_handler]
+    try:
+        configure_logging(settings())
+        configure_logging(settings())
+        log.info("token %s", ADMIN, extra={"job_id": "J1"})
+        assert root.handlers == [runtime_handler]
+        assert sum(isinstance(f, Redactor) for f in runtime_handler.filters) == 1
+    finally:
+        root.handlers = saved
+    (entry,) = lines(stream)
+    assert entry["event"] == f"token {REDACTED}" and entry["job_id"] == "J1"

@@ -28,8 +28,10 @@ from prometheus_client.registry import Collector
 from functions.api.deps import EngineDep, ServicesDep
 from shared.errors import ForbiddenError
 from shared.models import QueueMetrics, State
+from shared.settings import PLACEHOLDER_TOKENS, Settings
 
 router = APIRouter(tags=["operations"])
+MIN_METRICS_TOKEN_CHARS = 16
 _bearer = HTTPBearer(auto_error=False, description="An admin credential, or JOBQ_METRICS_TOKEN.")
 
 # (metric name, help, QueueMetrics field); the counters are named without `_total`: the exposition adds it.
@@ -85,6 +87,15 @@ def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode()).digest()
 
 
+def _metrics_token_matches(token: str, settings: Settings) -> bool:
+    """Constant-time match; outside local development a short or placeholder token opens nothing."""
+    secret = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
+    weak = len(secret) < MIN_METRICS_TOKEN_CHARS or secret.strip().lower() in PLACEHOLDER_TOKENS
+    if not secret or (weak and not settings.is_local):
+        return False
+    return hmac.compare_digest(_digest(token), _digest(secret))
+
+
 async def metrics_reader(
     request: Request,
     services: ServicesDep,
@@ -92,8 +103,7 @@ async def metrics_reader(
 ) -> None:
     """The metrics token (compared in constant time), else an admin credential: 401 or 403 otherwise."""
     token = credentials.credentials if credentials else None
-    secret = services.settings.metrics_token.get_secret_value() if services.settings.metrics_token else ""
-    if token and secret and hmac.compare_digest(_digest(token), _digest(secret)):
+    if token and _metrics_token_matches(token, services.settings):
         request.state.owner = "metrics-token"
         return
     user = await services.auth.authenticate(token)
