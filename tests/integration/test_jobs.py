@@ -109,8 +109,9 @@ async def test_webhook_to_loopback_is_refused_by_default(
     await runtime.consumer.drain(20)
     job = await runtime.engine.get(job_id)
     assert (job.state, job.attempts) == (State.FAILED, 1)
-    assert (
-        job.error is not None and job.error.kind == ErrorKind.PERMANENT and "non-public" in job.error.message
-    )
+    # A literal loopback address fails the payload model's check when the consumer validates the job
+    # (the API would have refused it at submit); a host name would meet the run-time guard instead.
+    assert job.error is not None and job.error.kind == ErrorKind.PERMANENT
+    assert "not allowed" in job.error.message or "non-public" in job.error.message
     assert receiver.requests == []
     get_settings.cache_clear()
