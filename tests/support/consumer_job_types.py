@@ -4,6 +4,7 @@ real entry points (Lambda handler, `jobq worker`); named `consumer_*` so they ne
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from pydantic import BaseModel
 
@@ -17,6 +18,7 @@ class ConsumerEcho(BaseModel):
 
 class ConsumerNap(BaseModel):
     seconds: float
+    started_marker: str | None = None  # a file created when the handler starts: a test's sync point
 
 
 @job_type("consumer_echo", payload=ConsumerEcho, timeout=10)
@@ -27,5 +29,7 @@ async def consumer_echo(payload: ConsumerEcho, ctx: JobContext) -> str:
 @job_type("consumer_nap", payload=ConsumerNap, timeout=20)
 async def consumer_nap(payload: ConsumerNap, ctx: JobContext) -> str:
     await ctx.log("napping")
+    if payload.started_marker:
+        await asyncio.to_thread(Path(payload.started_marker).touch)
     await asyncio.sleep(payload.seconds)
     return "rested"
