@@ -502,6 +502,10 @@ class Engine:
         result = [decode_metrics(entry, now) for entry in reply["q"] or []]
         return sorted(result, key=lambda m: m.queue)
 
+    async def queue_names(self) -> list[str]:
+        """Every queue that has had a job, sorted. One plain read."""
+        return sorted(await self.store.command("SMEMBERS", self.keys.queues()) or [])
+
     async def events(self, queue: str, *, after: str = "0-0", count: int = 100) -> list[Event]:
         """State changes of a queue's jobs after stream id `after`, oldest first. One read.
 
@@ -509,30 +513,64 @@ class Engine:
         with the entry's id (pass the last id back as `after`). The stream keeps ~1000 entries.
         """
         self._check_queue(queue)
-        if not re.fullmatch(r"[0-9]{1,20}-[0-9]{1,20}", after):
-            raise ValidationError("after must be a stream id like 1700000000000-0", field="after")
-        if not 1 <= count <= 1000:
-            raise ValidationError("count must be 1-1000", field="count")
+        _check_stream_id(after)
+        _check_count(count)
         entries = await self.store.command(
             "XRANGE", self.keys.queue_events(queue), f"({after}", "+", "COUNT", count
         )
-        events = []
-        for entry_id, flat in entries or []:
-            fields = as_fields(flat)
-            ids = fields.get("j", "").split()
-            progress = fields.get("p", "").split()
-            at = dt(fields.get("t")) or datetime.now(UTC)
-            for i, job_id in enumerate(ids):
-                events.append(
-                    Event(
-                        id=entry_id,
-                        job_id=job_id,
-                        state=State(fields["s"]),
-                        progress=int(progress[i]) if i < len(progress) else None,
-                        at=at,
-                    )
+        return _events_of(entries)
+
+    async def events_since(self, positions: dict[str, str], *, count: int = 100) -> dict[str, list[Event]]:
+        """`events` of many queues at once: queue -> stream id to read after. ONE read (XREAD) for all,
+        so a live view of every queue costs one command per poll, not one per queue."""
+        if not positions:
+            return {}
+        for queue, after in positions.items():
+            self._check_queue(queue)
+            _check_stream_id(after)
+        _check_count(count)
+        queues = list(positions)
+        reply = await self.store.command(
+            "XREAD",
+            "COUNT",
+            count,
+            "STREAMS",
+            *(self.keys.queue_events(q) for q in queues),
+            *(positions[q] for q in queues),
+        )
+        by_key = {key: entries for key, entries in reply or []}
+        return {q: _events_of(by_key.get(self.keys.queue_events(q))) for q in queues}
+
+
+def _check_stream_id(after: str) -> None:
+    if not re.fullmatch(r"[0-9]{1,20}-[0-9]{1,20}", after):
+        raise ValidationError("after must be a stream id like 1700000000000-0", field="after")
+
+
+def _check_count(count: int) -> None:
+    if not 1 <= count <= 1000:
+        raise ValidationError("count must be 1-1000", field="count")
+
+
+def _events_of(entries: Any) -> list[Event]:
+    """Stream entries (id, flat fields) as Events: one per job id the entry names."""
+    events = []
+    for entry_id, flat in entries or []:
+        fields = as_fields(flat)
+        ids = fields.get("j", "").split()
+        progress = fields.get("p", "").split()
+        at = dt(fields.get("t")) or datetime.now(UTC)
+        for i, job_id in enumerate(ids):
+            events.append(
+                Event(
+                    id=entry_id,
+                    job_id=job_id,
+                    state=State(fields["s"]),
+                    progress=int(progress[i]) if i < len(progress) else None,
+                    at=at,
                 )
-        return events
+            )
+    return events
 
 
 def _valid_id(job_id: str) -> str:

@@ -7,6 +7,7 @@ Time-dependent tests inject a FakeClock (sent to the scripts as "now") instead o
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -335,6 +336,29 @@ async def test_metrics_counts_histograms_throughput_and_events(engine: Engine) -
     assert [e.state for e in events].count(State.WAITING) == 4
     assert {e.state for e in events} == {State.WAITING, State.ACTIVE, State.COMPLETED, State.FAILED}
     assert await engine.events("echo", after=events[-1].id) == []
+
+
+async def test_events_since_reads_every_queue_in_one_command(engine: Engine, gateway: Any) -> None:
+    await engine.enqueue([spec(payload=1), spec(type="other", queue="other", payload=2)])
+    assert await engine.queue_names() == ["echo", "other"]
+    start = {"echo": "0-0", "other": "0-0", "quiet": "0-0"}
+    before = gateway.command_count()
+    first = await engine.events_since(start)
+    assert gateway.command_count() - before == 1
+    assert [e.state for e in first["echo"]] == [State.WAITING]
+    assert [e.state for e in first["other"]] == [State.WAITING]
+    assert first["quiet"] == []
+    # Resuming after the last ids returns only what came since, as `events` does queue by queue.
+    [claimed] = await engine.claim("other", 1)
+    after = {"echo": first["echo"][-1].id, "other": first["other"][-1].id}
+    later = await engine.events_since(after)
+    assert later["echo"] == []
+    assert [(e.job_id, e.state) for e in later["other"]] == [(claimed.job.id, State.ACTIVE)]
+    assert later["other"] == await engine.events("other", after=after["other"])
+    with pytest.raises(ValidationError):
+        await engine.events_since({"echo": "not-an-id"})
+    with pytest.raises(ValidationError):
+        await engine.events_since({"bad queue!": "0-0"})
 
 
 async def test_clean_retry_failed_and_obliterate(engine: Engine) -> None:

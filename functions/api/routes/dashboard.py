@@ -2,8 +2,8 @@
 
 The page shell (HTML, JS, CSS) needs no credentials; every data call does. See docs/dashboard.md.
 
-Live stream cost: one XRANGE per queue per poll interval per open (visible) dashboard, plus one stats
-read per QUEUE_REFRESH_SECONDS to learn new queues.
+Live stream cost: one XREAD for all queues per poll interval per open (visible) dashboard, plus one
+SMEMBERS per QUEUE_REFRESH_SECONDS to learn new queues.
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ async def stream(
     """Server-sent events of every queue's job state changes, polled from the per-queue event streams.
     Bounded in time (reconnect with Last-Event-ID to resume exactly where the last event left off)."""
     cursor = StreamCursor.decode(last_event_id, int(time.time() * 1000))
-    queues = [stats.queue for stats in await engine.stats_all()]  # fails fast (401/503) before streaming
+    queues = await engine.queue_names()  # fails fast (401/503) before streaming
     settings = services.settings
     body = _events(engine, cursor, queues, settings.events_poll_seconds, settings.events_max_seconds)
     return StreamingResponse(
@@ -262,11 +262,9 @@ async def stream(
 
 
 async def _read(engine: Engine, cursor: StreamCursor, queues: list[str]) -> list[dict[str, object]]:
-    batches = await asyncio.gather(
-        *(engine.events(q, after=cursor.after(q), count=EVENTS_PER_READ) for q in queues)
-    )
+    batches = await engine.events_since({q: cursor.after(q) for q in queues}, count=EVENTS_PER_READ)
     found: list[dict[str, object]] = []
-    for queue, events in zip(queues, batches, strict=True):
+    for queue, events in batches.items():
         if events:
             cursor.positions[queue] = events[-1].id
         for e in events:
@@ -285,7 +283,7 @@ async def _events(
     while True:
         try:
             if time.monotonic() - refreshed >= QUEUE_REFRESH_SECONDS:
-                queues, refreshed = [s.queue for s in await engine.stats_all()], time.monotonic()
+                queues, refreshed = await engine.queue_names(), time.monotonic()
             found = await _read(engine, cursor, queues)
         except JobqError as exc:
             yield sse("error", json.dumps({"code": exc.code, "message": exc.message}))
