@@ -196,9 +196,9 @@ class EngineMachine(RuleBasedStateMachine):
         raise AssertionError(f"jobs never reached a terminal state: {states}")
 
 
+# The state machine runs on real Redis; the contract tests cover the embedded backend.
+@pytest.mark.parametrize("gateway", ["redis"], indirect=True)
 def test_engine_state_machine(gateway: Any) -> None:
-    if gateway.backend != "redis":
-        pytest.skip("the state machine runs on real Redis; the contract tests cover the embedded backend")
 
     settings_ = Settings(JOBQ_REDIS_REST_URL=gateway.url, JOBQ_REDIS_REST_TOKEN=gateway.token)
 
