@@ -9,7 +9,7 @@ const REQUEST_TIMEOUT_MS = 10000;
 const POLL_MS = 5000; // fallback refresh when the stream cannot be used
 const HELLO_TIMEOUT_MS = 5000; // a stream that says nothing this long is buffered (API Gateway): poll
 const STREAM_RETRY_IN_POLLING_MS = 60000;
-const REFRESH_DEBOUNCE_MS = 500;
+const REFRESH_DEBOUNCE_MS = 1000; // at most one reload a second: each overview read runs the stats script
 const PAGE_SIZE = 25;
 
 // -- DOM helpers ---------------------------------------------------------------------------------
