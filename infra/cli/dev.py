@@ -54,11 +54,15 @@ async def _run(config: StackConfig, generated: bool) -> None:
         loop.add_signal_handler(sig, stop.set)
 
     def ready(cfg: StackConfig) -> None:
-        origin = "generated for this run" if generated else "from JOBQ_ADMIN_TOKEN"
         backend = cfg.redis_url or "embedded backend"
         typer.echo(f"jobq dev ready\n  API:     {cfg.api_url}  (docs: {cfg.api_url}/docs)")
         typer.echo(f"  gateway: {cfg.gateway_url} -> {backend}")
-        typer.echo(f"  admin token ({origin}): {cfg.admin_token}")
-        typer.echo(f"  try: export JOBQ_ADMIN_TOKEN={cfg.admin_token}\nPress Ctrl-C to stop.", nl=True)
+        typer.echo(f"  dashboard: {cfg.api_url}/dashboard")
+        if generated:  # a throwaway token the developer needs; one they set themselves is never echoed
+            typer.echo(f"  admin token (generated for this run): {cfg.admin_token}")
+            typer.echo(f"  try: export JOBQ_API_KEY={cfg.admin_token}")
+        else:
+            typer.echo("  admin token: the one in JOBQ_ADMIN_TOKEN")
+        typer.echo("Press Ctrl-C to stop.")
 
     await run_stack(config, get_settings(), stop, on_ready=ready)

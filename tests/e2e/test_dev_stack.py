@@ -116,3 +116,33 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert f"API port 127.0.0.1:{port} is not available" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_token_set_by_the_developer_is_never_echoed(tmp_path: Path) -> None:
+    token = "dev-token-set-by-me-0123456789"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBQ_", "UPSTASH_"))}
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(JOBQ), "dev", "--port", str(port), "--gateway-port", str(free_port())],
+        cwd=tmp_path,
+        env={**env, "JOBQ_ADMIN_TOKEN": token},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = Output(proc)
+    try:
+        output.wait_for(r"admin token: the one in JOBQ_ADMIN_TOKEN", START_DEADLINE)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            assert client.get("/v1/queues", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    printed = output.rest()
+    assert proc.stdout is not None
+    proc.stdout.close()
+    assert token not in printed
