@@ -63,6 +63,7 @@ _QUEUE_CURSOR = re.compile(r"^[1-6]\.[0-9]{1,9}$")
 MAX_BATCH = 1000
 MAX_METADATA_BYTES = 8 * 1024
 LEASE_MARGIN = 30.0  # seconds added to a job's timeout for its default lease
+STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # an event stream position, e.g. 1700000000000-0
 LISTING_CAP = 10_000  # an owner's (or tag's) listing index keeps its newest 10,000 jobs
 TRIGGER_TTL = 30.0  # a pending trigger is forgotten after this, so a lost one cannot block pushes
 TERMINAL_INDEXES = ("completed", "failed", "cancelled")
@@ -543,7 +544,7 @@ class Engine:
 
 
 def _check_stream_id(after: str) -> None:
-    if not re.fullmatch(r"[0-9]{1,20}-[0-9]{1,20}", after):
+    if not STREAM_ID.fullmatch(after):
         raise ValidationError("after must be a stream id like 1700000000000-0", field="after")
 
 

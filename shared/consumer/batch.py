@@ -73,6 +73,7 @@ class Slot:
     done: bool = False
     interrupted: bool = False
     began: float = 0.0  # monotonic, when the handler started
+    ran: float | None = None  # seconds the handler ran, once its outcome is recorded (for the log)
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -100,7 +101,6 @@ class Batch:
             Slot(c, JobContext(c, clock=clock), lease_until=c.lease_until.timestamp()) for c in claimed
         ]
         self._outcomes: list[Outcome] = []
-        self._durations: dict[str, float] = {}  # job id -> seconds its handler ran, for the log
         self._to_release: list[Lease] = []
         self._shutting_down = False
         self._closing = asyncio.Event()  # ends the ticker between ticks, never in the middle of a call
@@ -193,7 +193,7 @@ class Batch:
 
     def _record(self, slot: Slot, outcome: Outcome) -> None:
         if slot.started:
-            self._durations[slot.claimed.job.id] = self._clock() - slot.began
+            slot.ran = self._clock() - slot.began
         update = slot.ctx.take_update()
         if update is not None:  # the last progress and lines travel with the outcome
             outcome.progress, outcome.logs = update.progress, update.logs
@@ -324,8 +324,8 @@ class Batch:
             slot = by_id[outcome.job_id]
             fields = _job_fields(slot)
             fields["status"] = outcome.status
-            if outcome.job_id in self._durations:
-                fields["duration_ms"] = round(self._durations.pop(outcome.job_id) * 1000, 1)
+            if slot.ran is not None:
+                fields["duration_ms"] = round(slot.ran * 1000, 1)
             if not result.ok:
                 log.warning("job lease lost", extra=fields)  # expired and re-claimed, or cancelled
                 continue

@@ -57,6 +57,16 @@ class Output:
         return self.seen
 
 
+def interrupt(proc: subprocess.Popen[str]) -> int:
+    """Ctrl-C, as a developer stops `jobq dev`; kill it if it does not stop in time."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
 def test_dev_stack_runs_a_job_and_stops_cleanly(tmp_path: Path) -> None:
     port, gateway_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBQ_", "UPSTASH_"))}
@@ -87,12 +97,7 @@ def test_dev_stack_runs_a_job_and_stops_cleanly(tmp_path: Path) -> None:
             assert job["state"] == "completed", job
             assert job["result"] == {"hello": "world"}
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        code = interrupt(proc)
     printed = output.rest()
     assert proc.stdout is not None
     proc.stdout.close()
@@ -136,12 +141,7 @@ def test_a_token_set_by_the_developer_is_never_echoed(tmp_path: Path) -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             assert client.get("/v1/queues", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        interrupt(proc)
     printed = output.rest()
     assert proc.stdout is not None
     proc.stdout.close()

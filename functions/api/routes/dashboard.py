@@ -25,9 +25,9 @@ from pydantic import BaseModel, Field
 from functions.api.deps import AdminUser, EngineDep, QueueName, ServicesDep
 from functions.api.events import sse
 from functions.api.schemas import MAX_LIST_LIMIT, JobErrorPublic, QueuePublic
-from shared.engine import Engine
+from shared.engine import STREAM_ID, Engine
 from shared.errors import JobqError
-from shared.models import NAME_PATTERN, Job, QueueMetrics, State
+from shared.models import NAME_PATTERN, Job, QueueMetrics, State, ThroughputPoint
 from shared.percentiles import percentile
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -70,16 +70,10 @@ async def dashboard_asset(asset: str) -> Response:
 # -- overview -----------------------------------------------------------------------------------
 
 
-class ThroughputPublic(BaseModel):
-    minute: datetime
-    completed: int
-    failed: int
-
-
 class QueueOverview(QueuePublic):
     """A queue's counts and totals, plus the last hour's throughput and estimated p50/p95 times."""
 
-    throughput: list[ThroughputPublic] = Field(description="Jobs finished per minute, last 60, oldest first")
+    throughput: list[ThroughputPoint] = Field(description="Jobs finished per minute, last 60, oldest first")
     run_p50_seconds: float | None = None
     run_p95_seconds: float | None = None
     wait_p50_seconds: float | None = None
@@ -90,7 +84,7 @@ class OverviewTotals(BaseModel):
     counts: dict[State, int]
     completed_total: int
     failed_total: int
-    throughput: list[ThroughputPublic]
+    throughput: list[ThroughputPoint]
 
 
 class Overview(BaseModel):
@@ -104,7 +98,7 @@ def queue_overview(metrics: QueueMetrics) -> QueueOverview:
 
     return QueueOverview(
         **QueuePublic.of(metrics).model_dump(),
-        throughput=[ThroughputPublic(**p.model_dump()) for p in metrics.throughput],
+        throughput=metrics.throughput,
         run_p50_seconds=pct(metrics.run_buckets, 0.5),
         run_p95_seconds=pct(metrics.run_buckets, 0.95),
         wait_p50_seconds=pct(metrics.wait_buckets, 0.5),
@@ -114,10 +108,10 @@ def queue_overview(metrics: QueueMetrics) -> QueueOverview:
 
 def overview_totals(queues: list[QueueOverview]) -> OverviewTotals:
     counts = {state: sum(q.counts.get(state, 0) for q in queues) for state in State}
-    minutes: dict[datetime, ThroughputPublic] = {}
+    minutes: dict[datetime, ThroughputPoint] = {}
     for queue in queues:
         for point in queue.throughput:
-            empty = ThroughputPublic(minute=point.minute, completed=0, failed=0)
+            empty = ThroughputPoint(minute=point.minute, completed=0, failed=0)
             total = minutes.setdefault(point.minute, empty)
             total.completed += point.completed
             total.failed += point.failed
@@ -187,7 +181,6 @@ async def queue_jobs(
 
 # -- live stream ----------------------------------------------------------------------------------
 
-_STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 _QUEUE = re.compile(NAME_PATTERN)
 
 STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
@@ -237,7 +230,7 @@ class StreamCursor:
         positions: dict[str, str] = {}
         for item in filter(None, rest.split(",")):
             queue, _, pos = item.rpartition("=")
-            if not _QUEUE.fullmatch(queue) or not _STREAM_ID.fullmatch(pos):
+            if not _QUEUE.fullmatch(queue) or not STREAM_ID.fullmatch(pos):
                 return cls(base=now_ms)
             positions[queue] = pos
         return cls(base=int(base), positions=positions)
