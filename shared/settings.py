@@ -8,8 +8,10 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.lanes import DEFAULT_LANES, Lanes
 
 PLACEHOLDER_TOKENS = frozenset({"", "changeme", "change-me", "secret", "admin", "token", "xxx"})
 
@@ -60,6 +62,12 @@ class Settings(BaseSettings):
     # Job types and consumers.
     job_modules: list[str] = []
     trigger: Literal["none", "local", "http", "qstash"] = "none"
+    # Consumer lanes (shared/lanes.py): lane name -> longest job timeout (s) its consumer runs hold.
+    lanes: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_LANES))
+    # The lane this consumer function serves (serverless); None: every lane (`jobq worker`, `jobq dev`).
+    lane: str | None = None
+    # Push URL of each lane's consumer; `consumer_url` serves any lane not listed here.
+    consumer_urls: dict[str, str] = {}
     consumer_url: str | None = None
     consumer_secret: SecretStr | None = None
     qstash_token: SecretStr | None = None
@@ -79,6 +87,21 @@ class Settings(BaseSettings):
     @property
     def is_local(self) -> bool:
         return self.env in ("local", "test")
+
+    @model_validator(mode="after")
+    def _lanes_hold(self) -> Settings:
+        lanes = Lanes.of(self.lanes)  # raises on an empty or malformed map
+        if self.lane is not None:
+            lanes.limit(self.lane)
+        return self
+
+    @property
+    def lane_set(self) -> Lanes:
+        return Lanes.of(self.lanes)
+
+    def push_url(self, lane: str) -> str | None:
+        """Where a push for `lane` goes: its own consumer URL, else the shared one."""
+        return self.consumer_urls.get(lane, self.consumer_url)
 
 
 @lru_cache(maxsize=1)
