@@ -32,10 +32,36 @@ class BlockedURLError(PermanentJobError):
     code = "url_blocked"
 
 
+# IPv6 forms that carry an IPv4 address a gateway or the host's stack may deliver to: NAT64 (RFC 6052 and
+# the local-use prefix of RFC 8215) and the deprecated IPv4-compatible form (::a.b.c.d).
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def _translated_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv4-mapped, NAT64 or IPv4-compatible address stands for (it is that address)."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if any(address in net for net in _NAT64) or (address in _IPV4_COMPATIBLE and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)  # :: and ::1 stand for themselves
+    return None
+
+
+def _tunnelled_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 endpoints a 6to4 or Teredo address tunnels to (Teredo: its server and its client)."""
+    found = [address.sixtofour] if address.sixtofour is not None else []
+    return found + list(address.teredo or ())
+
+
 def is_public(address: IPAddress) -> bool:
-    """False for any address that reaches the host, its network or its cloud provider's services."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return is_public(address.ipv4_mapped)
+    """False for any address that reaches the host, its network or its cloud provider's services,
+    including through an IPv4 address embedded in an IPv6 one."""
+    if isinstance(address, ipaddress.IPv6Address):
+        translated = _translated_ipv4(address)
+        if translated is not None:
+            return is_public(translated)
+        if not all(is_public(inner) for inner in _tunnelled_ipv4(address)):
+            return False
     return (
         not (
             address.is_private

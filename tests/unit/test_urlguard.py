@@ -122,3 +122,32 @@ def test_private_literals_pass_with_the_local_opt_in(monkeypatch: pytest.MonkeyP
         assert TypeAdapter(PublicHttpUrl).validate_python("http://127.0.0.1:9/").host == "127.0.0.1"
     finally:
         get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "2002:a9fe:a9fe::1",  # 6to4 of the metadata endpoint
+        "2002:c0a8:101::1",  # 6to4 of 192.168.1.1
+        "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo, client 10.0.0.1
+        "2001:0:a00:1:8000:63bf:3fff:fdd2",  # Teredo, server 10.0.0.1
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+        "64:ff9b:1::a00:1",  # local-use NAT64 of 10.0.0.1
+        "::127.0.0.1",  # IPv4-compatible
+        "::a9fe:a9fe",
+    ],
+)
+async def test_ipv4_embedded_in_ipv6_is_judged_by_the_ipv4(address: str) -> None:
+    with pytest.raises(BlockedURLError):
+        await check_url(f"http://[{address}]/", settings())
+    with pytest.raises(PydanticValidationError):
+        TypeAdapter(PublicHttpUrl).validate_python(f"http://[{address}]/")
+
+
+@pytest.mark.parametrize(
+    "address", ["2002:808:808::1", "64:ff9b::808:808", "::ffff:8.8.8.8", "2606:4700::1111"]
+)
+async def test_ipv6_forms_of_public_ipv4_stay_allowed(address: str) -> None:
+    assert await check_url(f"http://[{address}]/", settings())
