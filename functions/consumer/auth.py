@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import time
 import warnings
 
+import jwt
 from jwt.warnings import InsecureKeyLengthWarning
 from qstash import Receiver
 
@@ -53,3 +56,16 @@ class PushAuth:
         except Exception as exc:  # the SDK raises SignatureError, but a malformed token may raise others
             raise AuthError("invalid or expired Upstash-Signature") from exc
         return "qstash"
+
+
+def signed_identity(signature: str, *, max_seconds: float) -> tuple[str, float]:
+    """What a verified QStash signature names uniquely, and for how long it stays valid (seconds, at most
+    `max_seconds`): its `jti` claim, or the token itself when it has none. A replay of the same signed
+    request carries the same identity whatever Upstash-Message-Id it sends, since that header is unsigned.
+    Call only after `PushAuth.verify` accepted the signature."""
+    claims = jwt.decode(signature, options={"verify_signature": False})
+    jti = claims.get("jti")
+    identity = jti if isinstance(jti, str) and jti else hashlib.sha256(signature.encode()).hexdigest()
+    exp = claims.get("exp")
+    left = float(exp) - time.time() + CLOCK_TOLERANCE if isinstance(exp, int | float) else max_seconds
+    return identity, min(max_seconds, max(1.0, left))

@@ -1,7 +1,9 @@
 """The push endpoint: an authenticated POST starts a drain bounded to answer within `push_budget` seconds.
 
-QStash calls are verified against the current and the next signing key and deduplicated on
-`Upstash-Message-Id` (one SET NX per push), so a redelivered message does not start a second run.
+QStash calls are verified against the current and the next signing key and deduplicated on what the
+signature covers, its `jti` (one SET NX per push, kept while the signature is valid), so replaying a signed
+request starts no second run whatever Upstash-Message-Id it carries (that header is not signed). QStash
+signs each delivery afresh, so its own retry of a failed run goes through.
 Whatever a bounded run leaves is picked up by the next trigger or the scheduled tick.
 """
 
@@ -15,19 +17,20 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from functions.consumer.auth import PushAuth
+from functions.consumer.auth import PushAuth, signed_identity
 from functions.consumer.runtime import ConsumerRuntime
+from shared.codec import ms
 from shared.errors import AuthError, JobqError
 
 log = logging.getLogger("jobq.consumer")
 
 PUSH_PATH = "/consume"
-DEDUPE_SECONDS = 24 * 3600  # longer than QStash keeps retrying a message
+DEDUPE_SECONDS = 24 * 3600  # the most a dedupe mark is kept (a signature's own expiry is far sooner)
 RETRY_AFTER = "10"
 
 
-def dedupe_key(prefix: str, message_id: str) -> str:
-    digest = hashlib.sha256(message_id.encode()).hexdigest()[:32]
+def dedupe_key(prefix: str, identity: str) -> str:
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
     return f"{prefix}:push:{digest}"
 
 
@@ -51,12 +54,15 @@ def create_push_app(runtime: ConsumerRuntime) -> FastAPI:
             )
         except AuthError as exc:
             return _error(401, exc.code, exc.message)
-        message_id = request.headers.get("upstash-message-id") if how == "qstash" else None
-        key = dedupe_key(runtime.settings.key_prefix, message_id) if message_id else None
+        key, keep = None, float(DEDUPE_SECONDS)
+        signature = request.headers.get("upstash-signature")
+        if how == "qstash" and signature is not None:
+            identity, keep = signed_identity(signature, max_seconds=DEDUPE_SECONDS)
+            key = dedupe_key(runtime.settings.key_prefix, identity)
         try:
             store = runtime.engine.store
-            # SET NX replies OK (the SDK: True) the first time, nil (False) for a redelivery.
-            if key is not None and not await store.command("SET", key, "1", "NX", "EX", DEDUPE_SECONDS):
+            # SET NX replies OK (the SDK: True) the first time, nil (False) for a replay.
+            if key is not None and not await store.command("SET", key, "1", "NX", "PX", ms(keep)):
                 return JSONResponse({"duplicate": True})
             report = await runtime.consumer.drain(runtime.settings.push_budget)
         except JobqError as exc:  # the store is down or erring: let the sender retry

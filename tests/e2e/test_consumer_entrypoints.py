@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import os
+import secrets
 import signal
 import sys
 import time
@@ -180,7 +181,7 @@ def qstash_signature(key: str, body: bytes, *, url: str = CONSUMER_URL, expires_
         "iat": now,
         "nbf": now,
         "exp": now + expires_in,
-        "jti": f"jwt_{now}",
+        "jti": f"jwt_{secrets.token_hex(8)}",  # unique per signature, as QStash makes it
         "body": base64.urlsafe_b64encode(hashlib.sha256(body).digest()).decode().rstrip("="),
     }
     return jwt.encode(claims, key, algorithm="HS256")
@@ -230,6 +231,19 @@ def test_signed_push_drains_and_is_deduplicated(lambda_env: str) -> None:
     assert run(lambda_handler.runtime().engine.get(job_id)).state == State.COMPLETED
     status, reply = push(body, headers)  # QStash redelivers the same message
     assert status == 200 and reply == {"duplicate": True}
+
+
+def test_a_replayed_push_is_a_duplicate_whatever_message_id_it_carries(lambda_env: str) -> None:
+    """The message id header is not signed: a captured push replayed with another or none starts no run."""
+    body = b'{"reason":"submit"}'
+    signature = qstash_signature(CURRENT, body)
+    status, reply = push(body, {"upstash-signature": signature, "upstash-message-id": "msg_a"})
+    assert status == 200 and reply["duplicate"] is False
+    job_id = enqueue_echo("must wait for a real trigger")
+    for headers in ({"upstash-message-id": "msg_b"}, {}):
+        status, reply = push(body, {"upstash-signature": signature, **headers})
+        assert status == 200 and reply == {"duplicate": True}, headers
+    assert run(lambda_handler.runtime().engine.get(job_id)).state == State.WAITING
 
 
 def test_push_signed_with_the_next_key_is_accepted(lambda_env: str) -> None:
