@@ -9,10 +9,14 @@ from typing import Any
 
 import httpx
 import pytest
+import upstash_ratelimit.limiter
 from fastapi import FastAPI
 
 from functions.api.app import create_app
+from functions.api.auth import Principal
+from functions.api.ratelimit import SubmitLimiter
 from shared.engine import Engine
+from shared.errors import RateLimitedError
 from shared.ids import new_id
 from shared.registry import Registry
 from shared.settings import Settings
@@ -32,7 +36,7 @@ async def test_rate_limit_per_credential_with_retry_after(
     assert codes == [201, 201]
     assert limited.status_code == 429
     assert limited.json()["error"]["code"] == "rate_limited"
-    assert 1 <= int(limited.headers["retry-after"]) <= 60
+    assert 29 <= int(limited.headers["retry-after"]) <= 30  # a token bucket: one back every 30 s
     assert (await api.post("/v1/jobs", json=ECHO, headers=other)).status_code == 201  # per credential
     assert (await api.get("/v1/jobs", headers=slow)).status_code == 200  # reads are not limited
     batch = await api.post("/v1/jobs/batch", json={"jobs": [ECHO]}, headers=slow)
@@ -179,3 +183,68 @@ async def test_an_outage_during_enqueue_is_503_and_writes_nothing(
     assert (await api.get("/v1/jobs", headers=user)).json()["jobs"] == []
     stats = (await api.get("/v1/queues/echo", headers=ADMIN_HEADERS)).json()
     assert sum(stats["counts"].values()) == 0
+
+
+class FakeClock:
+    """Wall-clock seconds that move only when the test says (the limiter library reads them as ms)."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def ms(self) -> int:
+        return round(self.now * 1000)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(upstash_ratelimit.limiter, "now_ms", fake.ms)  # the library's own clock
+    return fake
+
+
+async def allowed(limiter: SubmitLimiter, who: Principal) -> bool | float:
+    """True when the submit passes, else its Retry-After in seconds."""
+    try:
+        await limiter.check(who)
+    except RateLimitedError as exc:
+        return exc.retry_after
+    return True
+
+
+async def test_n_per_minute_is_a_token_bucket_whose_retry_after_is_true(
+    api: httpx.AsyncClient, api_app: FastAPI, clock: FakeClock, unique_name: str
+) -> None:  # `api`: its teardown closes the app's Redis client
+    services = api_app.state.services
+    limiter = SubmitLimiter(services.store, services.engine.keys.rate_limits(), "100/minute", clock=clock)
+    who = Principal(owner="o", admin=False, credential=f"key:{unique_name[-40:]}")
+    burst = [await allowed(limiter, who) for _ in range(100)]
+    assert burst == [True] * 100  # an idle credential may burst its whole rate
+    assert await allowed(limiter, who) == 1  # the next token is 0.6 s away: Retry-After rounds up to 1
+    clock.now += 0.6
+    assert await allowed(limiter, who) is True
+    assert await allowed(limiter, who) == 1
+    # A client pacing itself at the rate is never refused; over any 60 s no more than 100 + 100 get through.
+    passed = 0
+    for _ in range(200):
+        clock.now += 0.6
+        passed += await allowed(limiter, who) is True
+    assert passed == 200
+
+
+async def test_retry_after_is_when_the_next_submit_passes(
+    api: httpx.AsyncClient, api_app: FastAPI, clock: FakeClock, unique_name: str
+) -> None:  # `api`: its teardown closes the app's Redis client
+    services = api_app.state.services
+    limiter = SubmitLimiter(services.store, services.engine.keys.rate_limits(), "2/minute", clock=clock)
+    who = Principal(owner="o", admin=False, credential=f"key:{unique_name[-40:]}")
+    assert [await allowed(limiter, who) for _ in range(2)] == [True, True]
+    clock.now += 10
+    wait = await allowed(limiter, who)
+    assert wait == 20  # one token every 30 s, the first due 30 s after the burst
+    clock.now += 19
+    assert await allowed(limiter, who) == 1  # still refused a second early, and told so
+    clock.now += 1
+    assert await allowed(limiter, who) is True
