@@ -25,9 +25,14 @@ def ms(seconds: float) -> int:
 
 
 def dt(ms: int | float | str | None) -> datetime | None:
+    """Epoch ms as a UTC datetime; a stored time beyond what datetime holds reads as its nearest end, so
+    one bad value (written before run-at times were range-checked) cannot break every read of a job."""
     if ms is None or ms == "":
         return None
-    return datetime.fromtimestamp(int(float(ms)) / 1000, tz=UTC)
+    try:
+        return datetime.fromtimestamp(int(float(ms)) / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return datetime.max.replace(tzinfo=UTC) if float(ms) > 0 else datetime.min.replace(tzinfo=UTC)
 
 
 def as_fields(reply: Any) -> dict[str, Any]:

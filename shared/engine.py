@@ -29,9 +29,15 @@ from shared.codec import (
     dumps,
     ms,
 )
-from shared.errors import JobNotFoundError, PayloadTooLargeError, ValidationError
+from shared.errors import (
+    IdempotencyConflictError,
+    JobNotFoundError,
+    PayloadTooLargeError,
+    ValidationError,
+)
 from shared.ids import is_job_id, new_id
 from shared.keys import Keys
+from shared.limits import MAX_JSON_DEPTH, MAX_METADATA_BYTES, json_depth, utc_run_at
 from shared.models import (
     MAX_LOG_LINE_BYTES,
     MAX_LOG_LINES,
@@ -61,9 +67,9 @@ _TAG = re.compile(TAG_PATTERN)
 _ID_CURSOR = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$")
 _QUEUE_CURSOR = re.compile(r"^[1-6]\.[0-9]{1,9}$")
 MAX_BATCH = 1000
-MAX_METADATA_BYTES = 8 * 1024
 LEASE_MARGIN = 30.0  # seconds added to a job's timeout for its default lease
 STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # an event stream position, e.g. 1700000000000-0
+MAX_STREAM_PART = 2**64 - 1  # each half of a stream id is an unsigned 64-bit number
 LISTING_CAP = 10_000  # an owner's (or tag's) listing index keeps its newest 10,000 jobs
 TRIGGER_TTL = 30.0  # a pending trigger is forgotten after this, so a lost one cannot block pushes
 TERMINAL_INDEXES = ("completed", "failed", "cancelled")
@@ -128,18 +134,12 @@ class Engine:
             raise ValidationError(f"type must match {NAME_PATTERN}", field=where + "type")
         if not 0 <= spec.priority <= 9:
             raise ValidationError("priority must be 0-9", field=where + "priority")
-        try:
-            payload = dumps(spec.payload)
-        except (ValueError, TypeError, RecursionError) as exc:
-            raise ValidationError("payload is not JSON-serialisable", field=where + "payload") from exc
+        payload = _stored_json(spec.payload, where + "payload")
         if len(payload.encode()) > self.max_payload_bytes:
             raise PayloadTooLargeError(
                 f"payload exceeds {self.max_payload_bytes} bytes", field=where + "payload"
             )
-        try:
-            metadata_bytes = len(dumps(spec.metadata).encode())
-        except (ValueError, TypeError, RecursionError) as exc:
-            raise ValidationError("metadata is not JSON-serialisable", field=where + "metadata") from exc
+        metadata_bytes = len(_stored_json(spec.metadata, where + "metadata").encode())
         if metadata_bytes > MAX_METADATA_BYTES:
             raise PayloadTooLargeError(
                 f"metadata exceeds {MAX_METADATA_BYTES} bytes", field=where + "metadata"
@@ -151,7 +151,10 @@ class Engine:
         if spec.run_at is not None:
             if spec.run_at.tzinfo is None:
                 raise ValidationError("run_at needs a time zone", field=where + "run_at")
-            run_at = ms(spec.run_at.timestamp())
+            try:
+                run_at = ms(utc_run_at(spec.run_at).timestamp())
+            except ValueError as exc:
+                raise ValidationError(str(exc), field=where + "run_at") from exc
         # The policy head comes first and "y" (type) right after it: the scripts decode only the head.
         immutable: dict[str, Any] = {
             "q": queue,
@@ -176,7 +179,8 @@ class Engine:
         idem = None
         if spec.idempotency_key is not None:
             idem = self.keys.idempotency(queue, spec.owner, spec.idempotency_key)
-        index_keys = [self.keys.owner_jobs(spec.owner), *(self.keys.tag_jobs(t) for t in spec.tags)]
+        tag_keys = (self.keys.tag_jobs(spec.owner, tag) for tag in spec.tags)
+        index_keys = [self.keys.owner_jobs(spec.owner), *tag_keys]
         return {
             "id": job_id,
             "q": queue,
@@ -206,7 +210,13 @@ class Engine:
             "cap": LISTING_CAP,
             "jobs": jobs,
         }
-        reply = await self.store.script_json("enqueue", [*self._base(), dumps(plan)])
+        try:
+            reply = await self.store.script_json("enqueue", [*self._base(), dumps(plan)])
+        except IdempotencyConflictError as exc:  # the script names the item: "jobs[<index>]"
+            raise IdempotencyConflictError(
+                "this idempotency key was already used for a different request",
+                field=f"{exc.message}.idempotency_key",
+            ) from exc
         now = int(reply["now"])
         self._queues_seen.update(job["q"] for job in jobs)
         results = []
@@ -440,7 +450,7 @@ class Engine:
         cursor: str | None = None,
         limit: int = 50,
     ) -> JobPage:
-        """Jobs of an owner, a tag or a queue (the first given of owner/tag, else queue), newest first.
+        """Jobs of an owner (by tag when given: tag listings are per owner), else of a queue, newest first.
 
         Owner and tag listings are newest created first (ids are time-ordered); a queue listing walks
         its state indexes (the given state, or all of them in STATE_INDEXES order), newest entry first.
@@ -456,7 +466,9 @@ class Engine:
         cursor_pattern = _ID_CURSOR
         owner_filter = ""
         if tag is not None:
-            mode, target, owner_filter = "index", self.keys.tag_jobs(tag), owner or ""
+            if owner is None:
+                raise ValidationError("a tag listing is an owner's: give the owner", field="owner")
+            mode, target = "index", self.keys.tag_jobs(owner, tag)
         elif owner is not None and queue is None:
             mode, target = "index", self.keys.owner_jobs(owner)
         elif queue is not None:
@@ -544,8 +556,31 @@ class Engine:
 
 
 def _check_stream_id(after: str) -> None:
-    if not STREAM_ID.fullmatch(after):
+    if not is_stream_id(after):
         raise ValidationError("after must be a stream id like 1700000000000-0", field="after")
+
+
+def is_stream_id(text: str) -> bool:
+    """A stream position Redis accepts: two unsigned 64-bit numbers, e.g. 1700000000000-0."""
+    return STREAM_ID.fullmatch(text) is not None and all(
+        int(part) <= MAX_STREAM_PART for part in text.split("-")
+    )
+
+
+def _stored_json(value: Any, field: str) -> str:
+    """`value` as the JSON text the job record stores; ValidationError (naming `field`) when it has none."""
+    name = field.rpartition(".")[2]
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise ValidationError(f"{name} nests deeper than {MAX_JSON_DEPTH} levels", field=field)
+    try:
+        text = dumps(value)
+        text.encode()
+    except UnicodeEncodeError as exc:
+        message = f"{name} holds a lone UTF-16 surrogate, which UTF-8 cannot carry"
+        raise ValidationError(message, field=field) from exc
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise ValidationError(f"{name} is not JSON-serialisable", field=field) from exc
+    return text
 
 
 def _check_count(count: int) -> None:

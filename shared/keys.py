@@ -49,8 +49,7 @@ class Keys:
 
     def idempotency(self, queue: str, owner: str, key: str) -> str:
         """String: job id and request hash for an idempotency key; hashed so any owner/key text is safe."""
-        digest = hashlib.sha256("\0".join((queue, owner, key)).encode()).hexdigest()[:32]
-        return self._key("idem", digest)
+        return self._key("idem", _digest(queue, owner, key))
 
     # Per queue.
     def queue_state(self, queue: str, state: str) -> str:
@@ -75,8 +74,10 @@ class Keys:
     def owner_jobs(self, owner: str) -> str:
         return self._key("owner", owner)
 
-    def tag_jobs(self, tag: str) -> str:
-        return self._key("tag", tag)
+    def tag_jobs(self, owner: str, tag: str) -> str:
+        """An owner's jobs under one tag: every owner has its own (the owner hashed, so no owner text
+        can reach into another's key)."""
+        return self._key("tag", _digest(owner), tag)
 
     # --- API (issue 4, functions/api): credentials and submit rate limits. Owned by the API area. ---
     def api_keys(self) -> str:
@@ -84,5 +85,10 @@ class Keys:
         return self._key("apikeys")
 
     def rate_limits(self) -> str:
-        """Prefix of upstash-ratelimit's window keys (it appends ':<rate>:<credential>:<window>')."""
+        """Prefix of upstash-ratelimit's bucket keys (it appends ':<rate>:<credential>')."""
         return self._key("ratelimit")
+
+
+def _digest(*parts: str) -> str:
+    """32 hex characters naming any text safely inside a key; parts are joined by NUL, so they never mix."""
+    return hashlib.sha256("\0".join(parts).encode(errors="surrogatepass")).hexdigest()[:32]

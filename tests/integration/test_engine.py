@@ -299,7 +299,8 @@ async def test_list_jobs_newest_first_with_cursor_and_filters(engine: Engine) ->
     active = await engine.list_jobs(owner="alice", state=State.ACTIVE)
     assert [j.id for j in active.jobs] == [ids[0]]
     assert len((await engine.list_jobs(owner="alice", type="other")).jobs) == 1
-    assert len((await engine.list_jobs(tag="project:7")).jobs) == 1
+    assert len((await engine.list_jobs(owner="alice", tag="project:7")).jobs) == 1
+    assert (await engine.list_jobs(owner="bob", tag="project:7")).jobs == []  # tag listings are per owner
     queue_page = await engine.list_jobs(queue="echo", limit=3)
     assert len(queue_page.jobs) == 3 and queue_page.cursor
     more = await engine.list_jobs(queue="echo", limit=10, cursor=queue_page.cursor)
@@ -308,6 +309,8 @@ async def test_list_jobs_newest_first_with_cursor_and_filters(engine: Engine) ->
         await engine.list_jobs(owner="alice", cursor="../../x")
     with pytest.raises(ValidationError):
         await engine.list_jobs()
+    with pytest.raises(ValidationError):
+        await engine.list_jobs(tag="project:7")
 
 
 async def test_metrics_counts_histograms_throughput_and_events(engine: Engine) -> None:

@@ -23,9 +23,15 @@ def test_every_key_is_pinned() -> None:
     assert keys.queue_meta("mail") == "jobq:q:mail:meta"
     assert keys.queue_events("mail") == "jobq:q:mail:events"
     assert keys.owner_jobs("alice") == "jobq:owner:alice"
-    assert keys.tag_jobs("project:42") == "jobq:tag:project:42"
+    assert re.fullmatch(r"jobq:tag:[0-9a-f]{32}:project:42", keys.tag_jobs("alice", "project:42"))
     idem = keys.idempotency("mail", "alice", "k1")
     assert re.fullmatch(r"jobq:idem:[0-9a-f]{32}", idem)
+
+
+def test_tag_listings_are_per_owner_and_owner_text_cannot_cross() -> None:
+    keys = Keys("jobq")
+    assert keys.tag_jobs("alice", "t") != keys.tag_jobs("bob", "t")
+    assert keys.tag_jobs("a:b", "c") != keys.tag_jobs("a", "b:c")
 
 
 def test_idempotency_key_separates_its_parts() -> None:

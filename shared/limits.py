@@ -1,0 +1,51 @@
+"""The bounds of what a caller may submit: one home, read by the API, the engine and docs/decisions.md.
+
+Sizes are measured on the compact UTF-8 JSON that is stored (shared.codec.dumps), so the API and the
+engine can never disagree about what fits.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+MAX_METADATA_BYTES = 4096  # a job's metadata: labels for listings and dashboards, not data
+MAX_JSON_DEPTH = 64  # nesting of arrays and objects in a request body (a payload and its metadata too)
+# A run-at time must be a real UTC instant: year 9999 at most once its offset is applied.
+MAX_RUN_AT = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
+
+
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deeply `value` nests lists and dicts (a scalar is 0), counting no further than `limit` + 1.
+
+    Iterative, so a hostile value cannot exhaust the interpreter's stack while being measured.
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
+def utc_run_at(value: datetime) -> datetime:
+    """`value` in UTC (naive means UTC); ValueError when it falls outside the years 1-9999 in UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    try:
+        converted = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("run_at must fall within the years 1 to 9999 in UTC") from None
+    if converted > MAX_RUN_AT:  # the millisecond Redis stores must decode back to a datetime
+        raise ValueError("run_at must fall within the years 1 to 9999 in UTC")
+    return converted
