@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from functions.api.errors import install_error_handlers
-from functions.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from functions.api.middleware import BodyLimitMiddleware, RequestIdMiddleware, StrictJsonMiddleware
 from functions.api.routes import ROUTERS
 from functions.api.schemas import ErrorBody
 from functions.api.services import build_services
@@ -85,6 +85,7 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
             expose_headers=["Location", "Retry-After", "X-Request-ID"],
         )
+    app.add_middleware(StrictJsonMiddleware)  # inside the body limit: parses only bounded bodies
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)  # outermost: every answer, 413s and 500s included, has an id
     return app

@@ -12,11 +12,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from functions.api.middleware import printable
 from shared.errors import JobqError, RateLimitedError, StoreUnavailableError
 
 log = logging.getLogger("jobq.api")
 
 STORE_RETRY_AFTER = 5  # seconds a client should wait when Redis is unreachable
+STORE_UNAVAILABLE_MESSAGE = "the store is unavailable; retry later"
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -30,6 +32,13 @@ _HTTP_CODES = {
 }
 
 
+def public_message(exc: JobqError) -> str:
+    """What a caller may read of an error: a server-side failure's detail stays in the log."""
+    if isinstance(exc, StoreUnavailableError):
+        return STORE_UNAVAILABLE_MESSAGE
+    return "internal error" if exc.status_code >= 500 else exc.message
+
+
 def error_response(
     status: int,
     code: str,
@@ -39,9 +48,9 @@ def error_response(
     headers: dict[str, str] | None = None,
     request_id: str | None = None,
 ) -> JSONResponse:
-    detail: dict[str, Any] = {"code": code, "message": message}
+    detail: dict[str, Any] = {"code": code, "message": printable(message)}
     if field is not None:
-        detail["field"] = field
+        detail["field"] = printable(field)
     if request_id is not None:
         detail["request_id"] = request_id
     return JSONResponse({"error": detail}, status_code=status, headers=headers)
@@ -67,8 +76,12 @@ async def _jobq_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, RateLimitedError):
         headers["Retry-After"] = str(int(exc.retry_after))
     elif isinstance(exc, StoreUnavailableError):
+        # The detail (which may name the backend's host and port) goes to the log, never to the caller.
         headers["Retry-After"] = str(STORE_RETRY_AFTER)
         log.warning("store unavailable: %s", exc.message, extra={"request_id": _request_id(request)})
+        return error_response(
+            exc.status_code, exc.code, STORE_UNAVAILABLE_MESSAGE, headers=headers, field=exc.field
+        )
     if exc.status_code == 401:
         headers["WWW-Authenticate"] = "Bearer"
     if exc.status_code >= 500 and not isinstance(exc, StoreUnavailableError):
@@ -87,7 +100,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     message = str(first.get("msg", "invalid value"))
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more)"
-    return error_response(422, "invalid", message, field=field_name(first.get("loc", ())))
+    return error_response(422, "invalid", message, field=field_name(first.get("loc", ())) or "body")
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

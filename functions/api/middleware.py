@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import secrets
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.limits import MAX_JSON_DEPTH
 
 log = logging.getLogger("jobq.api")
 
@@ -16,9 +20,16 @@ _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 
 async def _send_error(
-    send: Send, status: int, code: str, message: str, request_id: str | None = None
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    request_id: str | None = None,
+    field: str | None = None,
 ) -> None:
-    detail: dict[str, str] = {"code": code, "message": message}
+    detail: dict[str, str] = {"code": code, "message": printable(message)}
+    if field is not None:
+        detail["field"] = printable(field)
     if request_id:
         detail["request_id"] = request_id
     body = json.dumps({"error": detail}).encode()
@@ -27,6 +38,11 @@ async def _send_error(
         headers.append((b"x-request-id", request_id.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def printable(text: str) -> str:
+    """Text safe to send as UTF-8: a lone surrogate (from a hostile key name, say) is shown escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class RequestIdMiddleware:
@@ -122,3 +138,128 @@ class BodyLimitMiddleware:
 
     def _too_large(self) -> str:
         return f"request body exceeds {self.max_bytes} bytes"
+
+
+class BodyRefusedError(Exception):
+    """Why StrictJsonMiddleware refuses a body: the answer's status, code, message and field."""
+
+    def __init__(self, status: int, code: str, message: str, field: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+class StrictJsonMiddleware:
+    """Refuses, before any route runs, JSON bodies that Python's parser would let through but that are not
+    JSON or cannot be stored: NaN and Infinity (400 invalid_json), duplicate member names (400: which one
+    wins differs between parsers), text that is not UTF-8 (400), numbers too large for a float, lone UTF-16
+    surrogates and nesting deeper than MAX_JSON_DEPTH (422, naming the field).
+
+    Sits inside BodyLimitMiddleware, so the body it buffers is already bounded.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1").lower()
+        buffered: list[Message] = []
+        body = b""
+        while True:
+            message = await receive()
+            buffered.append(message)
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        if body.strip() and (not content_type or "json" in content_type):
+            try:
+                check_json(body)
+            except BodyRefusedError as refused:
+                request_id = scope.get("state", {}).get("request_id")
+                await _send_error(
+                    send, refused.status, refused.code, refused.message, request_id, refused.field
+                )
+                return
+
+        async def replay() -> Message:
+            return buffered.pop(0) if buffered else await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _no_constant(name: str) -> Any:
+    raise BodyRefusedError(400, "invalid_json", f"{name} is not JSON (use null or a string)", "body")
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    members: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in members:
+            message = f"the member {key!r} appears twice in one object"
+            raise BodyRefusedError(400, "invalid_json", message, key or "body")
+        members[key] = value
+    return members
+
+
+def check_json(body: bytes) -> Any:
+    """The parsed body, or BodyRefusedError saying what is wrong and where."""
+    try:
+        text = body.decode("utf-8")  # strict: surrogate code points encoded as UTF-8 are refused too
+    except UnicodeDecodeError:
+        raise BodyRefusedError(400, "invalid_json", "the request body is not UTF-8", "body") from None
+    try:
+        value = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_members)
+    except RecursionError:
+        message = f"the body nests deeper than {MAX_JSON_DEPTH} levels"
+        raise BodyRefusedError(422, "invalid", message, "body") from None
+    except ValueError:  # also the digit limit of int(): a number thousands of digits long
+        raise BodyRefusedError(400, "invalid_json", "the request body is not valid JSON", "body") from None
+    _walk(value)
+    return value
+
+
+def _walk(value: Any) -> None:
+    """Depth, lone surrogates and out-of-range numbers anywhere in a parsed body (iterative)."""
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, dict):
+            if len(path) >= MAX_JSON_DEPTH:
+                _refuse(path, f"nests deeper than {MAX_JSON_DEPTH} levels", short=True)
+            for key, child in item.items():
+                if _has_surrogate(key):
+                    _refuse((*path, key), "is a member name with a lone UTF-16 surrogate")
+                stack.append((child, (*path, key)))
+        elif isinstance(item, list):
+            if len(path) >= MAX_JSON_DEPTH:
+                _refuse(path, f"nests deeper than {MAX_JSON_DEPTH} levels", short=True)
+            stack.extend((child, (*path, index)) for index, child in enumerate(item))
+        elif isinstance(item, str):
+            if _has_surrogate(item):
+                _refuse(path, "holds a lone UTF-16 surrogate, which UTF-8 cannot carry")
+        elif isinstance(item, float) and not math.isfinite(item):
+            _refuse(path, "is a number too large to represent")
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _refuse(path: tuple[str | int, ...], message: str, *, short: bool = False) -> None:
+    if short:  # a deep value is named by the member it starts in, not by hundreds of indexes
+        path = path[:4]
+        while path and isinstance(path[-1], int):
+            path = path[:-1]
+    name = ""
+    for part in path:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+    name = name or "body"
+    raise BodyRefusedError(422, "invalid", f"{name} {message}", name)
