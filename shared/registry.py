@@ -18,9 +18,10 @@ import importlib
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretBytes, SecretStr
 from pydantic import ValidationError as PydanticValidationError
 
 from shared.errors import UnknownJobTypeError, ValidationError
@@ -57,6 +58,50 @@ class JobType:
             where = ".".join(str(part) for part in ("payload", *first["loc"]))
             raise ValidationError(first["msg"], field=where) from exc
 
+    @cached_property
+    def has_secrets(self) -> bool:
+        """Whether the payload model has a SecretStr or SecretBytes field (at any depth)."""
+        return _marks_secret(self.payload_model.model_json_schema())
+
+    def stored_payload(self, payload: BaseModel) -> Any:
+        """The parsed payload as the job record keeps it: JSON, secrets in clear (the handler needs them)."""
+        public = payload.model_dump(mode="json", by_alias=True)
+        if not self.has_secrets:
+            return public
+        return _reveal(public, payload.model_dump(by_alias=True))
+
+    def public_payload(self, stored: Any) -> Any:
+        """A stored payload as reads show it: every secret field masked. A stored payload the model no
+        longer accepts is hidden whole rather than risk showing a secret."""
+        if not self.has_secrets:
+            return stored
+        try:
+            return self.payload_model.model_validate(stored).model_dump(mode="json", by_alias=True)
+        except PydanticValidationError:
+            return None
+
+
+def _marks_secret(schema: Any) -> bool:
+    """pydantic renders SecretStr/SecretBytes as `writeOnly` in the JSON schema, nested models under $defs."""
+    if isinstance(schema, dict):
+        return schema.get("writeOnly") is True or any(_marks_secret(v) for v in schema.values())
+    if isinstance(schema, list):
+        return any(_marks_secret(v) for v in schema)
+    return False
+
+
+def _reveal(public: Any, raw: Any) -> Any:
+    """`public` (a JSON dump, secrets masked) with each secret put back from `raw` (the Python dump)."""
+    if isinstance(raw, SecretStr):
+        return raw.get_secret_value()
+    if isinstance(raw, SecretBytes):
+        return raw.get_secret_value().decode("utf-8", "surrogateescape")
+    if isinstance(raw, dict) and isinstance(public, dict):
+        return {key: _reveal(value, raw.get(key)) for key, value in public.items()}
+    if isinstance(raw, list | tuple) and isinstance(public, list):
+        return [_reveal(value, item) for value, item in zip(public, raw, strict=False)]
+    return public
+
 
 class Registry:
     def __init__(self) -> None:
@@ -90,6 +135,11 @@ class Registry:
             return self._types[name]
         except KeyError:
             raise UnknownJobTypeError(f"unknown job type {name!r}", field="type") from None
+
+    def public_payload(self, type_name: str, stored: Any) -> Any:
+        """A job's payload with its type's secret fields masked (as is for a type this process lacks)."""
+        job_type = self._types.get(type_name)
+        return stored if job_type is None else job_type.public_payload(stored)
 
     def __contains__(self, name: object) -> bool:
         return name in self._types

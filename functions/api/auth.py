@@ -21,7 +21,9 @@ from shared.settings import Settings
 
 CACHE_SIZE = 10_000
 MAX_TOKEN_CHARS = 8192
-ADMIN_OWNER = "admin"
+# The bootstrap admin token's owner. No API key can be made for it (a key's owner starts with a letter or
+# digit) and a JWT naming it is refused, so nobody else can read or cancel the jobs it submits.
+ADMIN_OWNER = "@admin"
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,12 @@ class Authenticator:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not 1 <= len(sub) <= 128:
             raise AuthError("invalid token: sub must be a non-empty string")
+        if sub == ADMIN_OWNER:
+            raise AuthError(f"invalid token: sub {ADMIN_OWNER!r} is reserved")
+        for claim in ("exp", "nbf", "iat"):  # PyJWT also takes a numeric string; RFC 7519 wants a number
+            value = claims.get(claim)
+            if claim in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise AuthError(f"invalid token: {claim} must be a number (NumericDate)")
         return Principal(
             owner=sub, admin=claims.get(settings.jwt_admin_claim) is True, credential=f"jwt:{sub}"
         )

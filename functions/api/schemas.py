@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator, model_validator
 
 from shared.apikeys import parse_rate
+from shared.limits import utc_run_at
 from shared.models import (
     MAX_TAGS,
     PRIORITIES,
@@ -21,11 +21,24 @@ from shared.models import (
     State,
     priority_value,
 )
+from shared.registry import Registry
 
-MAX_METADATA_BYTES = 4096
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's integer: 3.0 is 3 (every JSON number is a number); 3.5 stays for Strict() to refuse."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# Request numbers and flags are strict: `true` is not 1 and "10" is not 10 (JSON has types; we keep them).
+# A float field takes an integer, never a bool or a numeric string.
+StrictInt = Annotated[int, Strict(), BeforeValidator(_integral)]
+StrictFloat = Annotated[float, Strict()]
+StrictBool = Annotated[bool, Strict()]
 # Page cursors are opaque and issued by the engine; this only keeps hostile text out.
 CURSOR_PATTERN = r"^[0-9A-Za-z.:_-]{1,64}$"
 MAX_LIST_LIMIT = 200
+# A key's owner starts with a letter or digit, so no key can take the bootstrap admin's owner ("@admin").
+OWNER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$"
 
 
 class ErrorDetail(BaseModel):
@@ -41,34 +54,47 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+class BackoffCreate(Backoff):
+    """A job's backoff as a request gives it: the engine's Backoff with strict numbers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
 class JobCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     type: str = Field(min_length=1, max_length=64, description="A registered job type.")
     payload: Any = Field(default=None, description="Validated against the job type's payload model.")
     priority: int | str | None = Field(
         default=None, description=f"0 (first) to 9 (last), or one of {sorted(PRIORITIES)}."
     )
-    delay_seconds: float | None = Field(default=None, ge=0, le=365 * 86400)
-    run_at: datetime | None = None
-    max_attempts: int | None = Field(default=None, ge=1, le=100)
-    backoff: Backoff | None = None
-    timeout_seconds: float | None = Field(default=None, gt=0, le=24 * 3600)
+    delay_seconds: StrictFloat | None = Field(default=None, ge=0, le=365 * 86400)
+    # JSON has no date type: an RFC 3339 string (or epoch seconds); naive means UTC.
+    run_at: datetime | None = Field(default=None, strict=False)
+    max_attempts: StrictInt | None = Field(default=None, ge=1, le=100)
+    backoff: BackoffCreate | None = None
+    timeout_seconds: StrictFloat | None = Field(default=None, gt=0, le=24 * 3600)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Free-form labels; size bound in shared/limits.py."
+    )
     tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
 
-    @field_validator("priority")
+    @field_validator("priority", mode="plain", json_schema_input_type=int | str | None)
     @classmethod
-    def _known_priority(cls, value: int | str | None) -> int | None:
-        return None if value is None else priority_value(value)
+    def _known_priority(cls, value: Any) -> int | None:
+        """Plain, so an error names `priority` itself (not a member of the union); bools are refused."""
+        if value is None:
+            return None
+        value = _integral(value)
+        if not isinstance(value, int | str):
+            raise ValueError(f"priority must be an integer 0-9 or one of {sorted(PRIORITIES)}")
+        return priority_value(value)
 
-    @field_validator("metadata")
+    @field_validator("run_at")
     @classmethod
-    def _small_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if len(json.dumps(value, default=str).encode()) > MAX_METADATA_BYTES:
-            raise ValueError(f"metadata must stay under {MAX_METADATA_BYTES} bytes of JSON")
-        return value
+    def _real_instant(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else utc_run_at(value)
 
     @field_validator("tags")
     @classmethod
@@ -86,7 +112,7 @@ class JobCreate(BaseModel):
 
 
 class JobBatchCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     jobs: list[JobCreate] = Field(min_length=1)
 
@@ -126,9 +152,11 @@ class JobPublic(BaseModel):
     tags: list[str] = Field(default_factory=list)
 
     @classmethod
-    def of(cls, job: Job) -> JobPublic:
+    def of(cls, job: Job, registry: Registry) -> JobPublic:
+        """The owner's view; the payload with its type's secret fields masked (shared.registry)."""
         data = job.model_dump(exclude={"backoff", "timeout"})
-        return cls.model_validate({**data, "timeout_seconds": job.timeout})
+        payload = registry.public_payload(job.type, job.payload)
+        return cls.model_validate({**data, "payload": payload, "timeout_seconds": job.timeout})
 
 
 class JobBatchItem(BaseModel):
@@ -211,14 +239,16 @@ class QueueClean(BaseModel):
     state: Literal[State.COMPLETED, State.FAILED, State.CANCELLED] = Field(
         description="Only finished jobs can be cleaned."
     )
-    older_than_seconds: float = Field(default=0, ge=0, le=365 * 86400)
-    limit: int = Field(default=1000, ge=1, le=10000)
+    older_than_seconds: StrictFloat = Field(default=0, ge=0, le=365 * 86400)
+    limit: StrictInt = Field(default=1000, ge=1, le=10000)
 
 
 class QueueRetryFailed(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    limit: int = Field(default=1000, ge=1, le=1000, description="At most 1000 per call; call again for more.")
+    limit: StrictInt = Field(
+        default=1000, ge=1, le=1000, description="At most 1000 per call; call again for more."
+    )
 
 
 class QueueAction(BaseModel):
@@ -230,8 +260,8 @@ class QueueAction(BaseModel):
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    owner: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$")
-    admin: bool = False
+    owner: str = Field(min_length=1, max_length=128, pattern=OWNER_PATTERN)
+    admin: StrictBool = False
     rate: str | None = Field(
         default=None,
         pattern=r"^[1-9][0-9]{0,8}/(s|sec|second|m|min|minute|h|hour|d|day)$",

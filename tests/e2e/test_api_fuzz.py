@@ -1,4 +1,6 @@
-"""Property-based fuzzing of the whole API from its OpenAPI schema: no 5xx, responses conform to the schema.
+"""Property-based fuzzing of the whole API from its OpenAPI schema: no 5xx, responses conform to the schema,
+and every 4xx is the one error shape (naming the field for input errors). Hostile JSON that no schema
+describes (NaN, lone surrogates, deep nesting, odd dates) is tests/abuse/test_api_properties.py.
 
 The app runs under uvicorn on real Redis (through the gateway); a fixed seed and a bounded number of
 examples per operation keep the run reproducible and short. Hypothesis drives each operation's strategy
@@ -10,7 +12,8 @@ from __future__ import annotations
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, seed, settings
-from schemathesis import APIOperation, Case
+from schemathesis import APIOperation, Case, CheckContext
+from schemathesis.core.transport import Response
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.support.api_fixtures import ADMIN_HEADERS, ServedApp
@@ -29,6 +32,22 @@ RUNTIME_VALIDATED = {
 }
 
 
+INPUT_ERRORS = (400, 413, 422)
+
+
+@schemathesis.check
+def error_shape(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+    """Every 4xx is `{"error": {"code", "message", "field"?}}`; input errors (400/413/422) name the field."""
+    if not 400 <= response.status_code < 500:
+        return None
+    error = response.json()["error"]
+    assert isinstance(error.get("code"), str) and error["code"], error
+    assert isinstance(error.get("message"), str) and error["message"], error
+    if response.status_code in INPUT_ERRORS:
+        assert isinstance(error.get("field"), str) and error["field"], error
+    return True
+
+
 def fuzz(operation: APIOperation) -> None:
     @seed(20261122)
     @settings(
@@ -40,7 +59,9 @@ def fuzz(operation: APIOperation) -> None:
     )
     @given(case=operation.as_strategy())
     def check(case: Case) -> None:
-        case.call_and_validate(headers=ADMIN_HEADERS, excluded_checks=excluded)
+        case.call_and_validate(
+            headers=ADMIN_HEADERS, excluded_checks=excluded, additional_checks=[error_shape]
+        )
 
     excluded = (
         [positive_data_acceptance] if (operation.method.upper(), operation.path) in RUNTIME_VALIDATED else []

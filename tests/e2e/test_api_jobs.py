@@ -213,7 +213,7 @@ async def test_hostile_ids_are_404(api: httpx.AsyncClient, make_user: MakeUser, 
         ({"type": "echo", "payload": {"message": "x"}, "surprise": 1}, 422, "surprise"),
         ({"type": "echo", "payload": {"message": "x"}, "tags": ["bad tag!"]}, 422, "tags"),
         ({"type": ["echo"]}, 422, "type"),
-        ([1, 2], 422, None),
+        ([1, 2], 422, "body"),
     ],
 )
 async def test_bad_submits_are_4xx_naming_the_field(

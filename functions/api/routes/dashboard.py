@@ -23,9 +23,10 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from functions.api.deps import AdminUser, EngineDep, QueueName, ServicesDep
+from functions.api.errors import public_message
 from functions.api.events import sse
 from functions.api.schemas import MAX_LIST_LIMIT, JobErrorPublic, QueuePublic
-from shared.engine import STREAM_ID, Engine
+from shared.engine import MAX_STREAM_PART, Engine, is_stream_id
 from shared.errors import JobqError
 from shared.models import NAME_PATTERN, Job, QueueMetrics, State, ThroughputPoint
 from shared.percentiles import percentile
@@ -225,12 +226,12 @@ class StreamCursor:
     def decode(cls, raw: str | None, now_ms: int) -> StreamCursor:
         """A client-supplied id; anything malformed starts afresh from now."""
         base, _, rest = (raw or "").partition("~")
-        if not base.isdigit() or len(base) > 20:
+        if not (base.isascii() and base.isdigit() and len(base) <= 20 and int(base) <= MAX_STREAM_PART):
             return cls(base=now_ms)
         positions: dict[str, str] = {}
         for item in filter(None, rest.split(",")):
             queue, _, pos = item.rpartition("=")
-            if not _QUEUE.fullmatch(queue) or not STREAM_ID.fullmatch(pos):
+            if not _QUEUE.fullmatch(queue) or not is_stream_id(pos):
                 return cls(base=now_ms)
             positions[queue] = pos
         return cls(base=int(base), positions=positions)
@@ -279,7 +280,7 @@ async def _events(
                 queues, refreshed = await engine.queue_names(), time.monotonic()
             found = await _read(engine, cursor, queues)
         except JobqError as exc:
-            yield sse("error", json.dumps({"code": exc.code, "message": exc.message}))
+            yield sse("error", json.dumps({"code": exc.code, "message": public_message(exc)}))
             return
         if found:
             yield sse("jobs", json.dumps({"events": found}), cursor.encode())

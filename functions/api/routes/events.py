@@ -15,6 +15,7 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
 from functions.api.deps import CurrentUser, EngineDep, ServicesDep, job_id_or_404, owner_scope
+from functions.api.errors import public_message
 from functions.api.events import Mark, is_terminal, new_logs, sse, status_changed, status_of
 from functions.api.schemas import JobChange
 from shared.engine import Engine
@@ -112,5 +113,5 @@ async def _stream(
         try:
             job = await engine.get(job.id, owner=owner)
         except JobqError as exc:
-            yield sse("error", json.dumps({"code": exc.code, "message": exc.message}))
+            yield sse("error", json.dumps({"code": exc.code, "message": public_message(exc)}))
             return

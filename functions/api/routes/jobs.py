@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from datetime import UTC
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Response
@@ -23,7 +21,9 @@ from functions.api.schemas import (
     JobPublic,
 )
 from functions.api.services import Services
-from shared.errors import PayloadTooLargeError, ValidationError
+from shared.codec import dumps
+from shared.errors import InvalidTransitionError, JobqError, PayloadTooLargeError, ValidationError
+from shared.limits import MAX_METADATA_BYTES
 from shared.models import NAME_PATTERN, TAG_PATTERN, JobSpec, State
 from shared.triggers import Trigger
 
@@ -31,6 +31,7 @@ log = logging.getLogger("jobq.api")
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
+SINGLE_ITEM = "jobs[0]."
 IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)]
 
 
@@ -52,7 +53,12 @@ async def submit_job(
         body = body.model_copy(update={"idempotency_key": idempotency_key})
     spec = job_spec(body, user, services)
     await services.limiter.check(user)
-    reply = await services.engine.enqueue([spec])
+    try:
+        reply = await services.engine.enqueue([spec])
+    except JobqError as exc:  # the engine names a batch item ("jobs[0].metadata"); this body has one
+        if exc.field is not None and exc.field.startswith(SINGLE_ITEM):
+            exc.field = exc.field.removeprefix(SINGLE_ITEM)
+        raise
     result = reply.results[0]
     if result.created:
         response.headers["Location"] = f"/v1/jobs/{result.job.id}"
@@ -60,7 +66,7 @@ async def submit_job(
         response.status_code = 200
     if reply.trigger:
         background.add_task(fire_trigger, services.trigger)
-    return JobPublic.of(result.job)
+    return JobPublic.of(result.job, services.registry)
 
 
 @router.post(
@@ -88,9 +94,10 @@ async def submit_batch(
         response.status_code = 200
     if reply.trigger:
         background.add_task(fire_trigger, services.trigger)
+    registry = services.registry
     return JobBatchResult(
         results=[
-            JobBatchItem(index=index, created=result.created, job=JobPublic.of(result.job))
+            JobBatchItem(index=index, created=result.created, job=JobPublic.of(result.job, registry))
             for index, result in enumerate(reply.results)
         ]
     )
@@ -100,6 +107,7 @@ async def submit_batch(
 async def list_jobs(
     user: CurrentUser,
     engine: EngineDep,
+    services: ServicesDep,
     state: State | None = None,
     type: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
     tag: Annotated[str | None, Query(pattern=TAG_PATTERN)] = None,
@@ -110,48 +118,52 @@ async def list_jobs(
     page = await engine.list_jobs(
         owner=user.owner, state=state, type=type, tag=tag, cursor=cursor, limit=limit
     )
-    return JobPage(jobs=[JobPublic.of(job) for job in page.jobs], cursor=page.cursor)
+    return JobPage(jobs=[JobPublic.of(job, services.registry) for job in page.jobs], cursor=page.cursor)
 
 
 @router.get("/{job_id}")
-async def get_job(job_id: str, user: CurrentUser, engine: EngineDep) -> JobPublic:
+async def get_job(job_id: str, user: CurrentUser, services: ServicesDep) -> JobPublic:
     """A job with its state, progress, result, errors and recent log lines. Another user's job is 404."""
-    return JobPublic.of(await engine.get(job_id_or_404(job_id), owner=owner_scope(user)))
+    job = await services.engine.get(job_id_or_404(job_id), owner=owner_scope(user))
+    return JobPublic.of(job, services.registry)
 
 
 @router.delete("/{job_id}", responses={202: {"model": JobPublic, "description": "Cancellation requested"}})
-async def cancel_job(job_id: str, user: CurrentUser, engine: EngineDep, response: Response) -> JobPublic:
-    """Cancel: 200 when the job is cancelled now, 202 when its running consumer has been asked to stop."""
-    job = await engine.cancel(job_id_or_404(job_id), owner=owner_scope(user))
+async def cancel_job(job_id: str, user: CurrentUser, services: ServicesDep, response: Response) -> JobPublic:
+    """Cancel: 200 when the job is cancelled (now, or already), 202 when its running consumer has been
+    asked to stop, 409 when it already completed or failed (nothing changes)."""
+    job = await services.engine.cancel(job_id_or_404(job_id), owner=owner_scope(user))
+    if job.state in (State.COMPLETED, State.FAILED):
+        raise InvalidTransitionError(f"the job already {job.state.value}; there is nothing to cancel")
     if job.state is not State.CANCELLED:
         response.status_code = 202
-    return JobPublic.of(job)
+    return JobPublic.of(job, services.registry)
 
 
 @router.post("/{job_id}/retry")
-async def retry_job(job_id: str, user: CurrentUser, engine: EngineDep) -> JobPublic:
+async def retry_job(job_id: str, user: CurrentUser, services: ServicesDep) -> JobPublic:
     """Run a failed or cancelled job again (attempts reset, history kept); 409 in any other state."""
-    return JobPublic.of(await engine.retry(job_id_or_404(job_id), owner=owner_scope(user)))
+    job = await services.engine.retry(job_id_or_404(job_id), owner=owner_scope(user))
+    return JobPublic.of(job, services.registry)
 
 
 def job_spec(body: JobCreate, user: Principal, services: Services) -> JobSpec:
     """Validate the payload against its job type and fill the type's defaults into an engine spec."""
     job_type = services.registry.get(body.type)
-    payload = job_type.parse(body.payload).model_dump(mode="json", by_alias=True)
-    if len(json.dumps(payload).encode()) > services.settings.max_payload_bytes:
+    payload = job_type.stored_payload(job_type.parse(body.payload))
+    if len(dumps(payload).encode()) > services.settings.max_payload_bytes:
         raise PayloadTooLargeError(
             f"payload exceeds {services.settings.max_payload_bytes} bytes", field="payload"
         )
-    run_at = body.run_at
-    if run_at is not None and run_at.tzinfo is None:
-        run_at = run_at.replace(tzinfo=UTC)
+    if len(dumps(body.metadata).encode()) > MAX_METADATA_BYTES:  # before the submit counts against the rate
+        raise PayloadTooLargeError(f"metadata exceeds {MAX_METADATA_BYTES} bytes", field="metadata")
     fields: dict[str, Any] = {
         "type": job_type.name,
         "payload": payload,
         "queue": job_type.queue,
         "owner": user.owner,
         "priority": job_type.priority if body.priority is None else body.priority,
-        "run_at": run_at,
+        "run_at": body.run_at,  # already in UTC (JobCreate)
         "delay": body.delay_seconds or 0.0,
         "max_attempts": body.max_attempts or job_type.max_attempts,
         "backoff": body.backoff or job_type.backoff,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from functions.api.deps import AdminUser, EngineDep, QueueName
+from functions.api.deps import AdminUser, EngineDep, QueueName, ServicesDep
 from functions.api.schemas import (
     CURSOR_PATTERN,
     MAX_LIST_LIMIT,
@@ -39,6 +39,7 @@ async def list_queue_jobs(
     queue: QueueName,
     _: AdminUser,
     engine: EngineDep,
+    services: ServicesDep,
     state: State | None = None,
     type: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
@@ -46,7 +47,8 @@ async def list_queue_jobs(
 ) -> JobPage:
     """Any queue's jobs, newest first, by state (e.g. `failed`: the dead-letter set)."""
     page = await engine.list_jobs(queue=queue, state=state, type=type, cursor=cursor, limit=limit)
-    return JobPage(jobs=[JobPublic.of(job) for job in page.jobs], cursor=page.cursor)
+    registry = services.registry
+    return JobPage(jobs=[JobPublic.of(job, registry) for job in page.jobs], cursor=page.cursor)
 
 
 @router.post("/{queue}/pause")
