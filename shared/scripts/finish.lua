@@ -1,7 +1,8 @@
 -- finish.lua: record outcomes of claimed jobs (any queues) in one call, fenced by lease token.
 -- completed -> completed; failed (permanent, or attempts exhausted) -> failed (dead-letter);
 -- failed (retryable/timeout) -> delayed with backoff; retry -> delayed after the handler's delay;
--- cancelled, or any failure of a job whose cancellation was requested -> cancelled.
+-- cancelled, or any outcome of a job whose cancellation was requested -> cancelled (a late `completed`
+-- too: cancel wins, and its result is dropped).
 -- A token that does not match changes nothing (ok=false). A job no longer active whose token still
 -- matches has already taken this outcome (an HTTP retry): ok=true, nothing changes twice.
 -- Terminal jobs get a key expiry and their queue's terminal index is trimmed (retention).
@@ -57,7 +58,8 @@ for i, o in ipairs(plan.o) do
     if status ~= 'completed' and o.e ~= cjson.null and o.e then
       err = {kind = o.e.kind, message = o.e.message, attempt = attempt, at = now}
     end
-    if status ~= 'completed' and status ~= 'cancelled' and m.x == '1' then status = 'cancelled' end
+    -- Cancel wins over any late outcome, a result included: the caller was told the job is cancelled.
+    if m.x == '1' then status = 'cancelled' end
     local state = status
     if status == 'failed' or status == 'retry' then
       local permanent = err and err.kind == 'permanent'
