@@ -60,19 +60,18 @@ for i, o in ipairs(plan.o) do
     end
     -- Cancel wins over any late outcome, a result included: the caller was told the job is cancelled.
     if m.x == '1' then status = 'cancelled' end
-    local state = status
+    local state, delay = status, nil
     if status == 'failed' or status == 'retry' then
-      local permanent = err and err.kind == 'permanent'
-      if permanent or attempt >= h.m then state = 'failed' else state = 'delayed' end
+      local after = nil
+      if status == 'retry' and o.ra ~= cjson.null and o.ra then after = o.ra end
+      delay = retry_delay_ms(h, attempt, err and err.kind, (plan.u + i * 0.6180339887) % 1, after)
+      if delay then state = 'delayed' else state = 'failed' end
     end
     if err then
       fields[#fields + 1] = 'e'; fields[#fields + 1] = push_error(f[3], err, 5)
     end
     local ran = math.max(0, now - (tonumber(m.sa) or now))
     if state == 'delayed' then
-      local delay
-      if status == 'retry' and o.ra ~= cjson.null and o.ra then delay = o.ra
-      else delay = retry_delay_ms(h.b, attempt, (plan.u + i * 0.6180339887) % 1) end
       local at = now + delay
       m.s, m.ra, m.sa = 'queued', at, ''
       g.delayed[#g.delayed + 1] = n2s(at * 10 + h.p)
@@ -117,10 +116,11 @@ for q, g in pairs(groups) do
   zadd(k_state(q, 'failed'), g.failed)
   zadd(k_state(q, 'cancelled'), g.cancelled)
   zadd(k_state(q, 'delayed'), g.delayed)
+  local meta = redis.call('HMGET', k_meta(q), 'paused', throughput_field(now))
   -- Keep the due index exact (retries add work; an emptied active set removes a lease deadline).
-  refresh_due(q, redis.call('HGET', k_meta(q), 'paused') == '1', now, nil)
+  refresh_due(q, meta[1] == '1', now, nil)
   add_counts(q, g.c)
-  add_throughput(q, now, g.c.completed or 0, g.c.failed or 0)
+  add_throughput(q, now, g.c.completed or 0, g.c.failed or 0, meta[2])
   if #g.completed > 0 then trim_terminal(q, 'completed', now - g.ret[1], g.ret[2]) end
   if #g.failed > 0 then trim_terminal(q, 'failed', now - g.ret[3], nil) end
   if #g.cancelled > 0 then trim_terminal(q, 'cancelled', now - g.ret[4], nil) end
