@@ -10,6 +10,8 @@ A developer adds one in a few lines:
         ...
 
 Modules named in JOBQ_JOB_MODULES are imported at start-up so their decorators register the types.
+
+Several types may share a queue; `Registry.policy(queue)` combines them by one rule (see QueuePolicy).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ Handler = Callable[[Any, "JobContext"], Awaitable[Any]]
 H = TypeVar("H", bound=Handler)
 
 BUILTIN_MODULES = ("functions.jobs",)
+DEFAULT_TIMEOUT = 300.0  # seconds, of a type that sets none (and of a queue no type names)
+DEFAULT_CONCURRENCY = 10
 
 
 @dataclass(frozen=True)
@@ -43,10 +47,10 @@ class JobType:
     queue: str
     max_attempts: int = 3
     backoff: Backoff = field(default_factory=Backoff)
-    timeout: float = 300.0
-    concurrency: int = 10
+    timeout: float = DEFAULT_TIMEOUT
+    concurrency: int = DEFAULT_CONCURRENCY
     priority: int = DEFAULT_PRIORITY
-    options: QueueOptions = field(default_factory=QueueOptions)  # retention and rate limit of its queue
+    options: QueueOptions = field(default_factory=QueueOptions)  # its queue's; all types on it agree
 
     def parse(self, payload: Any) -> BaseModel:
         """Validate a payload against the type's model; the error names the offending field."""
@@ -58,13 +62,39 @@ class JobType:
             raise ValidationError(first["msg"], field=where) from exc
 
 
+@dataclass(frozen=True)
+class QueuePolicy:
+    """How one queue is run, combined from the job types on it by one rule:
+
+    - `options` (retention, rate limit, queue-wide concurrency) are the queue's own, so its types must
+      agree on them: registering a type whose QueueOptions differ from another type's on the same
+      queue raises ValueError naming both;
+    - `timeout`: the longest timeout of its types (what a consumer's run must be able to hold);
+    - `concurrency`: jobs of the queue one process runs at once, the sum of its types' concurrency;
+    - a queue no type names gets the JobType defaults (timeout 300 s, concurrency 10, QueueOptions()).
+    """
+
+    queue: str
+    types: tuple[str, ...] = ()
+    timeout: float = DEFAULT_TIMEOUT
+    concurrency: int = DEFAULT_CONCURRENCY
+    options: QueueOptions = field(default_factory=QueueOptions)
+
+
 class Registry:
     def __init__(self) -> None:
         self._types: dict[str, JobType] = {}
 
     def register(self, job: JobType) -> JobType:
+        """Add (or replace, by name) a job type; ValueError if its queue options disagree (QueuePolicy)."""
         if not re.fullmatch(NAME_PATTERN, job.name) or not re.fullmatch(NAME_PATTERN, job.queue):
             raise ValueError(f"job type and queue names must match {NAME_PATTERN}: {job.name!r}")
+        for other in self._types.values():
+            if other.queue == job.queue and other.name != job.name and other.options != job.options:
+                raise ValueError(
+                    f"job types {other.name!r} and {job.name!r} share queue {job.queue!r} with different "
+                    f"QueueOptions ({other.options!r} vs {job.options!r}): a queue has one set of options"
+                )
         self._types[job.name] = job
         return job
 
@@ -100,12 +130,22 @@ class Registry:
     def queues(self) -> list[str]:
         return sorted({t.queue for t in self._types.values()})
 
+    def policy(self, queue: str) -> QueuePolicy:
+        """The queue's policy, combined from its types by the rule of QueuePolicy."""
+        types = sorted((t for t in self._types.values() if t.queue == queue), key=lambda t: t.name)
+        if not types:
+            return QueuePolicy(queue=queue)
+        return QueuePolicy(
+            queue=queue,
+            types=tuple(t.name for t in types),
+            timeout=max(t.timeout for t in types),
+            concurrency=sum(t.concurrency for t in types),
+            options=types[0].options,  # every type on the queue has the same (checked at register)
+        )
+
     def queue_options(self, queue: str) -> QueueOptions:
-        """Options of the first type on that queue; defaults for a queue no type names."""
-        for job in self._types.values():
-            if job.queue == queue:
-                return job.options
-        return QueueOptions()
+        """`policy(queue).options`: what the engine's `queue_options` callable takes."""
+        return self.policy(queue).options
 
     def load(self, modules: Iterable[str]) -> None:
         for module in (*BUILTIN_MODULES, *modules):
