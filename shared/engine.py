@@ -54,6 +54,7 @@ from shared.models import (
     QueueOptions,
     QueueStats,
     State,
+    stall_reason,
 )
 from shared.store import Store
 
@@ -537,7 +538,9 @@ class Engine:
         return JobPage(jobs=jobs, cursor=reply["c"] or None)
 
     async def stats(self, queue: str) -> QueueStats:
-        """Counts per state, paused flag, counters and backlog age of one queue. One round trip."""
+        """Counts per state, paused flag, counters, backlog age, last claim and stall reason of one queue.
+
+        One round trip."""
         [metrics] = await self._metrics([self._check_queue(queue)])
         return QueueStats.model_validate(metrics.model_dump(include=set(QueueStats.model_fields)))
 
@@ -555,7 +558,12 @@ class Engine:
     async def _metrics(self, queues: list[str]) -> list[QueueMetrics]:
         reply = await self.store.script_json("stats", [*self._base(), "1", *queues])
         now = int(reply["now"])
-        result = [decode_metrics(entry, now) for entry in reply["q"] or []]
+        at = datetime.fromtimestamp(now / 1000, UTC)
+        result = []
+        for entry in reply["q"] or []:
+            metrics = decode_metrics(entry, now)
+            metrics.stalled = stall_reason(metrics, at, self.queue_options(metrics.queue))
+            result.append(metrics)
         return sorted(result, key=lambda m: m.queue)
 
     async def queue_names(self) -> list[str]:

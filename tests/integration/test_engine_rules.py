@@ -178,3 +178,34 @@ async def test_book_wake_keeps_the_earliest_pending_wake_per_lane(
     assert await engine.book_wake("standard", now + 100) is True
     with pytest.raises(ValidationError):
         await engine.book_wake("nope", now)
+
+
+async def test_stats_show_the_last_claim_and_why_a_queue_looks_stalled(
+    engine_factory: EngineFactory, fake_clock: FakeClock
+) -> None:
+    engine = engine_factory(clock=fake_clock)
+    fake_clock.now = float(round(fake_clock.now))
+    await engine.enqueue([spec(timeout=600)])
+    fresh = await engine.stats("echo")
+    assert (fresh.last_claim_at, fresh.stalled) == (None, None)
+    fake_clock.advance(300)
+    never = (await engine.stats("echo")).stalled
+    assert never == (
+        "1 job waiting, oldest 5m; no consumer has ever claimed from this queue: "
+        "is a consumer running for its lane?"
+    )
+    # A consumer of the short lane finds the queue due (and records it) but cannot take the job.
+    assert await engine.claim("echo", 1, lane="standard") == []
+    polled = await engine.stats("echo")
+    assert polled.last_claim_at is not None and polled.last_claim_at.timestamp() == fake_clock.now
+    assert polled.stalled is None
+    fake_clock.advance(420)
+    assert (await engine.stats("echo")).stalled == (
+        "1 job waiting, oldest 12m; no consumer has claimed from this queue for 7m: "
+        "is a consumer running for its lane?"
+    )
+    await engine.pause("echo")
+    assert (await engine.stats("echo")).stalled is None  # paused on purpose
+    await engine.resume("echo")
+    await engine.claim("echo", 1)
+    assert (await engine.stats("echo")).stalled is None
