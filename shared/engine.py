@@ -439,7 +439,7 @@ class Engine:
         Any other state: InvalidTransitionError.
         """
         job_id = _valid_id(job_id)
-        reply = await self.store.script_json("retry", [*self._base(), "job", job_id, owner or ""])
+        reply = await self.store.script_json("rerun", [*self._base(), "job", job_id, owner or ""])
         return decode_job(job_id, as_fields(reply["j"]), int(reply["now"]))
 
     async def retry_failed(self, queue: str, *, limit: int = 1000) -> int:
@@ -447,7 +447,7 @@ class Engine:
         self._check_queue(queue)
         if not 1 <= limit <= MAX_BATCH:
             raise ValidationError(f"limit must be 1-{MAX_BATCH}", field="limit")
-        return int(await self.store.script("retry", [*self._base(), "queue", queue, str(limit)]))
+        return int(await self.store.script("rerun", [*self._base(), "queue", queue, str(limit)]))
 
     async def pause(self, queue: str) -> None:
         """Claims return nothing and the queue leaves the due index until resumed."""

@@ -1,7 +1,9 @@
 """Every Redis key jobq uses, built in one place under one deployment prefix.
 
-Scripts never build keys: the engine passes every key a script touches in KEYS, built here.
-`tests/unit/test_keys.py` pins the schema; `docs/redis-schema.md` describes each key.
+Every key the caller can name (a lane's trigger or wake key, idempotency and listing keys) is built here
+and passed to the scripts; the keys of jobs and queues a script discovers inside Redis (a claim pops
+ids it could not know in advance) are derived from the prefix by templates in shared/scripts/lib.lua.
+`tests/unit/test_keys.py` pins both; `docs/redis-schema.md` describes each key.
 """
 
 from __future__ import annotations
