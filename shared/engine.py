@@ -122,6 +122,12 @@ class Engine:
             ms(o.keep_cancelled_seconds),
         ]
 
+    def _lane_limit(self, lane: str) -> float:
+        try:
+            return self.lanes.limit(lane)
+        except ValueError as exc:
+            raise ValidationError(str(exc), field="lane") from exc
+
     def _check_queue(self, queue: str, field: str = "queue") -> str:
         if not isinstance(queue, str) or not _NAME.match(queue):
             raise ValidationError(f"queue names must match {NAME_PATTERN}", field=field)
@@ -274,11 +280,7 @@ class Engine:
         if lease is not None and not 0 < lease <= 7 * 86400:
             raise ValidationError("lease must be in (0, 7 days]", field="lease")
         if lane is not None:
-            try:
-                lane_limit = self.lanes.limit(lane)
-            except ValueError as exc:
-                raise ValidationError(str(exc), field="lane") from exc
-            max_timeout = lane_limit if max_timeout is None else max_timeout
+            max_timeout = self._lane_limit(lane) if max_timeout is None else max_timeout
             triggers = [self.keys.trigger(lane)]
         else:
             triggers = [self.keys.trigger(name) for name in self.lanes.names]
@@ -318,10 +320,7 @@ class Engine:
         later than `at`, which is now recorded instead). False: a wake at or before `at` is pending.
         A pending wake is forgotten once its time has passed, so a lost one never blocks later ones.
         """
-        if lane not in self.lanes.names:
-            raise ValidationError(
-                f"unknown lane {lane!r}; configured: {', '.join(self.lanes.names)}", field="lane"
-            )
+        self._lane_limit(lane)
         args = [*self._base(), self.keys.wake(lane), str(ms(at))]
         return int(await self.store.script("wake", args)) == 1
 

@@ -1,7 +1,8 @@
 """A hypothesis state machine driving the engine through the gateway on real Redis.
 
 Random submits, claims, finishes with valid and stale tokens, lease expiries (an injected clock),
-cancels, retries and pauses, on a queue with a concurrency limit; after every step the invariants of the issue are checked against Redis.
+cancels, retries and pauses, on a queue with a concurrency limit; after every step the invariants
+are checked against Redis.
 """
 
 from __future__ import annotations
