@@ -34,9 +34,13 @@ class Keys:
         """Sorted set: queue -> earliest epoch ms it has work (waiting, a delayed job, a lease to reap)."""
         return self._key("due")
 
-    def trigger(self) -> str:
-        """String with a short expiry: a consumer run has been asked for and has not claimed yet."""
-        return self._key("trigger")
+    def trigger(self, lane: str) -> str:
+        """String with a short expiry: a run of the lane's consumer has been asked for, no claim yet."""
+        return self._key("trigger", lane)
+
+    def wake(self, lane: str) -> str:
+        """String: epoch ms of the delayed wake-up of the lane's consumer that is pending, expiring then."""
+        return self._key("wake", lane)
 
     def queues(self) -> str:
         """Set of every queue name that ever had a job (for stats of all queues)."""

@@ -130,7 +130,12 @@ class EnqueueResult(BaseModel):
 
 class EnqueueReply(BaseModel):
     results: list[EnqueueResult]
-    trigger: bool  # True when no consumer trigger was pending: the caller should send one
+    triggers: list[str] = Field(default_factory=list)  # lanes with no consumer run pending: ask each
+
+    @property
+    def trigger(self) -> bool:
+        """True when some lane had no consumer run pending: the caller should send a trigger."""
+        return bool(self.triggers)
 
 
 class Lease(BaseModel):
@@ -187,6 +192,7 @@ class QueueOptions(BaseModel):
     keep_failed_seconds: float = 7 * 24 * 3600
     keep_cancelled_seconds: float = 24 * 3600
     rate_limit: tuple[int, float] | None = None  # at most N jobs claimed per interval (seconds)
+    concurrency: int | None = Field(default=None, ge=1)  # max active jobs across every consumer; None: any
 
 
 class QueueStats(BaseModel):
