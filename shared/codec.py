@@ -17,6 +17,7 @@ from shared.models import (
     QueueMetrics,
     State,
     ThroughputPoint,
+    stall_reason,
 )
 
 
@@ -135,7 +136,7 @@ def decode_metrics(entry: dict[str, Any], now: int) -> QueueMetrics:
         )
     wait_buckets = [count(f"hw{i}") for i in range(1, buckets + 1)]
     oldest = entry.get("oldest")
-    return QueueMetrics(
+    metrics = QueueMetrics(
         queue=entry["q"],
         paused=bool(entry.get("paused")),
         counts={State(state): n for state, n in counts.items()},
@@ -150,4 +151,7 @@ def decode_metrics(entry: dict[str, Any], now: int) -> QueueMetrics:
         wait_buckets=wait_buckets,
         claimed_total=sum(wait_buckets),
         throughput=points,
+        last_claim_at=dt(meta.get("lc")),
     )
+    metrics.stalled = stall_reason(metrics, dt(now) or datetime.now(UTC))
+    return metrics

@@ -206,6 +206,39 @@ class QueueStats(BaseModel):
     run_seconds_total: float = 0.0
     wait_seconds_total: float = 0.0
     oldest_waiting_age: float | None = None
+    last_claim_at: datetime | None = None  # the last claim that found the queue due
+    stalled: str | None = None  # why its waiting jobs are not being taken, when they are not
+
+
+STALL_AFTER = 120.0  # seconds: two scheduled ticks
+
+
+def stall_reason(stats: QueueStats, now: datetime) -> str | None:
+    """A sentence when jobs wait while no consumer has claimed from the queue for STALL_AFTER seconds.
+
+    A paused queue is not stalled (it says so itself). The usual causes: no consumer runs for the lane
+    of its jobs, consumers are down, or the queue's rate or concurrency limit is held by lost leases.
+    """
+    waiting = stats.counts.get(State.WAITING, 0)
+    age = stats.oldest_waiting_age
+    if stats.paused or not waiting or age is None or age < STALL_AFTER:
+        return None
+    idle = None if stats.last_claim_at is None else (now - stats.last_claim_at).total_seconds()
+    if idle is not None and idle < STALL_AFTER:
+        return None
+    since = "ever" if idle is None else f"for {_span(idle)}"
+    return (
+        f"{waiting} jobs waiting, the oldest for {_span(age)}, and no consumer has claimed from this "
+        f"queue {since}: is a consumer running for their lane?"
+    )
+
+
+def _span(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 class JobPage(BaseModel):
