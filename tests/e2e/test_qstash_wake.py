@@ -16,7 +16,8 @@ import pytest
 from qstash import AsyncQStash, Receiver
 
 from functions.consumer.push import PUSH_PATH, create_push_app
-from functions.consumer.runtime import ConsumerRuntime, build_runtime
+from functions.consumer.runtime import ConsumerRuntime, build_runtime, run_bounded
+from shared.consumer import ConsumerConfig
 from shared.models import State
 from shared.registry import Registry
 from shared.settings import Settings
@@ -24,13 +25,6 @@ from shared.triggers import QStashTrigger, build_trigger
 from tests.support.consumer_fixtures import Submit
 from tests.support.qstash_server import FakeClock, LoopbackServer, QStashEmulator
 from tests.support.receiver import Receiver as Destination
-
-
-@pytest.fixture
-def qstash() -> Iterator[QStashEmulator]:
-    """As tests.support.qstash_server's fixture (tests/conftest.py does not list that module yet)."""
-    with QStashEmulator() as emulator:
-        yield emulator
 
 
 @dataclass
@@ -224,3 +218,34 @@ async def test_deduplication_lasts_for_its_window(destination: Destination) -> N
         later = await publish(emulator, destination.url, deduplication_id="wake-x")
     assert again.message_id == first.message_id and again.deduplicated
     assert later.message_id != first.message_id and not later.deduplicated
+
+
+async def test_a_serverless_run_books_one_wake_up_for_a_retry_due_before_the_tick(
+    qstash: QStashEmulator,
+    push_consumer: PushConsumer,
+    submit: Submit,
+    consumer_registry: Registry,
+    wait_for: Any,
+) -> None:
+    # A scheduled run fails the job's first attempt (fixed 1 s backoff) and ends at once (no in-run
+    # wait): the retry is due long before the next tick, so the run books a delayed push to its lane.
+    [job_id] = await submit("retry1s")
+    runtime = build_runtime(
+        push_consumer.settings, registry=consumer_registry, config=ConsumerConfig(wait_due=0)
+    )
+    try:
+        report = await run_bounded(runtime, 10)
+        assert (report.claimed, report.retried) == (1, 1)
+        again = await run_bounded(runtime, 10)  # nothing due yet: the pending wake-up is not booked twice
+        assert again.claimed == 0
+        [publish] = qstash.publishes
+        assert publish.destination == push_consumer.url and 0 <= publish.delay <= 2.0
+
+        async def completed() -> bool:
+            return (await runtime.engine.get(job_id)).state == State.COMPLETED
+
+        await wait_for(completed, within=15)  # by the woken push run, not a tick a minute later
+        job = await runtime.engine.get(job_id)
+        assert job.attempts == 2 and job.result == 2
+    finally:
+        await runtime.redis.close()
