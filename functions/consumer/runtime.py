@@ -75,6 +75,7 @@ def build_runtime(
         max_payload_bytes=settings.max_payload_bytes,
         idempotency_window=settings.idempotency_window,
         timeout=settings.redis_timeout,
+        lease_margin=settings.lease_margin,
         lanes=settings.lane_set,
     )
     return ConsumerRuntime(

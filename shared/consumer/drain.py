@@ -48,7 +48,6 @@ class ConsumerConfig:
     linger: float = 0.005  # after a slot frees, wait this long for others before claiming
     flush_interval: float = 0.05  # an outcome waits at most this long for others to share its finish
     heartbeat_interval: float = 2.0  # progress, logs and lease extension, at most this often
-    lease_margin: float = 30.0  # added to a job's remaining need when its lease is extended
     grace: float = 10.0  # on shutdown: how long running handlers may go on before they are interrupted
     finish_reserve: float = 2.0  # seconds of budget kept for the final finish call
     wait_due: float = 2.0  # a run with nothing to do waits for work due this soon instead of ending

@@ -88,7 +88,9 @@ class Heartbeat:
         expiring = [s for s in list(self._slots.values()) if s.lease_until - now < horizon]
         if not expiring:
             return
-        need = max(max(0.0, s.ctx.deadline - self._clock()) for s in expiring) + self._config.lease_margin
+        # The job's remaining time plus the engine's lease margin, and never less than the next beats.
+        margin = max(self._engine.lease_margin, horizon)
+        need = max(max(0.0, s.ctx.deadline - self._clock()) for s in expiring) + margin
         try:
             statuses = await self._engine.extend([s.lease for s in expiring], need)
         except JobqError as exc:

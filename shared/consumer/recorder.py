@@ -109,11 +109,15 @@ class Recorder:
         return self._since + self._flush_interval
 
     async def flush(self) -> bool:
-        """Send what waits (one release, one finish). False when the store was unavailable: kept for later."""
+        """Send what waits (one release, one finish). False when the store was unavailable: kept for later.
+
+        Items that arrive while a call is under way wait for the next flush.
+        """
         self._drop_expired()
         ok = await self._send_releases() and await self._send_outcomes()
         if ok:
-            self._since, self._retry_at, self._retry_delay = None, None, RETRY_MIN
+            self._retry_at, self._retry_delay = None, RETRY_MIN
+            self._since = self._clock() if self.pending else None
         else:
             self._retry_at = self._clock() + self._retry_delay
             self._retry_delay = min(RETRY_MAX, self._retry_delay * 2)
@@ -150,35 +154,34 @@ class Recorder:
         )
 
     async def _send_releases(self) -> bool:
-        leases = [lease for lease, _ in self._releases]
-        if not leases:
+        sending, self._releases = self._releases, []
+        if not sending:
             return True
         try:
-            results = await self._engine.release(leases)
+            results = await self._engine.release([lease for lease, _ in sending])
         except StoreUnavailableError as exc:
-            log.warning("release of %d jobs failed, will retry: %s", len(leases), exc)
+            log.warning("release of %d jobs failed, will retry: %s", len(sending), exc)
+            self._releases = sending + self._releases
             return False
         except JobqError as exc:  # an error reply cannot heal by repeating: the leases will expire
-            log.error("release of %d jobs refused (their leases will expire): %s", len(leases), exc)
+            log.error("release of %d jobs refused (their leases will expire): %s", len(sending), exc)
             results = []
-        self._releases = []
         self._tally.released += sum(1 for r in results if r.ok)
         return True
 
     async def _send_outcomes(self) -> bool:
-        batch = self._outcomes
+        batch, self._outcomes = self._outcomes, []
         if not batch:
             return True
         try:
             results = await self._engine.finish([p.outcome for p in batch])
         except StoreUnavailableError as exc:
             log.warning("finish of %d outcomes failed, will retry: %s", len(batch), exc)
+            self._outcomes = batch + self._outcomes
             return False
         except JobqError as exc:
             log.error("finish of %d outcomes refused (their leases will expire): %s", len(batch), exc)
-            self._outcomes = []
             return True
-        self._outcomes = []
         self._tally.count(results)
         if any(r.ok and r.state in (State.DELAYED, State.WAITING) for r in results):
             self.retries_scheduled = True
