@@ -9,6 +9,7 @@ A developer adds one in a few lines:
     async def resize(payload: Resize, ctx: JobContext) -> dict[str, str]:
         ...
 
+A handler may also be a plain function: it then runs in a worker thread (see docs/consumers.md).
 Modules named in JOBQ_JOB_MODULES are imported at start-up so their decorators register the types.
 
 Several types may share a queue; `Registry.policy(queue)` combines them by one rule (see QueuePolicy).
@@ -26,12 +27,13 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from shared.errors import UnknownJobTypeError, ValidationError
+from shared.lanes import Lanes
 from shared.models import DEFAULT_PRIORITY, NAME_PATTERN, Backoff, QueueOptions
 
 if TYPE_CHECKING:
     from shared.context import JobContext
 
-Handler = Callable[[Any, "JobContext"], Awaitable[Any]]
+Handler = Callable[[Any, "JobContext"], Awaitable[Any] | Any]
 H = TypeVar("H", bound=Handler)
 
 BUILTIN_MODULES = ("functions.jobs",)
@@ -146,6 +148,17 @@ class Registry:
     def queue_options(self, queue: str) -> QueueOptions:
         """`policy(queue).options`: what the engine's `queue_options` callable takes."""
         return self.policy(queue).options
+
+    def check_lanes(self, lanes: Lanes) -> None:
+        """Refuse at start-up a type whose timeout no consumer lane can run (it would be starved)."""
+        for job in self.types():
+            if lanes.lane_for(job.timeout) is None:
+                name, limit = lanes.longest
+                raise ValueError(
+                    f"job type {job.name!r} has timeout={job.timeout:g} s, but the longest consumer lane "
+                    f"({name}) runs jobs of up to {limit:g} s: lower the timeout or configure a longer "
+                    "lane in JOBQ_LANES (a `jobq worker` on a container serves any length)"
+                )
 
     def load(self, modules: Iterable[str]) -> None:
         for module in (*BUILTIN_MODULES, *modules):

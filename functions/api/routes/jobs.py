@@ -59,7 +59,7 @@ async def submit_job(
     else:
         response.status_code = 200
     if reply.trigger:
-        background.add_task(fire_trigger, services.trigger)
+        background.add_task(fire_trigger, services.trigger, reply.triggers)
     return JobPublic.of(result.job)
 
 
@@ -87,7 +87,7 @@ async def submit_batch(
     if not any(result.created for result in reply.results):
         response.status_code = 200
     if reply.trigger:
-        background.add_task(fire_trigger, services.trigger)
+        background.add_task(fire_trigger, services.trigger, reply.triggers)
     return JobBatchResult(
         results=[
             JobBatchItem(index=index, created=result.created, job=JobPublic.of(result.job))
@@ -142,6 +142,8 @@ def job_spec(body: JobCreate, user: Principal, services: Services) -> JobSpec:
         raise PayloadTooLargeError(
             f"payload exceeds {services.settings.max_payload_bytes} bytes", field="payload"
         )
+    timeout = body.timeout_seconds or job_type.timeout
+    services.settings.lane_set.check(timeout, field="timeout_seconds")  # fits no lane: it would starve
     run_at = body.run_at
     if run_at is not None and run_at.tzinfo is None:
         run_at = run_at.replace(tzinfo=UTC)
@@ -155,7 +157,7 @@ def job_spec(body: JobCreate, user: Principal, services: Services) -> JobSpec:
         "delay": body.delay_seconds or 0.0,
         "max_attempts": body.max_attempts or job_type.max_attempts,
         "backoff": body.backoff or job_type.backoff,
-        "timeout": body.timeout_seconds or job_type.timeout,
+        "timeout": timeout,
         "idempotency_key": body.idempotency_key,
         "metadata": body.metadata,
         "tags": body.tags,
@@ -167,9 +169,10 @@ def job_spec(body: JobCreate, user: Principal, services: Services) -> JobSpec:
         raise ValidationError(first["msg"], field=".".join(str(p) for p in first["loc"]) or None) from exc
 
 
-async def fire_trigger(trigger: Trigger) -> None:
-    """Ask for a consumer run; a failure only delays work until the next scheduled tick."""
-    try:
-        await trigger.fire()
-    except Exception:
-        log.exception("push trigger failed; the next scheduled run will pick the work up")
+async def fire_trigger(trigger: Trigger, lanes: list[str]) -> None:
+    """Ask each lane with new work for a consumer run; a failure only delays work until the next tick."""
+    for lane in lanes:
+        try:
+            await trigger.fire(lane)
+        except Exception:
+            log.exception("push trigger failed; the next scheduled run will pick the work up")
