@@ -160,6 +160,7 @@ class _Run:
         self.due_stale = True  # read the due-index before the next claim
         self.recheck_at: float | None = None  # read it again then (a queue at its concurrency limit)
         self.limited_done = False  # a job of a queue with a limit across consumers ended: re-read then
+        self.budget_short = False  # a claim came back short because of the budget left
         self.freed = False  # a slot freed since the loop last waited
         self.error: JobqError | None = None  # the store failed every claim (or the first due read)
         self._turn = 0
@@ -181,7 +182,7 @@ class _Run:
         hard_stop = self.deadline + self.config.finish_reserve
         await self.recorder.flush_until(min(hard_stop, self._latest_lease_left()))
         self.report.next_due = min(self.later.values(), default=None)
-        if self.ready:  # work left that is due now (the budget ran out): wake again at once
+        if self.ready or self.report.stopped == "budget":  # work left for a fresh run: wake at once
             self.report.next_due = self.c._wall()
         if self.error is not None and not self.report.claimed:
             raise self.error  # the store is down and nothing ran: let the caller back off
@@ -277,6 +278,12 @@ class _Run:
 
     # Claims.
 
+    def _longest_fit(self, queue: str) -> float:
+        """The longest timeout a fresh run of this lane could take from the queue."""
+        lanes = self.c.engine.lanes
+        lane_limit = lanes.limit(self.config.lane) if self.config.lane is not None else math.inf
+        return min(self.c.registry.policy(queue).timeout, lane_limit)
+
     def _budget_left(self) -> float:
         return self.deadline - self.config.finish_reserve - self.c._clock()
 
@@ -313,6 +320,8 @@ class _Run:
                 self._start(claimed)
             if len(reply) < asked:  # the queue has nothing more for us now
                 self.ready.pop(queue, None)
+                if max_timeout is not None and max_timeout < self._longest_fit(queue):
+                    self.budget_short = True  # its longer jobs may still wait for a fresh run
                 if self.c.registry.policy(queue).options.concurrency is not None:
                     # Short because the queue is at its limit across consumers? The due-index knows:
                     # a finish anywhere makes the queue due again. Look again shortly.
@@ -378,6 +387,8 @@ class _Run:
     async def _shut_down(self) -> None:
         if self.c.stopping:
             self.report.stopped = "shutdown"
+        elif self.budget_short:
+            self.report.stopped = "budget"
         running = [s.task for s in self.slots.values() if s.task is not None]
         if not running:
             return

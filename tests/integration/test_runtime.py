@@ -181,7 +181,7 @@ async def test_a_stalled_store_loses_no_completed_outcome(
     await asyncio.wait_for(probe.started.wait(), 10)
     direct = aioredis.from_url(real_redis_url())
     try:
-        await direct.execute_command("CLIENT", "PAUSE", 6000, "ALL")
+        await direct.execute_command("CLIENT", "PAUSE", 8000, "ALL")  # an 8 s stall
         probe.gate.set()
         report = await asyncio.wait_for(drain, 40)
     finally:
