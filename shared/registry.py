@@ -86,6 +86,7 @@ class QueuePolicy:
 class Registry:
     def __init__(self) -> None:
         self._types: dict[str, JobType] = {}
+        self._policies: dict[str, QueuePolicy] = {}  # a consumer asks for each job
 
     def register(self, job: JobType) -> JobType:
         """Add (or replace, by name) a job type; ValueError if its queue options disagree (QueuePolicy)."""
@@ -98,6 +99,7 @@ class Registry:
                     f"QueueOptions ({other.options!r} vs {job.options!r}): a queue has one set of options"
                 )
         self._types[job.name] = job
+        self._policies.clear()
         return job
 
     def job_type(
@@ -133,7 +135,13 @@ class Registry:
         return sorted({t.queue for t in self._types.values()})
 
     def policy(self, queue: str) -> QueuePolicy:
-        """The queue's policy, combined from its types by the rule of QueuePolicy."""
+        """The queue's policy, combined from its types by the rule of QueuePolicy (kept until a register)."""
+        policy = self._policies.get(queue)
+        if policy is None:
+            policy = self._policies[queue] = self._combine(queue)
+        return policy
+
+    def _combine(self, queue: str) -> QueuePolicy:
         types = sorted((t for t in self._types.values() if t.queue == queue), key=lambda t: t.name)
         if not types:
             return QueuePolicy(queue=queue)

@@ -348,7 +348,8 @@ class _Run:
         ctx.deadline = min(self.c._clock() + job.timeout, self.deadline)
         slot = Slot(claimed, ctx, lease_until=lease_until)
         self.slots[job.id] = slot
-        log.debug("job claimed", extra=slot.fields())
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("job claimed", extra=slot.fields())
         slot.task = asyncio.create_task(self._run_one(slot))
 
     async def _run_one(self, slot: Slot) -> None:
@@ -375,8 +376,9 @@ class _Run:
         update = slot.ctx.take_update()
         if update is not None:  # the last progress and lines travel with the outcome
             outcome.progress, outcome.logs = update.progress, update.logs
-        fields = slot.fields()
-        fields["duration_ms"] = round((self.c._clock() - slot.began) * 1000, 1)
+        fields: dict[str, object] = {}
+        if log.isEnabledFor(logging.DEBUG):  # for the per-job line only
+            fields = {**slot.fields(), "duration_ms": round((self.c._clock() - slot.began) * 1000, 1)}
         self.recorder.add(Pending(outcome, lease_until=slot.lease_until, fields=fields))
         if self.c.registry.policy(slot.claimed.job.queue).options.concurrency is not None:
             self.limited_done = True

@@ -185,8 +185,9 @@ class Recorder:
         self._tally.count(results)
         if any(r.ok and r.state in (State.DELAYED, State.WAITING) for r in results):
             self.retries_scheduled = True
-        for pending, result in zip(batch, results, strict=True):
-            _log_outcome(pending, result)
+        if log.isEnabledFor(logging.DEBUG):
+            for pending, result in zip(batch, results, strict=True):
+                _log_outcome(pending, result)
         return True
 
 
