@@ -45,7 +45,7 @@ class ConsumerConfig:
     concurrency: int | None = None  # all handlers together in this process; None: per-queue limits only
     queues: Sequence[str] | None = None  # serve only these; None: every queue the due-index lists
     lane: str | None = None  # the lane served (shared/lanes.py); None: every lane (a long-lived worker)
-    linger: float = 0.005  # after a slot frees, wait this long for others before claiming
+    linger: float = 0.002  # after a slot frees, wait this long for others before claiming
     flush_interval: float = 0.05  # an outcome waits at most this long for others to share its finish
     heartbeat_interval: float = 2.0  # progress, logs and lease extension, at most this often
     grace: float = 10.0  # on shutdown: how long running handlers may go on before they are interrupted
