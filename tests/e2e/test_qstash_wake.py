@@ -23,7 +23,8 @@ from shared.registry import Registry
 from shared.settings import Settings
 from shared.triggers import QStashTrigger, build_trigger
 from tests.support.consumer_fixtures import Submit
-from tests.support.qstash_server import FakeClock, LoopbackServer, QStashEmulator
+from tests.support.engine_fixtures import FakeClock
+from tests.support.qstash_server import LoopbackServer, QStashEmulator
 from tests.support.receiver import Receiver as Destination
 
 

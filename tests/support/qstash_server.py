@@ -70,19 +70,6 @@ LOOPBACK_NAMES = frozenset({"localhost"})
 Clock = Callable[[], float]
 
 
-class FakeClock:
-    """A clock that moves only when told to (thread-safe enough: one float, read and replaced)."""
-
-    def __init__(self, start: float | None = None) -> None:
-        self.now = time.time() if start is None else start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def default_backoff(retried: int) -> float:
     """Seconds before retry number `retried + 1`: short, so a test sees every attempt quickly."""
     return float(min(0.1 * 2**retried, 2.0))
