@@ -5,13 +5,14 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ("engine", "api", "compare")
+SUITES = ("engine", "api", "compare", "stack")
+DEFAULT = ("engine", "api", "compare")  # compare runs stack's rows too
 
 
 def run(names: list[str]) -> int:
     options = next((i for i, name in enumerate(names) if name.startswith("-")), len(names))
     suites = names[:options]  # what follows the first option is the suite's own (compare's flags)
-    for name in suites or SUITES:
+    for name in suites or DEFAULT:
         if name not in SUITES:
             print(f"unknown benchmark {name!r}; choose from {', '.join(SUITES)}", file=sys.stderr)
             return 2

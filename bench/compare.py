@@ -24,12 +24,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 
@@ -77,11 +78,37 @@ def private_redis() -> Iterator[int]:
         process.wait(timeout=10)
 
 
+def redis_endpoint(url: str) -> tuple[str, int]:
+    """Host and port of a redis:// URL (port 6379 when it names none)."""
+    parts = urlsplit(url)
+    if parts.scheme != "redis" or not parts.hostname:
+        raise ValueError(f"not a redis://host[:port] URL: {url!r}")
+    return parts.hostname, parts.port or 6379
+
+
+@contextlib.contextmanager
+def redis_server(url: str | None) -> Iterator[tuple[str, int]]:
+    """The Redis at `url` (it will be flushed), or a private one on a spare loopback port when None."""
+    if url is None:
+        with private_redis() as port:
+            yield "127.0.0.1", port
+        return
+    host, port = redis_endpoint(url)
+    client = redis.Redis(host=host, port=port)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        raise SystemExit(f"no Redis answers at {url}: {exc}") from None
+    finally:
+        client.close()
+    yield host, port
+
+
 class ProxyThread:
     """The counting proxy on its own event loop in a background thread."""
 
-    def __init__(self, upstream_port: int) -> None:
-        self.proxy = CountingProxy(upstream_port=upstream_port)
+    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
+        self.proxy = CountingProxy(upstream_host=upstream_host, upstream_port=upstream_port)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
@@ -94,14 +121,22 @@ class ProxyThread:
         asyncio.run_coroutine_threadsafe(self.proxy.stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+        self.loop.close()
 
     @property
     def port(self) -> int:
         return self.proxy.port
 
     def total(self) -> int:
+        return self._read(self.proxy.total)
+
+    def billed(self) -> int:
+        """Commands as Upstash bills them (PING, MULTI and EXEC free), read on the proxy's loop."""
+        return self._read(self.proxy.billed)
+
+    def _read(self, count: Callable[[], int]) -> int:
         async def read() -> int:
-            return self.proxy.total()
+            return count()
 
         future: Future[int] = asyncio.run_coroutine_threadsafe(read(), self.loop)
         return future.result(10)
@@ -265,7 +300,10 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
     if bullmq is not None:
         ours, theirs = jobq["process_per_s"], bullmq["process_per_s"]
         verdict = "met" if ours >= theirs else "MISSED"
-        lines.append(f"processing >= BullMQ (Python): {ours:,.0f}/s against {theirs:,.0f}/s ({verdict})")
+        lines.append(
+            f"processing >= BullMQ (Python): `jobq worker` through the REST gateway {ours:,.0f}/s against "
+            f"{theirs:,.0f}/s = {ours / theirs:.2f} ({verdict})"
+        )
     lines.append(
         "idle cost <= one command per queue per scheduled tick: a tick is one due-index read "
         "(pinned by the consumer's idle-tick test); the worker's adaptive poll above is the always-on mode"
@@ -333,11 +371,19 @@ def report(rows: list[dict[str, Any]], command: str, jobs: int, idle: float, not
 
 
 def main(argv: list[str] | None = None) -> None:
+    from bench import stack
+
     parser = argparse.ArgumentParser(prog="python -m bench compare", description=__doc__)
     parser.add_argument("--quick", action="store_true", default=os.environ.get("JOBQ_BENCH_QUICK") == "1")
     parser.add_argument("--jobs", type=int)
     parser.add_argument("--idle", type=float, help="seconds of idle measurement (default 60)")
-    parser.add_argument("--only", default="jobq," + ",".join(REFERENCES))
+    parser.add_argument("--only", default=",".join(("jobq", *REFERENCES, "stack")))
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("JOBQ_BENCH_REDIS_URL"),
+        help="a loopback Redis to use (it is FLUSHALLed); default: a private redis-server on a spare port",
+    )
+    stack.add_size_options(parser, prefix="stack-")
     parser.add_argument("--no-write", action="store_true", help="print only, leave docs/benchmarks.md")
     parser.add_argument("--json", type=Path, help="also write the raw rows to this file")
     parser.add_argument(
@@ -349,15 +395,21 @@ def main(argv: list[str] | None = None) -> None:
     jobs = args.jobs or (1_000 if args.quick else 10_000)
     idle = args.idle or (10.0 if args.quick else 60.0)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
-    if shutil.which("redis-server") is None:
+    if args.redis_url and redis_endpoint(args.redis_url)[0] not in ("127.0.0.1", "localhost"):
+        raise SystemExit("--redis-url: the reference queues reach Redis on loopback only")
+    if args.redis_url is None and shutil.which("redis-server") is None:
         raise SystemExit("redis-server is not on PATH")
     python = ensure_bench_venv()
     rows: list[dict[str, Any]] = []
+    stack_rows: list[dict[str, Any]] = []
     notes: list[str] = []
-    with private_redis() as port:
+    with redis_server(args.redis_url) as (host, port):
         for name in chosen:
-            print(f"-- {name}: {jobs:,} jobs, idle {idle:g} s", flush=True)
+            print(f"-- {name}: {jobs:,} jobs, idle {idle:g} s" if name != "stack" else "-- stack", flush=True)
             try:
+                if name == "stack":
+                    stack_rows = stack.run(host, port, stack.sizes_from(args, args.quick, "stack-"))
+                    continue
                 row = (
                     run_jobq(port, jobs, idle)
                     if name == "jobq"
@@ -379,13 +431,22 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=str))
     print(table(rows))
-    for line in targets(rows):
+    bullmq = next((row for row in rows if row["queue"] == "bullmq"), None)
+    ratio = stack.ratio_line(stack_rows, bullmq["process_per_s"] if bullmq else None)
+    if stack_rows:
+        print(stack.table(stack_rows))
+    for line in [*targets(rows), *([ratio] if ratio else [])]:
         print(f"target: {line}")
     for note in notes:
         print(f"note: {note}")
     if not args.no_write:
         command = "python -m bench compare " + " ".join(sys.argv[2:] if argv is None else argv)
-        REPORT.write_text(report(rows, command.strip(), jobs, idle, notes))
+        text = report(rows, command.strip(), jobs, idle, notes)
+        previous = REPORT.read_text() if REPORT.exists() else ""
+        # A run without the stack keeps the stack section of an earlier run (it carries its own date).
+        kept = stack.section(stack_rows, command.strip(), machine(), ratio) if stack_rows else None
+        kept = kept or stack.section_of(previous)
+        REPORT.write_text(stack.replace_section(text, kept) if kept else text)
         print(f"written to {REPORT.relative_to(ROOT)}")
 
 

@@ -35,7 +35,6 @@ from shared.registry import Registry
 from shared.settings import Settings
 
 TYPE = "bench_noop"
-NOT_BILLED = {"PING", "MULTI", "EXEC"}
 BATCH = 100
 CONCURRENCY = 10
 
@@ -109,11 +108,7 @@ class Meter:
         self.proxy, self.direct = proxy, direct
 
     def billed(self) -> int:
-        async def read() -> int:
-            counts = self.proxy.proxy.counts
-            return sum(n for name, n in counts.items() if name not in NOT_BILLED)
-
-        return asyncio.run_coroutine_threadsafe(read(), self.proxy.loop).result(10)
+        return self.proxy.billed()
 
     def snapshot(self) -> tuple[int, int, int]:
         return self.billed(), server_commands(self.direct), used_memory(self.direct)

@@ -13,6 +13,10 @@ import asyncio
 import contextlib
 from collections import Counter
 
+# What a per-command bill leaves out: the health check and a transaction's wrapper (Upstash bills only the
+# entries), which is also what `jobq gateway`'s own counter leaves out.
+NOT_BILLED = frozenset({"PING", "MULTI", "EXEC"})
+
 
 class RespCounter:
     """Incremental RESP request parser: feed bytes, it counts complete commands by upper-cased name."""
@@ -72,6 +76,10 @@ class CountingProxy:
 
     def total(self) -> int:
         return sum(self.counts.values())
+
+    def billed(self) -> int:
+        """Commands as Upstash bills them: all but NOT_BILLED."""
+        return sum(n for name, n in self.counts.items() if name not in NOT_BILLED)
 
     def reset(self) -> None:
         self.counts.clear()

@@ -151,6 +151,7 @@ def decode_metrics(entry: dict[str, Any], now: int) -> QueueMetrics:
         run_seconds_total=count("run_ms") / 1000,
         wait_seconds_total=count("wait_ms") / 1000,
         oldest_waiting_age=None if oldest is None else max(0.0, (now - oldest) / 1000),
+        last_claim_at=dt(meta.get("lc")),
         run_buckets=[count(f"hr{i}") for i in range(1, buckets + 1)],
         wait_buckets=wait_buckets,
         claimed_total=sum(wait_buckets),

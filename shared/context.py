@@ -1,14 +1,19 @@
 """What a handler sees of its job while it runs.
 
-Progress and log lines are only buffered here: the consumer collects the buffers of its whole batch and
+Progress and log lines are only buffered here: the consumer collects the buffers of every running job and
 sends them in one `report` call every few seconds (and with the finish call), never one command per call.
+
+`progress` and `log` do their work when called and return an already-finished awaitable, so an async
+handler writes `await ctx.log(...)` and a blocking one (run in a worker thread) writes `ctx.log(...)`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from typing import Any
 
 from shared.models import MAX_LOG_LINE_BYTES, MAX_LOG_LINES, ClaimedJob, ProgressUpdate
 
@@ -19,6 +24,19 @@ def clip_line(line: str, limit: int = MAX_LOG_LINE_BYTES) -> str:
     if len(data) <= limit:
         return line
     return data[:limit].decode(errors="ignore")
+
+
+class Done:
+    """The result of `progress` and `log`: awaiting it is optional and returns at once."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
+
+
+DONE = Done()
 
 
 class JobContext:
@@ -40,20 +58,23 @@ class JobContext:
         self._clock = clock
         self._progress: int | None = None
         self._logs: list[str] = []
-        self._cancelled = asyncio.Event()
+        self._cancelled = threading.Event()  # readable from a blocking handler's worker thread
+        self._cancelled_async = asyncio.Event()  # for async handlers that wait on it
         self.cancel_requested = False  # the user asked to cancel (as opposed to a lost lease)
         self.lease_lost = False
 
-    async def progress(self, pct: int) -> None:
+    def progress(self, pct: int) -> Done:
         """Record progress 0-100; the latest value is sent with the next flush."""
         if isinstance(pct, bool) or not isinstance(pct, int) or not 0 <= pct <= 100:
             raise ValueError("progress must be an integer from 0 to 100")
         self._progress = pct
+        return DONE
 
-    async def log(self, line: str) -> None:
+    def log(self, line: str) -> Done:
         """Buffer a log line (clipped in size); the store keeps the last MAX_LOG_LINES lines."""
         self._logs.append(clip_line(str(line)))
         del self._logs[:-MAX_LOG_LINES]
+        return DONE
 
     @property
     def cancelled(self) -> bool:
@@ -61,8 +82,8 @@ class JobContext:
         return self._cancelled.is_set()
 
     async def wait_cancelled(self) -> None:
-        """Wait until `cancelled` becomes true (for handlers that sleep or poll)."""
-        await self._cancelled.wait()
+        """Wait until `cancelled` becomes true (for async handlers that sleep or poll)."""
+        await self._cancelled_async.wait()
 
     @property
     def remaining(self) -> float:
@@ -77,6 +98,7 @@ class JobContext:
         else:
             self.lease_lost = True
         self._cancelled.set()
+        self._cancelled_async.set()
 
     def take_update(self) -> ProgressUpdate | None:
         """The buffered progress and lines (clearing the buffer), or None when there is nothing new."""

@@ -37,6 +37,7 @@ from shared.errors import (
 )
 from shared.ids import is_job_id, new_id
 from shared.keys import Keys
+from shared.lanes import DEFAULT_LANES, Lanes
 from shared.limits import MAX_JSON_DEPTH, MAX_METADATA_BYTES, json_depth, utc_run_at
 from shared.models import (
     MAX_LOG_LINE_BYTES,
@@ -59,6 +60,7 @@ from shared.models import (
     QueueOptions,
     QueueStats,
     State,
+    stall_reason,
 )
 from shared.store import Store
 
@@ -89,9 +91,15 @@ class Engine:
         idempotency_window: float = 24 * 3600,
         timeout: float = 5.0,
         lease_margin: float = LEASE_MARGIN,
+        lanes: Lanes | None = None,
     ) -> None:
-        """`clock=None` (the default) lets Redis's clock decide; a callable is sent as "now" instead."""
+        """`clock=None` (the default) lets Redis's clock decide; a callable is sent as "now" instead.
+
+        `lanes` are the consumer lanes (job timeout classes) jobs are sorted into for push triggers and
+        wake-ups; by default DEFAULT_LANES.
+        """
         self.keys = Keys(prefix)
+        self.lanes = lanes or Lanes.of(DEFAULT_LANES)
         self.store = Store(redis, timeout=timeout)
         self.clock = clock
         self.queue_options = queue_options or (lambda _queue: QueueOptions())
@@ -120,6 +128,12 @@ class Engine:
             ms(o.keep_cancelled_seconds),
         ]
 
+    def _lane_limit(self, lane: str) -> float:
+        try:
+            return self.lanes.limit(lane)
+        except ValueError as exc:
+            raise ValidationError(str(exc), field="lane") from exc
+
     def _check_queue(self, queue: str, field: str = "queue") -> str:
         if not isinstance(queue, str) or not _NAME.match(queue):
             raise ValidationError(f"queue names must match {NAME_PATTERN}", field=field)
@@ -134,6 +148,9 @@ class Engine:
             raise ValidationError(f"type must match {NAME_PATTERN}", field=where + "type")
         if not 0 <= spec.priority <= 9:
             raise ValidationError("priority must be 0-9", field=where + "priority")
+        lane = self.lanes.lane_for(spec.timeout)
+        if lane is None:
+            lane = self.lanes.check(spec.timeout, field=where + "timeout")
         payload = _stored_json(spec.payload, where + "payload")
         if len(payload.encode()) > self.max_payload_bytes:
             raise PayloadTooLargeError(
@@ -191,6 +208,7 @@ class Engine:
             "ik": idem,
             "ih": hashlib.sha256(dumps(request).encode()).hexdigest()[:32],
             "ix": index_keys,
+            "tk": self.keys.trigger(lane),
         }
 
     async def enqueue(self, specs: Sequence[JobSpec]) -> EnqueueReply:
@@ -198,16 +216,20 @@ class Engine:
 
         An idempotency key (per queue and owner, kept `idempotency_window`) that repeats with the same
         request returns the existing job (created=False); with a different request it raises
-        IdempotencyConflictError and writes nothing. `trigger` is True when no consumer run was pending:
-        the caller should ask for one (a burst of submits yields one trigger until a claim clears it).
+        IdempotencyConflictError and writes nothing. Each job belongs to the smallest consumer lane its
+        timeout fits (a timeout that fits none is refused). `triggers` names the lanes of the created
+        jobs for which no consumer run was pending: the caller should ask each for one (a burst of
+        submits yields one trigger per lane until a claim clears it); `trigger` is `bool(triggers)`.
         """
         if not 1 <= len(specs) <= MAX_BATCH:
             raise ValidationError(f"submit 1 to {MAX_BATCH} jobs per call", field="jobs")
         jobs = [self._plan_job(i, spec) for i, spec in enumerate(specs)]
+        concurrency = {q: self.queue_options(q).concurrency for q in {job["q"] for job in jobs}}
         plan = {
             "w": ms(self.idempotency_window),
             "tr": ms(TRIGGER_TTL),
             "cap": LISTING_CAP,
+            "cc": {q: limit for q, limit in concurrency.items() if limit is not None},
             "jobs": jobs,
         }
         try:
@@ -227,7 +249,8 @@ class Engine:
             else:
                 existing = decode_job(item[0], as_fields(item[2]), now)
                 results.append(EnqueueResult(job=existing, created=False))
-        return EnqueueReply(results=results, trigger=bool(reply["t"]))
+        lane_of_key = {self.keys.trigger(lane): lane for lane in self.lanes.names}
+        return EnqueueReply(results=results, triggers=[lane_of_key[key] for key in reply["t"] or []])
 
     # -- consume -------------------------------------------------------------------------------
 
@@ -241,19 +264,38 @@ class Engine:
         flat = await self.store.command("ZRANGE", self.keys.due(), 0, -1, "WITHSCORES")
         return {queue: float(score) / 1000 for queue, score in as_fields(flat).items()}
 
-    async def claim(self, queue: str, n: int, lease: float | None = None) -> list[ClaimedJob]:
-        """Promote due delayed jobs, reap expired leases, take up to n jobs by priority.
+    async def claim(
+        self,
+        queue: str,
+        n: int,
+        lease: float | None = None,
+        *,
+        max_timeout: float | None = None,
+        lane: str | None = None,
+    ) -> list[ClaimedJob]:
+        """Reap expired leases, promote due delayed jobs, take up to n jobs by priority.
 
         `lease` overrides the lease length; by default each job's lease is its timeout plus a margin,
         so a job that finishes within its timeout never needs a heartbeat. Honours the queue's rate
-        limit (QueueOptions.rate_limit). Clears the pending-trigger flag when it takes jobs, so the next
-        submit asks for a new consumer run. A paused or empty queue returns [] (one inner read).
+        limit and queue-wide concurrency (QueueOptions.rate_limit, .concurrency). `max_timeout` takes
+        only jobs whose own timeout is at most that many seconds; the others stay waiting in place.
+        `lane` is the consumer lane the caller serves: it defaults `max_timeout` to the lane's limit,
+        and a claim that takes jobs clears that lane's pending-trigger flag (lane=None, a worker serving
+        every lane: every lane's flag), so the next submit asks for a new consumer run. A paused or
+        empty queue returns [] (one inner read).
         """
         self._check_queue(queue)
         if not 1 <= n <= MAX_BATCH:
             raise ValidationError(f"claim 1 to {MAX_BATCH} jobs", field="n")
         if lease is not None and not 0 < lease <= 7 * 86400:
             raise ValidationError("lease must be in (0, 7 days]", field="lease")
+        if lane is not None:
+            max_timeout = self._lane_limit(lane) if max_timeout is None else max_timeout
+            triggers = [self.keys.trigger(lane)]
+        else:
+            triggers = [self.keys.trigger(name) for name in self.lanes.names]
+        if max_timeout is not None and not max_timeout > 0:
+            raise ValidationError("max_timeout must be > 0", field="max_timeout")
         options = self.queue_options(queue)
         rate_n, rate_s = options.rate_limit or (0, 1.0)
         self._queues_seen.add(queue)
@@ -267,7 +309,9 @@ class Engine:
             str(max(1, ms(rate_s))),
             secrets.token_hex(8),
             str(ms(options.keep_failed_seconds)),
-            repr(jitter_draw()),
+            str(options.concurrency or 0),
+            "-1" if max_timeout is None else repr(float(max_timeout)),
+            *triggers,
         ]
         reply = await self.store.script_json("claim", args)
         return [
@@ -278,6 +322,17 @@ class Engine:
             )
             for job_id, token, until, flat in reply["j"] or []
         ]
+
+    async def book_wake(self, lane: str, at: float) -> bool:
+        """Book a delayed wake-up of `lane`'s consumer at `at` (epoch seconds). One script call.
+
+        True: the caller should publish one (no wake is pending for the lane, or the pending one is
+        later than `at`, which is now recorded instead). False: a wake at or before `at` is pending.
+        A pending wake is forgotten once its time has passed, so a lost one never blocks later ones.
+        """
+        self._lane_limit(lane)
+        args = [*self._base(), self.keys.wake(lane), str(ms(at))]
+        return int(await self.store.script("wake", args)) == 1
 
     async def finish(self, outcomes: Sequence[Outcome]) -> list[FinishResult]:
         """Record outcomes (any queues) in one call; stale tokens change nothing and come back ok=False.
@@ -393,7 +448,7 @@ class Engine:
         Any other state: InvalidTransitionError.
         """
         job_id = _valid_id(job_id)
-        reply = await self.store.script_json("retry", [*self._base(), "job", job_id, owner or ""])
+        reply = await self.store.script_json("rerun", [*self._base(), "job", job_id, owner or ""])
         return decode_job(job_id, as_fields(reply["j"]), int(reply["now"]))
 
     async def retry_failed(self, queue: str, *, limit: int = 1000) -> int:
@@ -401,7 +456,7 @@ class Engine:
         self._check_queue(queue)
         if not 1 <= limit <= MAX_BATCH:
             raise ValidationError(f"limit must be 1-{MAX_BATCH}", field="limit")
-        return int(await self.store.script("retry", [*self._base(), "queue", queue, str(limit)]))
+        return int(await self.store.script("rerun", [*self._base(), "queue", queue, str(limit)]))
 
     async def pause(self, queue: str) -> None:
         """Claims return nothing and the queue leaves the due index until resumed."""
@@ -494,7 +549,9 @@ class Engine:
         return JobPage(jobs=jobs, cursor=reply["c"] or None)
 
     async def stats(self, queue: str) -> QueueStats:
-        """Counts per state, paused flag, counters and backlog age of one queue. One round trip."""
+        """Counts per state, paused flag, counters, backlog age, last claim and stall reason of one queue.
+
+        One round trip."""
         [metrics] = await self._metrics([self._check_queue(queue)])
         return QueueStats.model_validate(metrics.model_dump(include=set(QueueStats.model_fields)))
 
@@ -512,7 +569,12 @@ class Engine:
     async def _metrics(self, queues: list[str]) -> list[QueueMetrics]:
         reply = await self.store.script_json("stats", [*self._base(), "1", *queues])
         now = int(reply["now"])
-        result = [decode_metrics(entry, now) for entry in reply["q"] or []]
+        at = datetime.fromtimestamp(now / 1000, UTC)
+        result = []
+        for entry in reply["q"] or []:
+            metrics = decode_metrics(entry, now)
+            metrics.stalled = stall_reason(metrics, at, self.queue_options(metrics.queue))
+            result.append(metrics)
         return sorted(result, key=lambda m: m.queue)
 
     async def queue_names(self) -> list[str]:

@@ -1,7 +1,9 @@
 """Every Redis key jobq uses, built in one place under one deployment prefix.
 
-Scripts never build keys: the engine passes every key a script touches in KEYS, built here.
-`tests/unit/test_keys.py` pins the schema; `docs/redis-schema.md` describes each key.
+Every key the caller can name (a lane's trigger or wake key, idempotency and listing keys) is built here
+and passed to the scripts; the keys of jobs and queues a script discovers inside Redis (a claim pops
+ids it could not know in advance) are derived from the prefix by templates in shared/scripts/lib.lua.
+`tests/unit/test_keys.py` pins both; `docs/redis-schema.md` describes each key.
 """
 
 from __future__ import annotations
@@ -34,9 +36,13 @@ class Keys:
         """Sorted set: queue -> earliest epoch ms it has work (waiting, a delayed job, a lease to reap)."""
         return self._key("due")
 
-    def trigger(self) -> str:
-        """String with a short expiry: a consumer run has been asked for and has not claimed yet."""
-        return self._key("trigger")
+    def trigger(self, lane: str) -> str:
+        """String with a short expiry: a run of the lane's consumer has been asked for, no claim yet."""
+        return self._key("trigger", lane)
+
+    def wake(self, lane: str) -> str:
+        """String: epoch ms of the delayed wake-up of the lane's consumer that is pending, expiring then."""
+        return self._key("wake", lane)
 
     def queues(self) -> str:
         """Set of every queue name that ever had a job (for stats of all queues)."""

@@ -130,7 +130,12 @@ class EnqueueResult(BaseModel):
 
 class EnqueueReply(BaseModel):
     results: list[EnqueueResult]
-    trigger: bool  # True when no consumer trigger was pending: the caller should send one
+    triggers: list[str] = Field(default_factory=list)  # lanes with no consumer run pending: ask each
+
+    @property
+    def trigger(self) -> bool:
+        """True when some lane had no consumer run pending: the caller should send a trigger."""
+        return bool(self.triggers)
 
 
 class Lease(BaseModel):
@@ -187,6 +192,7 @@ class QueueOptions(BaseModel):
     keep_failed_seconds: float = 7 * 24 * 3600
     keep_cancelled_seconds: float = 24 * 3600
     rate_limit: tuple[int, float] | None = None  # at most N jobs claimed per interval (seconds)
+    concurrency: int | None = Field(default=None, ge=1)  # max active jobs across every consumer; None: any
 
 
 class QueueStats(BaseModel):
@@ -200,6 +206,44 @@ class QueueStats(BaseModel):
     run_seconds_total: float = 0.0
     wait_seconds_total: float = 0.0
     oldest_waiting_age: float | None = None
+    last_claim_at: datetime | None = None  # the last claim that found the queue due (any consumer)
+    stalled: str | None = None  # why the queue looks stalled (stall_reason), None when it does not
+
+
+STALL_AFTER = 120.0  # seconds: a waiting job this old while no consumer has claimed for as long
+
+
+def stall_reason(stats: QueueStats, now: datetime, options: QueueOptions) -> str | None:
+    """Why a queue looks stalled, for an operator; None when it does not.
+
+    Stalled: not paused, its oldest waiting job is older than STALL_AFTER and no consumer has claimed
+    from it for STALL_AFTER (plus its rate-limit interval, which spaces claims out). A queue at its
+    concurrency limit is busy, not stalled.
+    """
+    waiting = stats.counts.get(State.WAITING, 0)
+    oldest = stats.oldest_waiting_age
+    if stats.paused or not waiting or oldest is None or oldest <= STALL_AFTER:
+        return None
+    if options.concurrency is not None and stats.counts.get(State.ACTIVE, 0) >= options.concurrency:
+        return None
+    patience = STALL_AFTER + (options.rate_limit[1] if options.rate_limit else 0.0)
+    if stats.last_claim_at is None:
+        quiet = "no consumer has ever claimed from this queue"
+    else:
+        since = (now - stats.last_claim_at).total_seconds()
+        if since <= patience:
+            return None
+        quiet = f"no consumer has claimed from this queue for {_span(since)}"
+    jobs = "1 job" if waiting == 1 else f"{waiting} jobs"
+    return f"{jobs} waiting, oldest {_span(oldest)}; {quiet}: is a consumer running for its lane?"
+
+
+def _span(seconds: float) -> str:
+    """A rough duration: 45s, 7m, 3h, 2d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= 2 * size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
 
 
 class JobPage(BaseModel):

@@ -9,7 +9,10 @@ A developer adds one in a few lines:
     async def resize(payload: Resize, ctx: JobContext) -> dict[str, str]:
         ...
 
+A handler may also be a plain function: it then runs in a worker thread (see docs/consumers.md).
 Modules named in JOBQ_JOB_MODULES are imported at start-up so their decorators register the types.
+
+Several types may share a queue; `Registry.policy(queue)` combines them by one rule (see QueuePolicy).
 """
 
 from __future__ import annotations
@@ -25,15 +28,18 @@ from pydantic import BaseModel, SecretBytes, SecretStr
 from pydantic import ValidationError as PydanticValidationError
 
 from shared.errors import UnknownJobTypeError, ValidationError
+from shared.lanes import Lanes
 from shared.models import DEFAULT_PRIORITY, NAME_PATTERN, Backoff, QueueOptions
 
 if TYPE_CHECKING:
     from shared.context import JobContext
 
-Handler = Callable[[Any, "JobContext"], Awaitable[Any]]
+Handler = Callable[[Any, "JobContext"], Awaitable[Any] | Any]
 H = TypeVar("H", bound=Handler)
 
 BUILTIN_MODULES = ("functions.jobs",)
+DEFAULT_TIMEOUT = 300.0  # seconds, of a type that sets none (and of a queue no type names)
+DEFAULT_CONCURRENCY = 10
 
 
 @dataclass(frozen=True)
@@ -44,10 +50,10 @@ class JobType:
     queue: str
     max_attempts: int = 3
     backoff: Backoff = field(default_factory=Backoff)
-    timeout: float = 300.0
-    concurrency: int = 10
+    timeout: float = DEFAULT_TIMEOUT
+    concurrency: int = DEFAULT_CONCURRENCY
     priority: int = DEFAULT_PRIORITY
-    options: QueueOptions = field(default_factory=QueueOptions)  # retention and rate limit of its queue
+    options: QueueOptions = field(default_factory=QueueOptions)  # its queue's; all types on it agree
 
     def parse(self, payload: Any) -> BaseModel:
         """Validate a payload against the type's model; the error names the offending field."""
@@ -103,14 +109,42 @@ def _reveal(public: Any, raw: Any) -> Any:
     return public
 
 
+@dataclass(frozen=True)
+class QueuePolicy:
+    """How one queue is run, combined from the job types on it by one rule:
+
+    - `options` (retention, rate limit, queue-wide concurrency) are the queue's own, so its types must
+      agree on them: registering a type whose QueueOptions differ from another type's on the same
+      queue raises ValueError naming both;
+    - `timeout`: the longest timeout of its types (what a consumer's run must be able to hold);
+    - `concurrency`: jobs of the queue one process runs at once, the sum of its types' concurrency;
+    - a queue no type names gets the JobType defaults (timeout 300 s, concurrency 10, QueueOptions()).
+    """
+
+    queue: str
+    types: tuple[str, ...] = ()
+    timeout: float = DEFAULT_TIMEOUT
+    concurrency: int = DEFAULT_CONCURRENCY
+    options: QueueOptions = field(default_factory=QueueOptions)
+
+
 class Registry:
     def __init__(self) -> None:
         self._types: dict[str, JobType] = {}
+        self._policies: dict[str, QueuePolicy] = {}  # a consumer asks for each job
 
     def register(self, job: JobType) -> JobType:
+        """Add (or replace, by name) a job type; ValueError if its queue options disagree (QueuePolicy)."""
         if not re.fullmatch(NAME_PATTERN, job.name) or not re.fullmatch(NAME_PATTERN, job.queue):
             raise ValueError(f"job type and queue names must match {NAME_PATTERN}: {job.name!r}")
+        for other in self._types.values():
+            if other.queue == job.queue and other.name != job.name and other.options != job.options:
+                raise ValueError(
+                    f"job types {other.name!r} and {job.name!r} share queue {job.queue!r} with different "
+                    f"QueueOptions ({other.options!r} vs {job.options!r}): a queue has one set of options"
+                )
         self._types[job.name] = job
+        self._policies.clear()
         return job
 
     def job_type(
@@ -150,12 +184,39 @@ class Registry:
     def queues(self) -> list[str]:
         return sorted({t.queue for t in self._types.values()})
 
+    def policy(self, queue: str) -> QueuePolicy:
+        """The queue's policy, combined from its types by the rule of QueuePolicy (kept until a register)."""
+        policy = self._policies.get(queue)
+        if policy is None:
+            policy = self._policies[queue] = self._combine(queue)
+        return policy
+
+    def _combine(self, queue: str) -> QueuePolicy:
+        types = sorted((t for t in self._types.values() if t.queue == queue), key=lambda t: t.name)
+        if not types:
+            return QueuePolicy(queue=queue)
+        return QueuePolicy(
+            queue=queue,
+            types=tuple(t.name for t in types),
+            timeout=max(t.timeout for t in types),
+            concurrency=sum(t.concurrency for t in types),
+            options=types[0].options,  # every type on the queue has the same (checked at register)
+        )
+
     def queue_options(self, queue: str) -> QueueOptions:
-        """Options of the first type on that queue; defaults for a queue no type names."""
-        for job in self._types.values():
-            if job.queue == queue:
-                return job.options
-        return QueueOptions()
+        """`policy(queue).options`: what the engine's `queue_options` callable takes."""
+        return self.policy(queue).options
+
+    def check_lanes(self, lanes: Lanes) -> None:
+        """Refuse at start-up a type whose timeout no consumer lane can run (it would be starved)."""
+        for job in self.types():
+            if lanes.lane_for(job.timeout) is None:
+                name, limit = lanes.longest
+                raise ValueError(
+                    f"job type {job.name!r} has timeout={job.timeout:g} s, but the longest consumer lane "
+                    f"({name}) runs jobs of up to {limit:g} s: lower the timeout or configure a longer "
+                    "lane in JOBQ_LANES (a `jobq worker` on a container serves any length)"
+                )
 
     def load(self, modules: Iterable[str]) -> None:
         for module in (*BUILTIN_MODULES, *modules):

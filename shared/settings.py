@@ -74,7 +74,13 @@ class Settings(BaseSettings):
     qstash_url: str | None = None
     qstash_current_signing_key: SecretStr | None = None
     qstash_next_signing_key: SecretStr | None = None
-    push_budget: float = Field(default=20.0, gt=0, le=25)
+    # Seconds a lease outlasts its job's timeout (and every heartbeat's extension its remaining time):
+    # how long a crashed consumer's job waits before another consumer takes it over.
+    lease_margin: float = Field(default=30.0, ge=1, le=3600)
+    # A pushed run's budget where the platform does not say how long it may run (off Lambda).
+    push_budget: float = Field(default=20.0, gt=0, le=900)
+    # The scheduled tick's period: a run books a wake-up only for work due sooner than this.
+    tick_seconds: float = Field(default=60.0, gt=0)
     webhook_secret: SecretStr | None = None
     allow_private_urls: bool = False
     url_allowlist: list[str] = []

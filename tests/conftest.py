@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.support.engine_fixtures",
     "tests.support.api_fixtures",
     "tests.support.consumer_fixtures",
+    "tests.support.qstash_server",
 ]

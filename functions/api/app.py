@@ -67,6 +67,7 @@ def create_app(
     if registry is None:
         registry = default_registry
         registry.load(settings.job_modules)
+    registry.check_lanes(settings.lane_set)  # a type no consumer lane can run is refused here
     app = FastAPI(
         title="jobq",
         version="1",

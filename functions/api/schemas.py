@@ -210,6 +210,8 @@ class QueuePublic(BaseModel):
     avg_run_seconds: float | None = None
     avg_wait_seconds: float | None = None
     oldest_waiting_age: float | None = None
+    last_claim_at: datetime | None = None
+    stalled: str | None = None  # why waiting jobs are not being taken, when they are not
 
     @classmethod
     def of(cls, stats: QueueStats) -> QueuePublic:
@@ -225,6 +227,8 @@ class QueuePublic(BaseModel):
             cancelled_total=stats.cancelled_total,
             avg_run_seconds=stats.run_seconds_total / done if done else None,
             avg_wait_seconds=stats.wait_seconds_total / started if started else None,
+            last_claim_at=stats.last_claim_at,
+            stalled=stats.stalled,
             oldest_waiting_age=stats.oldest_waiting_age,
         )
 

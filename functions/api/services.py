@@ -51,6 +51,8 @@ def build_services(
         max_payload_bytes=settings.max_payload_bytes,
         idempotency_window=settings.idempotency_window,
         timeout=settings.redis_timeout,
+        lease_margin=settings.lease_margin,
+        lanes=settings.lane_set,
     )
     key_store = ApiKeyStore(store, keys.api_keys())
     return Services(

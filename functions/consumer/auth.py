@@ -26,7 +26,8 @@ class PushAuth:
             else None
         )
         self._secret = settings.consumer_secret.get_secret_value() if settings.consumer_secret else None
-        self._url = settings.consumer_url  # the JWT's subject must be this URL when it is configured
+        # The JWT's subject must be this function's push URL when it is configured.
+        self._url = settings.push_url(settings.lane or settings.lane_set.names[0])
 
     def verify(self, *, signature: str | None, authorization: str | None, body: bytes) -> str:
         """Return how the call was authenticated ("qstash" or "secret"); raise AuthError otherwise."""

@@ -1,32 +1,54 @@
-"""The consumer's AWS Lambda entry point: HTTP events go to the push app (mangum), schedule events to drain.
+"""The consumer's AWS Lambda entry point: HTTP events go to the push app (mangum), schedule events to a run.
 
 mangum cannot infer a handler for an EventBridge event, so this small dispatcher decides first.
 One event loop per warm instance keeps the Redis client's connection pool usable across invocations.
+Each lane (shared/lanes.py) is one such function, with JOBQ_LANE naming it and a timeout that holds it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import asdict
 from functools import lru_cache
 from typing import Any
 
 from mangum import Mangum
 
-from functions.consumer.push import create_push_app
-from functions.consumer.runtime import ConsumerRuntime, build_runtime
+from functions.consumer.push import PUSH_PATH, create_push_app
+from functions.consumer.runtime import ConsumerRuntime, build_runtime, run_bounded, run_budget
 from shared.errors import JobqError
+from shared.settings import get_settings
 
 log = logging.getLogger("jobq.consumer")
 
-SAFETY_MARGIN = 5.0  # seconds kept after the drain's grace period for the final finish and the reply
 DEFAULT_BUDGET = 55.0  # when the context cannot tell the remaining time (local runs)
 
 
 @lru_cache(maxsize=1)
 def runtime() -> ConsumerRuntime:
-    return build_runtime()
+    settings = get_settings()
+    lane = settings.lane or settings.lane_set.names[0]
+    if settings.push_url(lane) is None and (name := os.environ.get("AWS_LAMBDA_FUNCTION_NAME")):
+        own = own_push_url(name)
+        if own is not None:
+            settings.consumer_urls = {**settings.consumer_urls, lane: own}
+    return build_runtime(settings)
+
+
+def own_push_url(function_name: str, client: Any = None) -> str | None:
+    """This function's push URL (its Function URL + /consume), where its delayed wake-ups go."""
+    try:
+        if client is None:
+            import boto3  # type: ignore[import-untyped]  # in Lambda's runtime; only this lookup needs it
+
+            client = boto3.client("lambda")
+        url = str(client.get_function_url_config(FunctionName=function_name)["FunctionUrl"])
+    except Exception as exc:  # no URL or no permission: wake-ups then wait for the schedule
+        log.warning("no Function URL for %s (%s); wake-ups fall back to the schedule", function_name, exc)
+        return None
+    return url.rstrip("/") + PUSH_PATH
 
 
 @lru_cache(maxsize=1)
@@ -47,13 +69,6 @@ def is_schedule(event: dict[str, Any]) -> bool:
     return event.get("source") == "aws.events" or event.get("detail-type") == "Scheduled Event"
 
 
-def drain_budget(context: Any, grace: float) -> float:
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    if remaining is None:
-        return DEFAULT_BUDGET
-    return max(0.0, float(remaining()) / 1000 - grace - SAFETY_MARGIN)
-
-
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     loop = event_loop()
     asyncio.set_event_loop(loop)  # mangum runs the app on the current loop: make it ours
@@ -61,14 +76,12 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         response: dict[str, Any] = adapter()(event, context)
         return response
     if is_schedule(event):
-        consumer = runtime().consumer
-        budget = drain_budget(context, consumer.config.batch.grace)
+        budget = run_budget(context, runtime().consumer.config.grace, default=DEFAULT_BUDGET)
         try:
-            report = loop.run_until_complete(consumer.drain(budget))
+            report = loop.run_until_complete(run_bounded(runtime(), budget))
         except JobqError as exc:  # the next tick tries again; a Lambda retry would only pile up runs
-            log.warning("scheduled drain failed: %s", exc)
+            log.warning("scheduled run failed: %s", exc)
             return {"ok": False, "error": exc.code}
-        log.info("scheduled drain: %s", asdict(report))
         return {"ok": True, "report": asdict(report)}
     log.warning("ignored an event that is neither HTTP nor a schedule: keys %s", sorted(event)[:10])
     return {"ok": False, "error": "unsupported event"}

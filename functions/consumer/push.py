@@ -1,4 +1,8 @@
-"""The push endpoint: an authenticated POST starts a drain bounded to answer within `push_budget` seconds.
+"""The push endpoint: an authenticated POST starts a bounded run (functions/consumer/runtime.py).
+
+On Lambda the run's budget is the invocation's remaining time (less grace and margin), so each lane's
+function (its own Function URL, no API Gateway 30 s cut) can hold its longest job; elsewhere it is
+`JOBQ_PUSH_BUDGET`.
 
 QStash calls are verified against the current and the next signing key and deduplicated on what the
 signature covers, its `jti` (one SET NX per push, kept while the signature is valid), so replaying a signed
@@ -18,7 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from functions.consumer.auth import PushAuth, signed_identity
-from functions.consumer.runtime import ConsumerRuntime
+from functions.consumer.runtime import ConsumerRuntime, run_bounded, run_budget
 from shared.codec import ms
 from shared.errors import AuthError, JobqError
 
@@ -64,7 +68,7 @@ def create_push_app(runtime: ConsumerRuntime) -> FastAPI:
             # SET NX replies OK (the SDK: True) the first time, nil (False) for a replay.
             if key is not None and not await store.command("SET", key, "1", "NX", "PX", ms(keep)):
                 return JSONResponse({"duplicate": True})
-            report = await runtime.consumer.drain(runtime.settings.push_budget)
+            report = await run_bounded(runtime, _budget(request, runtime))
         except JobqError as exc:  # the store is down or erring: let the sender retry
             log.warning("pushed run failed: %s", exc)
             await _forget(runtime, key)
@@ -81,6 +85,11 @@ def create_push_app(runtime: ConsumerRuntime) -> FastAPI:
         return {"ok": True}
 
     return app
+
+
+def _budget(request: Request, runtime: ConsumerRuntime) -> float:
+    context = request.scope.get("aws.context")  # set by mangum on Lambda
+    return run_budget(context, runtime.consumer.config.grace, default=runtime.settings.push_budget)
 
 
 async def _forget(runtime: ConsumerRuntime, key: str | None) -> None:

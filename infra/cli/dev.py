@@ -25,7 +25,7 @@ def dev(
     gateway_port: Annotated[int, typer.Option(help="REST gateway port.")] = 8079,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     tick: Annotated[
-        float, typer.Option(min=0.1, help="Seconds between scheduled drains (the cron's part).")
+        float, typer.Option(min=0.1, help="Longest sleep between polls of the due-index (the cron's part).")
     ] = 5.0,
 ) -> None:
     """Run gateway, API, consumer (local push trigger) and scheduler; print URLs and the admin token."""

@@ -22,10 +22,17 @@ def gateway(
     """Serve the Upstash REST protocol (POST /, /pipeline, /multi-exec) in front of Redis."""
     import uvicorn
 
-    from infra.local.gateway import create_app
+    from infra.local.gateway import KEEP_ALIVE_SECONDS, create_app
 
     if not token:
         raise typer.BadParameter("must not be empty", param_hint="--token")
     backend = redis_url or "embedded fakeredis"
     typer.echo(f"jobq gateway on http://{host}:{port} -> {backend}", err=True)
-    uvicorn.run(create_app(token, redis_url), host=host, port=port, log_level="warning", lifespan="on")
+    uvicorn.run(
+        create_app(token, redis_url),
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+    )

@@ -1,4 +1,4 @@
-"""`jobq worker`: drain continuously on a server, with adaptive idle backoff and a graceful stop."""
+"""`jobq worker`: run jobs continuously on a server (any timeout), waking when work is due; graceful stop."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 
 from functions.consumer.runtime import build_runtime
 from infra.cli import app
-from shared.consumer import BatchConfig, ConsumerConfig
+from shared.consumer import ConsumerConfig
 from shared.consumer.worker import Worker, WorkerStats
 from shared.logs import configure_logging
 from shared.settings import get_settings
@@ -29,15 +29,13 @@ def worker(
         list[str] | None, typer.Option("--queues", "-q", help="Queues to serve (repeat or comma-separate).")
     ] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Handlers running at once, all types.")] = 10,
-    batch: Annotated[int, typer.Option(min=1, max=1000, help="Jobs claimed per queue per cycle.")] = 100,
+    batch: Annotated[int, typer.Option(min=1, max=1000, help="Most jobs one claim takes.")] = 100,
     idle_max: Annotated[float, typer.Option(min=0.1, help="Longest sleep between idle polls (s).")] = 30.0,
     grace: Annotated[float, typer.Option(min=0, help="On stop, grace for running jobs (s).")] = 10.0,
 ) -> None:
     """Run jobs continuously. Ctrl-C (or SIGTERM) hands unstarted jobs back and lets running ones finish."""
     configure_logging(get_settings())  # JSON unless JOBQ_LOG_FORMAT=console
-    config = ConsumerConfig(
-        batch_size=batch, concurrency=concurrency, queues=_split(queues), batch=BatchConfig(grace=grace)
-    )
+    config = ConsumerConfig(batch_size=batch, concurrency=concurrency, queues=_split(queues), grace=grace)
     stats = asyncio.run(_run(config, idle_max))
     typer.echo(f"worker stopped: {asdict(stats)}")
 

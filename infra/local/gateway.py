@@ -26,6 +26,11 @@ from infra.local import protocol
 from infra.local.backends import Backend, BackendUnavailableError, EmbeddedBackend, RedisBackend, Reply
 from infra.local.protocol import Command, RequestError
 
+# Idle keep-alive connections are held longer than any client keeps one (httpx: 5 s), so a client never
+# sends on a connection the server has just closed: that race was an httpx ReadError on an idle
+# consumer's next poll. Serve the app with uvicorn's timeout_keep_alive=KEEP_ALIVE_SECONDS.
+KEEP_ALIVE_SECONDS = 75
+
 log = logging.getLogger("jobq.gateway")
 Handler = Callable[[Request, bool], Awaitable[Any]]  # (request, base64 wanted) -> JSON body
 

@@ -1,5 +1,6 @@
-"""The local stack in one process: REST gateway, API on uvicorn, consumer with the `local` push trigger, and a
-scheduler playing the cron's part (a bounded drain every few seconds, as the scheduled Lambda runs).
+"""The local stack in one process: REST gateway, API on uvicorn, and a consumer run as `jobq worker` runs:
+continuous slots, woken at once by each submit (the `local` push trigger) and, as the scheduler, at the
+moment the due-index says a delayed job or a retry is due. It runs jobs of any timeout (no lanes).
 
 Two uvicorn servers share one event loop, so neither installs signal handlers: the stack owns SIGINT/SIGTERM
 and shuts down in order (stop claiming, hand unstarted jobs back, let running ones finish, close the servers).
@@ -20,8 +21,9 @@ import uvicorn
 
 from functions.api.app import create_app as create_api
 from functions.consumer.runtime import ConsumerRuntime, build_runtime
+from infra.local.gateway import KEEP_ALIVE_SECONDS
 from infra.local.gateway import create_app as create_gateway
-from shared.errors import JobqError
+from shared.consumer.worker import Worker, WorkerStats
 from shared.settings import Settings
 from shared.triggers import LocalTrigger
 
@@ -38,6 +40,9 @@ def _listen(host: str, port: int, name: str) -> socket.socket:
     """Bind before any server starts, so a port in use is a clear error instead of uvicorn exiting."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit this. Without it every small reply waits on Nagle's algorithm and the
+    # client's delayed ACK (~40 ms a request): the servers get pre-bound sockets, not uvicorn's own.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -64,8 +69,7 @@ class StackConfig:
     redis_url: str | None = None  # None: the embedded backend
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     gateway_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
-    tick: float = 5.0  # seconds between scheduled drains
-    drain_budget: float = 20.0  # seconds one drain may run, as a pushed Lambda run
+    tick: float = 5.0  # the longest the consumer sleeps between polls of the due-index (the cron's part)
 
     @property
     def api_url(self) -> str:
@@ -86,41 +90,14 @@ class StackConfig:
         }
 
 
-class Drainer:
-    """Runs bounded drains one at a time; a kick during a drain asks for one more afterwards (coalesced)."""
-
-    def __init__(self, runtime: ConsumerRuntime, budget: float) -> None:
-        self._runtime = runtime
-        self._budget = budget
-        self._task: asyncio.Task[None] | None = None
-        self._again = False
-        self.drains = 0
-
-    def kick(self) -> None:
-        if self._runtime.consumer.stopping:
-            return
-        if self._task is not None and not self._task.done():
-            self._again = True
-            return
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            self._again = False
-            try:
-                report = await self._runtime.consumer.drain(self._budget)
-                self.drains += 1
-                if report.cycles:
-                    log.info("drain: %s", report)
-            except JobqError as exc:  # the next tick tries again
-                log.warning("drain failed: %s", exc.code)
-            if not self._again or self._runtime.consumer.stopping:
-                return
-
-    async def stop(self) -> None:
-        self._runtime.consumer.stop()
-        if self._task is not None:
-            await self._task
+async def _until(stop: asyncio.Event, worker_task: asyncio.Task[WorkerStats]) -> None:
+    """Serve until asked to stop; a worker that died is an error of the stack, not a silent stall."""
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([stopping, worker_task], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if worker_task.done():
+        worker_task.result()  # re-raise why it stopped
+        raise RuntimeError("the consumer stopped unexpectedly")
 
 
 async def _started(server: uvicorn.Server, task: asyncio.Task[None], name: str) -> None:
@@ -136,7 +113,14 @@ async def _started(server: uvicorn.Server, task: asyncio.Task[None], name: str) 
 
 def _server(app: object, config: StackConfig, port: int) -> _QuietServer:
     return _QuietServer(
-        uvicorn.Config(app, host=config.host, port=port, log_level="warning", lifespan="on")  # type: ignore[arg-type]
+        uvicorn.Config(
+            app,  # type: ignore[arg-type]
+            host=config.host,
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        )
     )
 
 
@@ -158,12 +142,13 @@ async def run_stack(
     api: _QuietServer | None = None
     api_task: asyncio.Task[None] | None = None
     runtime: ConsumerRuntime | None = None
-    drainer: Drainer | None = None
+    worker: Worker | None = None
+    worker_task: asyncio.Task[WorkerStats] | None = None
     try:
         await _started(gateway, gateway_task, "gateway")
         runtime = build_runtime(settings)
-        drainer = Drainer(runtime, config.drain_budget)
-        trigger = LocalTrigger(drainer.kick)
+        worker = Worker(runtime.consumer, idle_min=min(0.5, config.tick), idle_max=config.tick)
+        trigger = LocalTrigger(worker.wake)
         api = _server(
             create_api(settings, registry=runtime.registry, redis=runtime.redis, trigger=trigger),
             config,
@@ -171,14 +156,13 @@ async def run_stack(
         )
         api_task = asyncio.create_task(api.serve(sockets=[api_socket]))
         await _started(api, api_task, "API")
+        worker_task = asyncio.create_task(worker.run())
         on_ready(config)
-        while not stop.is_set():
-            drainer.kick()  # the cron's part
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=config.tick)
+        await _until(stop, worker_task)
     finally:
-        if drainer is not None:
-            await drainer.stop()
+        if worker is not None and worker_task is not None:
+            worker.stop()
+            await worker_task
         for server, task in ((api, api_task), (gateway, gateway_task)):
             if server is not None and task is not None:
                 server.should_exit = True

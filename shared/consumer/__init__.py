@@ -1,8 +1,8 @@
-"""The consumer: drains due queues in batches. `Consumer(engine, registry).drain(budget)` is the whole API."""
+"""The consumer: continuous slots over every due queue. `Consumer(engine, registry).drain(budget)` runs."""
 
 from __future__ import annotations
 
-from shared.consumer.batch import BatchConfig, Tally
 from shared.consumer.drain import Consumer, ConsumerConfig, DrainReport
+from shared.consumer.recorder import Tally
 
-__all__ = ["BatchConfig", "Consumer", "ConsumerConfig", "DrainReport", "Tally"]
+__all__ = ["Consumer", "ConsumerConfig", "DrainReport", "Tally"]

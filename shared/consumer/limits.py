@@ -1,14 +1,16 @@
-"""Concurrency limits inside one consumer process: per job type, and optionally for all handlers together."""
+"""Slots of one consumer process: per queue (its policy), per job type, and for all handlers together.
+
+A slot is taken when a job starts and given back when it ends, so a process claims only what it can start
+at once (`free`) and never holds claimed jobs waiting. The limit on a queue across every process is the
+claim script's (QueueOptions.concurrency); these are the per-process caps.
+"""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+import sys
+from collections import Counter
 
-from shared.registry import Registry
-
-DEFAULT_CONCURRENCY = 10  # for a type this process does not know (its job then fails as unknown)
+from shared.registry import DEFAULT_CONCURRENCY, Registry  # the latter for a type this process lacks
 
 
 class Limits:
@@ -17,25 +19,31 @@ class Limits:
             raise ValueError("concurrency must be at least 1")
         self._registry = registry
         self.total = total
-        self._all = asyncio.Semaphore(total) if total is not None else None
-        self._per_type: dict[str, asyncio.Semaphore] = {}
+        self._by_queue: Counter[str] = Counter()
+        self._by_type: Counter[str] = Counter()
+        self.running = 0
 
     def of_type(self, name: str) -> int:
         return self._registry.get(name).concurrency if name in self._registry else DEFAULT_CONCURRENCY
 
-    def of_queue(self, queue: str) -> int:
-        """How many jobs of this queue may run at once here: the sum over the types that name it."""
-        limits = [t.concurrency for t in self._registry.types() if t.queue == queue]
-        capacity = sum(limits) if limits else DEFAULT_CONCURRENCY
-        return min(capacity, self.total) if self.total is not None else capacity
+    def free(self, queue: str) -> int:
+        """How many more jobs of this queue may start here now."""
+        room = self._registry.policy(queue).concurrency - self._by_queue[queue]
+        return max(0, min(room, self.free_total()))
 
-    @asynccontextmanager
-    async def slot(self, job_type: str) -> AsyncIterator[None]:
-        semaphore = self._per_type.get(job_type)
-        if semaphore is None:
-            semaphore = self._per_type[job_type] = asyncio.Semaphore(self.of_type(job_type))
-        async with AsyncExitStack() as stack:
-            await stack.enter_async_context(semaphore)
-            if self._all is not None:
-                await stack.enter_async_context(self._all)
-            yield
+    def free_total(self) -> int:
+        return self.total - self.running if self.total is not None else sys.maxsize
+
+    def take(self, queue: str, job_type: str) -> bool:
+        """Take a slot for a job about to start; False when its type (or the process) is full."""
+        if self._by_type[job_type] >= self.of_type(job_type) or self.free(queue) < 1:
+            return False
+        self._by_queue[queue] += 1
+        self._by_type[job_type] += 1
+        self.running += 1
+        return True
+
+    def give(self, queue: str, job_type: str) -> None:
+        self._by_queue[queue] -= 1
+        self._by_type[job_type] -= 1
+        self.running -= 1

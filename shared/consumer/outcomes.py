@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import BaseModel
 
+from shared.codec import dumps
 from shared.errors import PermanentJobError, RetryJobError
 from shared.models import ErrorKind, JobError, Outcome
 
@@ -28,9 +28,9 @@ def completed(job_id: str, token: str, result: Any, attempt: int) -> Outcome:
     if isinstance(result, BaseModel):
         result = result.model_dump(mode="json")
     try:
-        json.dumps(result)
-    except (TypeError, ValueError) as exc:
-        # Retrying cannot make the result serialisable: a bug in the handler.
+        dumps(result)  # the engine's own encoder: no NaN or Infinity, which JSON does not have
+    except (TypeError, ValueError, RecursionError) as exc:
+        # Retrying cannot make the result serialisable: a bug in the handler. Only this job fails.
         return _failed(job_id, token, ErrorKind.PERMANENT, f"result is not JSON: {exc}", attempt)
     return Outcome(job_id=job_id, token=token, status="completed", result=result)
 

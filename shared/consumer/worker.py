@@ -1,8 +1,9 @@
-"""A long-running worker: the same drain in a loop, sleeping longer and longer while there is nothing due.
+"""A long-lived worker: runs in a loop, and between runs sleeps until work is due, it is woken, or a poll.
 
-Idle cost: one `due()` read per sleep. The sleep starts at `idle_min` after work and doubles up to
-`idle_max` (30 s by default: two commands a minute, about 86,000 a month), but never past the moment the
-due-index says a delayed job becomes ready.
+Idle cost: one `due()` read per poll. The poll interval starts at `idle_min` after work and doubles up to
+`idle_max` (30 s by default: two commands a minute, about 86,000 a month), but a sleep never passes the
+moment the due-index says a delayed job or a retry becomes ready, and `wake()` (the local push trigger, a
+submit in the same process) ends it at once.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shared.consumer.batch import Tally
 from shared.consumer.drain import Consumer
+from shared.consumer.recorder import Tally
 from shared.errors import JobqError
 
 log = logging.getLogger("jobq.worker")
@@ -42,16 +43,24 @@ class Worker:
         self.idle_min, self.idle_max = idle_min, idle_max
         self._wall = wall
         self._stop = asyncio.Event()
+        self._woken = asyncio.Event()
         self.stats = WorkerStats()
 
     def stop(self) -> None:
-        """Graceful stop: unstarted jobs are handed back at once, running ones get the grace period."""
+        """Graceful stop: no more claims, running jobs get the grace period."""
         self._stop.set()
+        self._woken.set()
         self.consumer.stop()
+
+    def wake(self) -> None:
+        """Work may be due now: a running drain re-reads the due-index, a sleeping worker polls at once."""
+        self._woken.set()
+        self.consumer.wake()
 
     async def run(self) -> WorkerStats:
         idle = self.idle_min
         while not self._stop.is_set():
+            self._woken.clear()
             try:
                 report = await self.consumer.drain()
             except JobqError as exc:  # unreachable or erring store: back off and try again, never exit
@@ -67,8 +76,8 @@ class Worker:
                 continue
             self.stats.idle_polls += 1
             pause = idle
-            if report.next_due is not None:  # a delayed job becomes ready sooner than the backoff
-                pause = min(pause, max(0.05, report.next_due - self._wall()))
+            if report.next_due is not None:  # a delayed job or a retry becomes ready sooner
+                pause = min(pause, max(0.0, report.next_due - self._wall()))
             await self._sleep(pause)
             idle = min(idle * 2, self.idle_max)
         return self.stats
@@ -76,6 +85,6 @@ class Worker:
     async def _sleep(self, seconds: float) -> None:
         try:
             async with asyncio.timeout(seconds):
-                await self._stop.wait()
+                await self._woken.wait()
         except TimeoutError:
             pass

@@ -1,10 +1,13 @@
--- claim.lua: reap expired leases (a failed attempt: retry or dead-letter), promote due delayed jobs
--- (reap first, so a retry due now is promoted in the same call), then take up to n waiting jobs by priority, mark them active with a lease and a fresh token.
+-- claim.lua: reap expired leases (a failed attempt: back to the front of waiting, or dead-letter),
+-- promote due delayed jobs, then take up to n waiting jobs by priority, mark them active with a lease
+-- and a fresh token. Honours the queue's rate limit and queue-wide concurrency limit, and optionally
+-- takes only jobs whose timeout fits the caller (a lane): the others stay in waiting, in place.
 -- An empty or paused queue costs one inner read (its due-index entry is absent or in the future).
--- KEYS: none (keys derive from the prefix; see lib.lua).
+-- KEYS: none (keys derive from the prefix; see lib.lua; the trigger keys come in ARGV).
 -- ARGV[1] prefix, ARGV[2] now ms or -1, ARGV[3] queue, ARGV[4] n, ARGV[5] lease ms or -1 (each job's
 -- timeout + margin), ARGV[6] lease margin ms, ARGV[7] rate-limit count (0: none), ARGV[8] rate-limit
--- interval ms, ARGV[9] token nonce, ARGV[10] failed retention ms, ARGV[11] jitter draw u in [0, 1).
+-- interval ms, ARGV[9] token nonce, ARGV[10] failed retention ms, ARGV[11] concurrency limit (0: none),
+-- ARGV[12] longest job timeout s to take (-1: any), ARGV[13..] trigger keys to delete when jobs are taken.
 -- Returns JSON {now, j: [[id, token, lease until ms, flat job hash], ...]}.
 local q = ARGV[3]
 local due_at = redis.call('ZSCORE', K_DUE, q)
@@ -18,36 +21,36 @@ local margin = tonumber(ARGV[6])
 local rate_n, rate_ms = tonumber(ARGV[7]), tonumber(ARGV[8])
 local nonce = ARGV[9]
 local keep_failed = tonumber(ARGV[10])
-local u = tonumber(ARGV[11])
-local meta = redis.call('HMGET', k_meta(q), 'paused', 'rlw', 'rlc')
+local limit = tonumber(ARGV[11])
+local max_timeout = tonumber(ARGV[12])
+-- The wait counters are read here and written back with the claim time ('lc') in one HSET at the end.
+local WAIT_FIELDS = {'wait_ms'}
+for i = 1, #RUN_BOUNDS + 1 do WAIT_FIELDS[#WAIT_FIELDS + 1] = 'hw' .. i end
+local meta = redis.call('HMGET', k_meta(q), 'paused', 'rlw', 'rlc', unpack(WAIT_FIELDS))
 if meta[1] == '1' then
   redis.call('ZREM', K_DUE, q)
   return cjson.encode({j = {}, now = now})
 end
 
--- 1. Reap expired leases first (the attempt failed with kind lease_expired), so a retry due at
--- once is promoted below.
+-- 1. Reap expired leases (a failed attempt of kind lease_expired). With attempts left the job goes
+-- back to waiting at once, at the front of its priority level, so it is taken below.
 local expired = redis.call('ZRANGEBYSCORE', k_state(q, 'active'), '-inf', n2s(now), 'LIMIT', 0, 100)
 if #expired > 0 then
-  local retried, dead, delayed_pairs, failed_pairs = {}, {}, {}, {}
-  for i, id in ipairs(expired) do
+  local recovered, recovered_ids, dead, failed_pairs = {}, {}, {}, {}
+  for _, id in ipairs(expired) do
     local f = redis.call('HMGET', k_job(id), 'd', 'm', 'e')
     if f[1] then
       local h = head(f[1])
       local m = unpack_m(f[2])
-      local attempt = m.a
       local err = {kind = 'lease_expired', message = 'lease expired before the job finished',
-        attempt = attempt, at = now}
+        attempt = m.a, at = now}
       local e = push_error(f[3], err, 5)
       m.k = ''
-      if attempt < h.m then
-        local draw = (u + i * 0.6180339887) % 1
-        local at = now + retry_delay_ms(h.b, attempt, draw)
-        m.s, m.ra, m.sa = 'queued', at, ''
+      if retry_delay_ms(h, m.a, err.kind) then
+        m.s, m.ra, m.sa = 'queued', now, ''
         redis.call('HSET', k_job(id), 'm', pack_m(m), 'e', e)
-        delayed_pairs[#delayed_pairs + 1] = n2s(at * 10 + h.p)
-        delayed_pairs[#delayed_pairs + 1] = id
-        retried[#retried + 1] = id
+        recovered[#recovered + 1] = {h.p, id}
+        recovered_ids[#recovered_ids + 1] = id
       else
         m.s, m.fa = 'failed', now
         redis.call('HSET', k_job(id), 'm', pack_m(m), 'e', e)
@@ -59,11 +62,11 @@ if #expired > 0 then
     end
   end
   zrem(k_state(q, 'active'), expired)
-  zadd(k_state(q, 'delayed'), delayed_pairs)
+  requeue_front(q, recovered)
   zadd(k_state(q, 'failed'), failed_pairs)
-  add_counts(q, {retried = #retried, failed = #dead})
+  add_counts(q, {retried = #recovered, failed = #dead})
   add_throughput(q, now, 0, #dead)
-  add_event(q, now, 'delayed', retried)
+  add_event(q, now, 'waiting', recovered_ids)
   add_event(q, now, 'failed', dead)
 end
 
@@ -95,50 +98,84 @@ if rate_n > 0 then
   take = math.max(0, math.min(n, rate_n - used))
 end
 
--- 4. Take up to `take` waiting jobs, lowest score (priority, then FIFO) first.
-local claimed, active_pairs, ids = {}, {}, {}
+-- 4. Concurrency: at most `limit` active jobs of the queue, across every consumer.
+local running = 0
+if limit > 0 then
+  running = redis.call('ZCARD', k_state(q, 'active'))
+  take = math.max(0, math.min(take, limit - running))
+end
+
+-- 5. Take up to `take` waiting jobs, lowest score (priority, then FIFO) first. With a timeout filter,
+-- jobs too long for the caller are popped, inspected and put back with their own score (at most
+-- n + 100 inspected per call), so a call that skips nothing costs what an unfiltered one does.
+local claimed, active_pairs, ids, skipped = {}, {}, {}, {}
 local wait_sum, wait_hist = 0, {}
-if take > 0 then
-  local popped = redis.call('ZPOPMIN', k_state(q, 'waiting'), take)
+local budget = n + 100
+while take > #ids and budget > 0 do
+  local want = math.min(take - #ids, budget)
+  local popped = redis.call('ZPOPMIN', k_state(q, 'waiting'), want)
+  budget = budget - #popped / 2
   for i = 1, #popped, 2 do
     local id = popped[i]
     local flat = redis.call('HGETALL', k_job(id))
     if #flat > 0 then
       local job = hash_to_table(flat)
       local h = head(job.d)
-      local m = unpack_m(job.m)
-      local eligible = tonumber(m.ra) or now
-      local attempt = m.a + 1
-      local token = attempt .. '.' .. nonce .. (#ids + 1)
-      local lease = lease_override
-      if lease < 0 then lease = math.floor(h.t * 1000) + margin end
-      local until_ = now + lease
-      m.s, m.a, m.k, m.sa, m.fa = 'active', attempt, token, now, ''
-      job.m = pack_m(m)
-      redis.call('HSET', k_job(id), 'm', job.m)
-      local out = {}
-      for field, value in pairs(job) do out[#out + 1] = field; out[#out + 1] = value end
-      claimed[#claimed + 1] = {id, token, until_, out}
-      active_pairs[#active_pairs + 1] = n2s(until_)
-      active_pairs[#active_pairs + 1] = id
-      ids[#ids + 1] = id
-      local waited = math.max(0, now - eligible)
-      wait_sum = wait_sum + waited
-      local b = 'hw' .. bucket(waited)
-      wait_hist[b] = (wait_hist[b] or 0) + 1
+      if max_timeout >= 0 and h.t > max_timeout then
+        skipped[#skipped + 1] = popped[i + 1]
+        skipped[#skipped + 1] = id
+      else
+        local m = unpack_m(job.m)
+        local eligible = tonumber(m.ra) or now
+        local attempt = m.a + 1
+        local token = attempt .. '.' .. nonce .. (#ids + 1)
+        local lease = lease_override
+        if lease < 0 then lease = math.floor(h.t * 1000) + margin end
+        local until_ = now + lease
+        m.s, m.a, m.k, m.sa, m.fa = 'active', attempt, token, now, ''
+        job.m = pack_m(m)
+        redis.call('HSET', k_job(id), 'm', job.m)
+        local out = {}
+        for field, value in pairs(job) do out[#out + 1] = field; out[#out + 1] = value end
+        claimed[#claimed + 1] = {id, token, until_, out}
+        active_pairs[#active_pairs + 1] = n2s(until_)
+        active_pairs[#active_pairs + 1] = id
+        ids[#ids + 1] = id
+        local waited = math.max(0, now - eligible)
+        wait_sum = wait_sum + waited
+        local b = bucket(waited)
+        wait_hist[b] = (wait_hist[b] or 0) + 1
+      end
     end
   end
-  zadd(k_state(q, 'active'), active_pairs)
-  wait_hist.wait_ms = wait_sum
-  add_counts(q, wait_hist)
-  add_event(q, now, 'active', ids)
+  -- Unfiltered, one pop takes all there is; filtered, a short pop means waiting ran out.
+  if max_timeout < 0 or #popped / 2 < want then break end
 end
+zadd(k_state(q, 'waiting'), skipped)
+zadd(k_state(q, 'active'), active_pairs)
+add_event(q, now, 'active', ids)
 
+-- 6. One write of the queue's meta: the claim time, the wait counters, the rate-limit window.
+local fields = {'lc', n2s(now)}
+if #ids > 0 then
+  fields[#fields + 1] = 'wait_ms'
+  fields[#fields + 1] = n2s((tonumber(meta[4]) or 0) + wait_sum)
+  for b, count in pairs(wait_hist) do
+    fields[#fields + 1] = 'hw' .. b
+    fields[#fields + 1] = n2s((tonumber(meta[4 + b]) or 0) + count)
+  end
+end
 local blocked_until = nil
 if window then
-  if #ids > 0 then redis.call('HSET', k_meta(q), 'rlw', n2s(window), 'rlc', used + #ids) end
+  if #ids > 0 then
+    fields[#fields + 1] = 'rlw'; fields[#fields + 1] = n2s(window)
+    fields[#fields + 1] = 'rlc'; fields[#fields + 1] = n2s(used + #ids)
+  end
   if used + #ids >= rate_n then blocked_until = window + rate_ms end
 end
-refresh_due(q, false, now, blocked_until)
-if #ids > 0 then redis.call('DEL', K_TRIGGER) end
+redis.call('HSET', k_meta(q), unpack(fields))
+-- A queue at its concurrency limit is not due for its waiting jobs: only a lease to reap or a delayed
+-- job makes it due, and a finish (which frees a slot) makes it due again.
+refresh_due(q, false, now, blocked_until, limit > 0 and running + #ids >= limit)
+if #ids > 0 and #ARGV >= 13 then redis.call('DEL', unpack(ARGV, 13)) end
 return cjson.encode({j = claimed, now = now})

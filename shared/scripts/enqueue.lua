@@ -3,10 +3,12 @@
 -- KEYS: none (keys derive from the prefix; see lib.lua).
 -- ARGV[1] prefix, ARGV[2] now ms or -1, ARGV[3] JSON plan:
 --   {w: idempotency window ms, tr: trigger expiry ms, cap: listing index cap,
+--    cc: {queue: concurrency limit} (queues with one),
 --    jobs: [{id, q, d: immutable JSON, pr: priority, delay: ms, at: run-at ms or null,
---            ik: idempotency key name or null, ih: request hash, ix: [listing index key names]}]}
--- Returns JSON {now, t: trigger (true when none was pending), r: [[id, 1, index state, packed m] |
---   [id, 0, flat job hash] for an idempotent repeat]}.
+--            ik: idempotency key name or null, ih: request hash, ix: [listing index key names],
+--            tk: its lane's trigger key}]}
+-- Returns JSON {now, t: [trigger keys newly set (no run of that lane was pending)],
+--   r: [[id, 1, index state, packed m] | [id, 0, flat job hash] for an idempotent repeat]}.
 local plan = cjson.decode(ARGV[3])
 local now = now_ms()
 local jobs = plan.jobs
@@ -35,7 +37,7 @@ for i, job in ipairs(jobs) do
     local q = job.q
     local g = per_queue[q]
     if not g then
-      g = {waiting = {}, delayed = {}, ids = {}, wids = {}, did = {}, first = nil}
+      g = {waiting = {}, delayed = {}, ids = {}, wids = {}, did = {}, first = nil, first_delayed = nil}
       per_queue[q] = g
     end
     local at = now + job.delay
@@ -49,6 +51,7 @@ for i, job in ipairs(jobs) do
       g.delayed[#g.delayed + 1] = n2s(at * 10 + job.pr)
       g.delayed[#g.delayed + 1] = job.id
       g.did[#g.did + 1] = job.id
+      if not g.first_delayed or at < g.first_delayed then g.first_delayed = at end
     end
     if not g.first or at < g.first then g.first = at end
     g.ids[#g.ids + 1] = job.id
@@ -81,7 +84,13 @@ for q, g in pairs(per_queue) do
   end
   zadd(k_state(q, 'delayed'), g.delayed)
   redis.call('SADD', K_QUEUES, q)
-  mark_due(q, g.first, meta[1] == '1')
+  -- A queue at its concurrency limit stays due at its next lease deadline for new waiting jobs.
+  local first = g.first
+  local limit = plan.cc[q]
+  if limit and #g.wids > 0 and redis.call('ZCARD', k_state(q, 'active')) >= limit then
+    first = g.first_delayed
+  end
+  if first then mark_due(q, first, meta[1] == '1') end
   local wl = {}
   for _, w in ipairs(g.wids) do wl[#wl + 1] = w[2] end
   add_event(q, now, 'waiting', wl)
@@ -94,8 +103,13 @@ for _, ix in ipairs(listing_order) do
   redis.call('ZREMRANGEBYRANK', ix, 0, -plan.cap - 1)
 end
 
-local trigger = false
-if created > 0 then
-  trigger = redis.call('SET', K_TRIGGER, '1', 'NX', 'PX', plan.tr) ~= false
+-- Push triggers, one flag per consumer lane: SET NX, so a burst of submits asks each lane for one run
+-- until a claim clears its flag (or it expires, so a lost trigger cannot block later ones).
+local triggers, asked = {}, {}
+for i, job in ipairs(jobs) do
+  if not existing[i] and not asked[job.tk] then
+    asked[job.tk] = true
+    if redis.call('SET', job.tk, '1', 'NX', 'PX', plan.tr) ~= false then triggers[#triggers + 1] = job.tk end
+  end
 end
-return cjson.encode({now = now, t = trigger, r = replies})
+return cjson.encode({now = now, t = triggers, r = replies})

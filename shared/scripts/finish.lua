@@ -1,7 +1,8 @@
 -- finish.lua: record outcomes of claimed jobs (any queues) in one call, fenced by lease token.
 -- completed -> completed; failed (permanent, or attempts exhausted) -> failed (dead-letter);
 -- failed (retryable/timeout) -> delayed with backoff; retry -> delayed after the handler's delay;
--- cancelled, or any failure of a job whose cancellation was requested -> cancelled.
+-- cancelled, or any outcome of a job whose cancellation was requested -> cancelled (a late `completed`
+-- too: cancel wins, and its result is dropped).
 -- A token that does not match changes nothing (ok=false). A job no longer active whose token still
 -- matches has already taken this outcome (an HTTP retry): ok=true, nothing changes twice.
 -- Terminal jobs get a key expiry and their queue's terminal index is trimmed (retention).
@@ -57,20 +58,20 @@ for i, o in ipairs(plan.o) do
     if status ~= 'completed' and o.e ~= cjson.null and o.e then
       err = {kind = o.e.kind, message = o.e.message, attempt = attempt, at = now}
     end
-    if status ~= 'completed' and status ~= 'cancelled' and m.x == '1' then status = 'cancelled' end
-    local state = status
+    -- Cancel wins over any late outcome, a result included: the caller was told the job is cancelled.
+    if m.x == '1' then status = 'cancelled' end
+    local state, delay = status, nil
     if status == 'failed' or status == 'retry' then
-      local permanent = err and err.kind == 'permanent'
-      if permanent or attempt >= h.m then state = 'failed' else state = 'delayed' end
+      local after = nil
+      if status == 'retry' and o.ra ~= cjson.null and o.ra then after = o.ra end
+      delay = retry_delay_ms(h, attempt, err and err.kind, (plan.u + i * 0.6180339887) % 1, after)
+      if delay then state = 'delayed' else state = 'failed' end
     end
     if err then
       fields[#fields + 1] = 'e'; fields[#fields + 1] = push_error(f[3], err, 5)
     end
     local ran = math.max(0, now - (tonumber(m.sa) or now))
     if state == 'delayed' then
-      local delay
-      if status == 'retry' and o.ra ~= cjson.null and o.ra then delay = o.ra
-      else delay = retry_delay_ms(h.b, attempt, (plan.u + i * 0.6180339887) % 1) end
       local at = now + delay
       m.s, m.ra, m.sa = 'queued', at, ''
       g.delayed[#g.delayed + 1] = n2s(at * 10 + h.p)
@@ -115,10 +116,11 @@ for q, g in pairs(groups) do
   zadd(k_state(q, 'failed'), g.failed)
   zadd(k_state(q, 'cancelled'), g.cancelled)
   zadd(k_state(q, 'delayed'), g.delayed)
+  local meta = redis.call('HMGET', k_meta(q), 'paused', throughput_field(now))
   -- Keep the due index exact (retries add work; an emptied active set removes a lease deadline).
-  refresh_due(q, redis.call('HGET', k_meta(q), 'paused') == '1', now, nil)
+  refresh_due(q, meta[1] == '1', now, nil)
   add_counts(q, g.c)
-  add_throughput(q, now, g.c.completed or 0, g.c.failed or 0)
+  add_throughput(q, now, g.c.completed or 0, g.c.failed or 0, meta[2])
   if #g.completed > 0 then trim_terminal(q, 'completed', now - g.ret[1], g.ret[2]) end
   if #g.failed > 0 then trim_terminal(q, 'failed', now - g.ret[3], nil) end
   if #g.cancelled > 0 then trim_terminal(q, 'cancelled', now - g.ret[4], nil) end

@@ -5,6 +5,7 @@
 local P = ARGV[1]
 local unpack = unpack or table.unpack
 local PRIO_SCALE = 17592186044416 -- 2^44: waiting score = priority * 2^44 + sequence, exact in a double
+local FRONT_BAND = 8796093022208 -- 2^43: jobs handed back wait at priority * 2^44 - 2^43 + rseq
 local STATES = {'waiting', 'delayed', 'active', 'completed', 'failed', 'cancelled'}
 local RUN_BOUNDS = {50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000} -- ms, per bucket
 
@@ -13,7 +14,6 @@ local function k_state(q, s) return P .. 'q:' .. q .. ':' .. s end
 local function k_meta(q) return P .. 'q:' .. q .. ':meta' end
 local function k_events(q) return P .. 'q:' .. q .. ':events' end
 local K_DUE = P .. 'due'
-local K_TRIGGER = P .. 'trigger'
 local K_QUEUES = P .. 'queues'
 
 local function now_ms()
@@ -92,15 +92,40 @@ end
 
 local function zrem(key, ids) if #ids > 0 then batch('ZREM', key, ids) end end
 
--- Retry delay (shared/backoff.py is the reference): b = {kind e|f, delay, factor, max delay, jitter},
--- u in [0, 1) comes from the caller.
-local function retry_delay_ms(b, attempt, u)
+-- The retry rule, written once (finish and claim's reaping both ask it): after failed attempt number
+-- `attempt` of a job with policy head h and an error of `kind`, the delay in ms before its next attempt,
+-- or nil when the job is dead (a permanent error, or no attempts left).
+-- - lease_expired: 0. The job never reported, so nothing says it is failing; it recovers first (the
+--   caller puts it at the front of its priority level).
+-- - after_ms (a handler's retry_after) replaces the backoff.
+-- - else h.b = {kind e|f, delay s, factor, max delay s, jitter}: min(max, delay * factor^(attempt-1))
+--   (delay alone when fixed), scaled by 1 + jitter * (2u - 1). u in [0, 1) comes from the caller:
+--   Lua's random generator is seeded alike on every script call, so it cannot jitter.
+local function retry_delay_ms(h, attempt, kind, u, after_ms)
+  if kind == 'permanent' or attempt >= h.m then return nil end
+  if kind == 'lease_expired' then return 0 end
+  if after_ms then return after_ms end
+  local b = h.b
   local base = b[2]
   if b[1] == 'e' then base = b[2] * b[3] ^ math.min(attempt - 1, 64) end
   base = math.min(b[4], base)
-  local delay = base * (1 + b[5] * (2 * u - 1))
-  if delay < 0 then delay = 0 end
-  return math.floor(delay * 1000)
+  return math.floor(math.max(0, base * (1 + b[5] * (2 * u - 1))) * 1000)
+end
+
+-- Jobs handed back (a reaped lease, a release) wait in a band ahead of their priority level, FIFO among
+-- themselves: score priority * 2^44 - 2^43 + rseq, below every priority * 2^44 + seq of the level and
+-- above the level before. items = {{priority, id}, ...}.
+local function requeue_front(q, items)
+  if #items == 0 then return end
+  local last = redis.call('HINCRBY', k_meta(q), 'rseq', #items)
+  local seq = last - #items
+  local pairs_ = {}
+  for _, item in ipairs(items) do
+    seq = seq + 1
+    pairs_[#pairs_ + 1] = n2s(item[1] * PRIO_SCALE - FRONT_BAND + seq)
+    pairs_[#pairs_ + 1] = item[2]
+  end
+  zadd(k_state(q, 'waiting'), pairs_)
 end
 
 local function push_error(e_json, err, keep)
@@ -116,11 +141,13 @@ local function mark_due(q, at, paused)
   if not paused then redis.call('ZADD', K_DUE, 'LT', n2s(at), q) end
 end
 
--- Recompute a queue's due time exactly from its indexes (paused queues leave the index).
-local function refresh_due(q, paused, now, blocked_until)
+-- Recompute a queue's due time exactly from its indexes (paused queues leave the index). Waiting jobs
+-- make it due now, or at `blocked_until` (a rate-limit window's end), or not at all when `full` (at its
+-- concurrency limit: a lease to reap or a delayed job still does).
+local function refresh_due(q, paused, now, blocked_until, full)
   if paused then redis.call('ZREM', K_DUE, q) return end
   local at = nil
-  if redis.call('ZCARD', k_state(q, 'waiting')) > 0 then at = blocked_until or now end
+  if not full and redis.call('ZCARD', k_state(q, 'waiting')) > 0 then at = blocked_until or now end
   local d = redis.call('ZRANGE', k_state(q, 'delayed'), 0, 0, 'WITHSCORES')
   if d[2] then
     local t = math.floor(tonumber(d[2]) / 10)
@@ -148,11 +175,13 @@ local function add_counts(q, counts)
 end
 
 -- Per-minute throughput in 60 slots of the meta hash: tm<slot> holds the minute the slot counts.
-local function add_throughput(q, now, completed, failed)
+-- `held`: that field as the caller already read it (throughput_field names it), or nil to read it here.
+local function throughput_field(now) return 'tm' .. math.floor(now / 60000) % 60 end
+local function add_throughput(q, now, completed, failed, held)
   if completed == 0 and failed == 0 then return end
   local minute = math.floor(now / 60000)
   local slot = minute % 60
-  local held = redis.call('HGET', k_meta(q), 'tm' .. slot)
+  if held == nil then held = redis.call('HGET', k_meta(q), 'tm' .. slot) end
   if tonumber(held) == minute then
     if completed > 0 then redis.call('HINCRBY', k_meta(q), 'tc' .. slot, completed) end
     if failed > 0 then redis.call('HINCRBY', k_meta(q), 'tf' .. slot, failed) end

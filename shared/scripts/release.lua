@@ -1,5 +1,6 @@
 -- release.lua: hand claimed-but-unstarted jobs back at once, the attempt not counted. They go to the
--- front of their priority level (score priority * 2^44, ties in id order). Fenced by token.
+-- front of their priority level (lib.lua requeue_front: ahead of the level's other waiting jobs, FIFO
+-- among jobs handed back). Fenced by token.
 -- KEYS: none (keys derive from the prefix; see lib.lua).
 -- ARGV[1] prefix, ARGV[2] now ms or -1, ARGV[3..] job id, token pairs.
 -- Returns JSON [[ok 0|1, state|""], ...].
@@ -15,11 +16,10 @@ for i = 3, #ARGV, 2 do
     local h = head(f[2])
     m.s, m.a, m.sa = 'queued', math.max(0, m.a - 1), ''
     redis.call('HSET', key, 'm', pack_m(m))
-    local g = groups[h.q] or {ids = {}, pairs_ = {}}
+    local g = groups[h.q] or {ids = {}, items = {}}
     groups[h.q] = g
     g.ids[#g.ids + 1] = id
-    g.pairs_[#g.pairs_ + 1] = n2s(h.p * PRIO_SCALE)
-    g.pairs_[#g.pairs_ + 1] = id
+    g.items[#g.items + 1] = {h.p, id}
     replies[#replies + 1] = {1, 'waiting'}
   elseif f[1] and m.k == token then
     replies[#replies + 1] = {1, shown_state(m, now)}
@@ -29,7 +29,7 @@ for i = 3, #ARGV, 2 do
 end
 for q, g in pairs(groups) do
   zrem(k_state(q, 'active'), g.ids)
-  zadd(k_state(q, 'waiting'), g.pairs_)
+  requeue_front(q, g.items)
   mark_due(q, now, redis.call('HGET', k_meta(q), 'paused') == '1')
   add_event(q, now, 'waiting', g.ids)
 end

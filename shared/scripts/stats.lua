@@ -21,15 +21,20 @@ for _, q in ipairs(queues) do
     entry.paused = redis.call('HGET', k_meta(q), 'paused') == '1'
   end
   if counts[1] > 0 then
-    -- The oldest waiting job is the first of some priority level (FIFO within a level).
+    -- The oldest waiting job is the first of some priority level's band (FIFO within each band): the
+    -- level's first entry, and when that is a job handed back (front band), its first normal entry.
     local oldest = nil
+    local function consider(min, max)
+      local first = redis.call('ZRANGEBYSCORE', k_state(q, 'waiting'), min, max, 'WITHSCORES', 'LIMIT', 0, 1)
+      if not first[1] then return nil end
+      local ra = tonumber(unpack_m(redis.call('HGET', k_job(first[1]), 'm')).ra)
+      if ra and (not oldest or ra < oldest) then oldest = ra end
+      return tonumber(first[2])
+    end
     for p = 0, 9 do
-      local first = redis.call('ZRANGEBYSCORE', k_state(q, 'waiting'), n2s(p * PRIO_SCALE),
-        '(' .. n2s((p + 1) * PRIO_SCALE), 'LIMIT', 0, 1)
-      if first[1] then
-        local ra = tonumber(unpack_m(redis.call('HGET', k_job(first[1]), 'm')).ra)
-        if ra and (not oldest or ra < oldest) then oldest = ra end
-      end
+      local level = p * PRIO_SCALE
+      local score = consider(n2s(level - FRONT_BAND), '(' .. n2s(level + PRIO_SCALE - FRONT_BAND))
+      if score and score < level then consider(n2s(level), '(' .. n2s(level + PRIO_SCALE - FRONT_BAND)) end
     end
     entry.oldest = oldest
   end

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from functions.api.app import create_app
 from functions.consumer.runtime import build_runtime
-from shared.consumer import BatchConfig, ConsumerConfig
+from shared.consumer import ConsumerConfig
 from shared.consumer.worker import Worker
 from shared.context import JobContext
 from shared.errors import PermanentJobError
@@ -87,7 +87,7 @@ class WorkerThread:
     """A consumer worker on its own event loop, stopped gracefully at exit."""
 
     def __init__(self, settings: Any, registry: Registry) -> None:
-        config = ConsumerConfig(batch=BatchConfig(flush_interval=0.1, grace=2.0))
+        config = ConsumerConfig(heartbeat_interval=0.1, grace=2.0)
         self._runtime = build_runtime(settings, registry=registry, config=config)
         self._worker = Worker(self._runtime.consumer, idle_min=0.05, idle_max=0.2)
         self._loop = asyncio.new_event_loop()

@@ -85,7 +85,7 @@ class RecordingTrigger:
         self.fired = 0
         self.fail = fail
 
-    async def fire(self) -> None:
+    async def fire(self, lane: str, *, delay: float = 0.0) -> None:
         self.fired += 1
         if self.fail:
             raise RuntimeError("trigger endpoint down")

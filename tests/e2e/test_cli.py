@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from functions.consumer.runtime import build_runtime
 from infra.cli import app
-from shared.consumer import BatchConfig, ConsumerConfig
+from shared.consumer import ConsumerConfig
 from shared.consumer.worker import Worker
 from shared.registry import Registry
 from shared.settings import Settings
@@ -333,7 +333,7 @@ class RunningWorker:
         self._thread = threading.Thread(target=asyncio.run, args=(self._run(),), daemon=True)
 
     async def _run(self) -> None:
-        config = ConsumerConfig(batch=BatchConfig(flush_interval=0.05, grace=2.0))
+        config = ConsumerConfig(heartbeat_interval=0.05, grace=2.0)
         runtime = build_runtime(self._settings, registry=self._registry, config=config)
         self._loop = asyncio.get_running_loop()
         self._worker = Worker(runtime.consumer, idle_min=0.05, idle_max=0.1)

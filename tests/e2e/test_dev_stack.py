@@ -1,109 +1,103 @@
-"""`jobq dev` as a newcomer runs it: start, submit an echo job as the README's curl does, Ctrl-C."""
+"""`jobq dev` as a newcomer runs it: start, submit an echo job as the README's curl does, Ctrl-C; and the
+consumer's promises on it: any timeout a lane holds runs, a retry runs when it is due rather than at the next
+idle poll, and a timeout no lane holds is refused at submit."""
 
 from __future__ import annotations
 
-import os
-import queue
-import re
-import signal
 import socket
 import subprocess
-import sys
-import threading
+import textwrap
 import time
 from pathlib import Path
 
-import httpx
+from tests.e2e.devstack import JOBQ, DevStack, free_port, wait_settled
+from tests.support.gateway_fixtures import require_real_redis
 
-ROOT = Path(__file__).resolve().parents[2]
-JOBQ = Path(sys.executable).with_name("jobq")
-START_DEADLINE = 30.0
-JOB_DEADLINE = 20.0
+# A module of job types for the dev stack: a test runner that may take five minutes (the "long" lane) and
+# a job that fails its first attempt and is retried after a fixed second.
+DEV_JOBS = """
+from pydantic import BaseModel
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from shared.context import JobContext
+from shared.models import Backoff
+from shared.registry import job_type
 
 
-class Output:
-    """Collects a process's output on a thread, so the test can wait for a line with a deadline."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen = ""
-        assert proc.stdout is not None
-        stream = proc.stdout
-        self.thread = threading.Thread(target=lambda: [self.lines.put(line) for line in stream], daemon=True)
-        self.thread.start()
-
-    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                self.seen += self.lines.get(timeout=left)
-            except queue.Empty:
-                break
-            if match := re.search(pattern, self.seen):
-                return match
-        raise AssertionError(f"no output matching {pattern!r}; so far:\n{self.seen}")
-
-    def rest(self) -> str:
-        self.thread.join(timeout=5)
-        while not self.lines.empty():
-            self.seen += self.lines.get()
-        return self.seen
+class Suite(BaseModel):
+    name: str
 
 
-def interrupt(proc: subprocess.Popen[str]) -> int:
-    """Ctrl-C, as a developer stops `jobq dev`; kill it if it does not stop in time."""
-    proc.send_signal(signal.SIGINT)
-    try:
-        return proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
+@job_type("test_runner", payload=Suite, timeout=300)
+async def test_runner(payload: Suite, ctx: JobContext) -> dict[str, object]:
+    await ctx.log(f"running {payload.name}")
+    return {"suite": payload.name, "passed": True}
+
+
+class Nothing(BaseModel):
+    pass
+
+
+@job_type("flaky", payload=Nothing, max_attempts=3, backoff=Backoff(kind="fixed", delay=1, jitter=0))
+async def flaky(payload: Nothing, ctx: JobContext) -> dict[str, int]:
+    if ctx.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    return {"attempt": ctx.attempt}
+"""
+TICK = 60.0  # the dev consumer's longest idle poll: a retry due in 1 s must not wait for it
+RETRY_DEADLINE = 20.0
 
 
 def test_dev_stack_runs_a_job_and_stops_cleanly(tmp_path: Path) -> None:
-    port, gateway_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBQ_", "UPSTASH_"))}
-    proc = subprocess.Popen(
-        [str(JOBQ), "dev", "--port", str(port), "--gateway-port", str(gateway_port), "--tick", "1"],
-        cwd=tmp_path,  # no .env from the checkout
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    with DevStack(tmp_path, args=("--tick", "1")) as stack, stack.client() as client:
+        assert client.get("/v1/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        created = client.post("/v1/jobs", json={"type": "echo", "payload": {"hello": "world"}})
+        assert created.status_code == 201, created.text
+        job = wait_settled(client, created.json()["id"])
+        assert job["state"] == "completed", job
+        assert job["result"] == {"hello": "world"}
+    assert stack.code == 0, stack.printed
+    assert "jobq dev stopped" in stack.printed
+    assert "Traceback" not in stack.printed
+
+
+def test_dev_stack_runs_long_jobs_retries_when_due_and_refuses_unservable_timeouts(tmp_path: Path) -> None:
+    (tmp_path / "devjobs.py").write_text(textwrap.dedent(DEV_JOBS))
+    stack = DevStack(
+        tmp_path,
+        args=("--tick", str(TICK)),
+        redis_url=require_real_redis(),
+        modules='["devjobs"]',
+        pythonpath=tmp_path,
     )
-    output = Output(proc)
-    try:
-        match = output.wait_for(r"admin token \(generated for this run\): (\S+)", START_DEADLINE)
-        token = match.group(1)
-        headers = {"Authorization": f"Bearer {token}"}
-        base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
-            assert client.get("/v1/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
-            created = client.post("/v1/jobs", json={"type": "echo", "payload": {"hello": "world"}})
-            assert created.status_code == 201, created.text
-            job_id = created.json()["id"]
-            deadline = time.monotonic() + JOB_DEADLINE
-            job = created.json()
-            while job["state"] != "completed" and time.monotonic() < deadline:
-                time.sleep(0.1)
-                job = client.get(f"/v1/jobs/{job_id}").json()
-            assert job["state"] == "completed", job
-            assert job["result"] == {"hello": "world"}
-    finally:
-        code = interrupt(proc)
-    printed = output.rest()
-    assert proc.stdout is not None
-    proc.stdout.close()
-    assert code == 0, printed
-    assert "jobq dev stopped" in printed
-    assert "Traceback" not in printed
+    with stack, stack.client() as client:
+        runner = client.post("/v1/jobs", json={"type": "test_runner", "payload": {"name": "unit"}})
+        assert runner.status_code == 201, runner.text
+        assert runner.json()["timeout_seconds"] == 300, runner.json()
+
+        submitted = time.monotonic()
+        flaky = client.post("/v1/jobs", json={"type": "flaky", "payload": {}})
+        assert flaky.status_code == 201, flaky.text
+        retried = wait_settled(client, flaky.json()["id"], RETRY_DEADLINE)
+        took = time.monotonic() - submitted
+        assert retried["state"] == "completed", retried
+        assert retried["result"] == {"attempt": 2}, retried
+        assert [e["kind"] for e in retried["errors"]] == ["retryable"], retried
+        assert took < RETRY_DEADLINE < TICK
+
+        ran = wait_settled(client, runner.json()["id"])
+        assert ran["state"] == "completed", ran
+        assert ran["result"] == {"suite": "unit", "passed": True}
+        assert "running unit" in ran["logs"]
+
+        too_long = client.post("/v1/jobs", json={"type": "echo", "payload": {}, "timeout_seconds": 3600})
+        assert too_long.status_code == 422, too_long.text
+        assert too_long.json()["error"]["field"] == "timeout_seconds", too_long.json()
+    assert stack.code == 0, stack.printed
+    assert "Traceback" not in stack.printed
+    print(
+        f"\nflaky job: failed once, retried after 1 s, completed {took:.1f} s after submit "
+        f"(tick {TICK:.0f} s)"
+    )
 
 
 def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
@@ -125,24 +119,9 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
 
 def test_a_token_set_by_the_developer_is_never_echoed(tmp_path: Path) -> None:
     token = "dev-token-set-by-me-0123456789"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBQ_", "UPSTASH_"))}
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(JOBQ), "dev", "--port", str(port), "--gateway-port", str(free_port())],
-        cwd=tmp_path,
-        env={**env, "JOBQ_ADMIN_TOKEN": token},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    output = Output(proc)
-    try:
-        output.wait_for(r"admin token: the one in JOBQ_ADMIN_TOKEN", START_DEADLINE)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            assert client.get("/v1/queues", headers={"Authorization": f"Bearer {token}"}).status_code == 200
-    finally:
-        interrupt(proc)
-    printed = output.rest()
-    assert proc.stdout is not None
-    proc.stdout.close()
-    assert token not in printed
+    with DevStack(tmp_path, env={"JOBQ_ADMIN_TOKEN": token}) as stack:
+        assert "admin token: the one in JOBQ_ADMIN_TOKEN" in stack.output.seen
+        assert stack.token is None
+        with stack.client(token) as client:
+            assert client.get("/v1/queues").status_code == 200
+    assert token not in stack.printed

@@ -94,7 +94,7 @@ async def test_credentials_sent_to_the_api_never_reach_the_logs(
         assert secret not in text
 
 
-async def test_consumer_lines_for_claimed_finished_and_failed_jobs(
+async def test_one_info_line_per_run_and_job_lines_at_debug(
     submit: Submit, make_runtime: MakeRuntime, consumer_settings: Settings
 ) -> None:
     (ok,) = await submit("echo", {"value": "v"})
@@ -102,6 +102,18 @@ async def test_consumer_lines_for_claimed_finished_and_failed_jobs(
     (flaky,) = await submit("flaky", {"fail_times": 1})
     runtime = make_runtime()
     output = capture(consumer_settings)  # after build_runtime, which configured logging to stderr
+    await runtime.consumer.drain(budget=20)
+    info = [e for e in parse(output) if e["level"] != "debug"]
+    assert [e["event"] for e in info] == [
+        "consumer run: claimed 4, completed 2, failed 1, retried 1, cancelled 0, handed back 0, lost 0"
+        f" in {info[0]['event'].split(' in ')[1]}"
+    ]
+    assert not any(e.get("job_id") for e in info)
+
+    output = capture(consumer_settings.model_copy(update={"log_level": "DEBUG"}))
+    (ok,) = await submit("echo", {"value": "v"})
+    (bad,) = await submit("permanent", {"value": "secret-value-in-payload"})
+    (flaky,) = await submit("flaky", {"fail_times": 1})
     await runtime.consumer.drain(budget=20)
     entries = [e for e in parse(output) if e.get("job_id")]
     by_event: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -113,7 +125,7 @@ async def test_consumer_lines_for_claimed_finished_and_failed_jobs(
     finished = by_event[("job finished", ok)][0]
     assert finished["state"] == "completed" and finished["attempt"] == 1 and finished["duration_ms"] >= 0
     failed = by_event[("job failed", bad)][0]
-    assert failed["state"] == "failed" and failed["error"] == "permanent" and failed["level"] == "warning"
+    assert failed["state"] == "failed" and failed["error"] == "permanent" and failed["level"] == "debug"
     retried = by_event[("job failed", flaky)][0]
     assert retried["state"] in ("delayed", "waiting") and retried["attempt"] == 1
     assert "secret-value-in-payload" not in output.getvalue()

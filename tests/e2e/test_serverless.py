@@ -63,21 +63,31 @@ def resources(packaged: Path) -> dict[str, Any]:
 
 
 @pytest.mark.timeout(PACKAGE_TIMEOUT + 20)
-def test_template_has_the_functions_routes_and_schedule(packaged: Path) -> None:
+def test_template_has_the_functions_routes_schedules_and_lanes(packaged: Path) -> None:
     found = resources(packaged)
     functions = {
-        props["Properties"]["Handler"] for props in found.values() if props["Type"] == "AWS::Lambda::Function"
+        name: props["Properties"] for name, props in found.items() if props["Type"] == "AWS::Lambda::Function"
     }
-    assert functions == {"functions/api/lambda_handler.handler", "functions/consumer/lambda_handler.handler"}
+    by_lane = {
+        props["Environment"]["Variables"].get("JOBQ_LANE"): props
+        for props in functions.values()
+        if props["Handler"] == "functions/consumer/lambda_handler.handler"
+    }
+    assert set(by_lane) == {"standard", "long"}
+    lanes = json.loads(next(iter(functions.values()))["Environment"]["Variables"]["JOBQ_LANES"])
+    for lane, props in by_lane.items():  # each lane's function outlives its longest job, grace and margin
+        assert props["Timeout"] >= lanes[lane] + 15, (lane, props["Timeout"])
+    assert by_lane["long"]["Timeout"] == 900
     routes = {r["Properties"]["RouteKey"] for r in found.values() if r["Type"] == "AWS::ApiGatewayV2::Route"}
-    assert {"ANY /v1/{proxy+}", "GET /health", "POST /consume"} <= routes
+    assert {"ANY /v1/{proxy+}", "GET /health"} <= routes
+    urls = [r["Properties"] for r in found.values() if r["Type"] == "AWS::Lambda::Url"]
+    assert len(urls) == 2  # each lane is pushed to on its own Function URL (no API Gateway 30 s cut)
     rules = [r["Properties"] for r in found.values() if r["Type"] == "AWS::Events::Rule"]
-    assert [rule["ScheduleExpression"] for rule in rules] == ["rate(1 minute)"]
-    target = rules[0]["Targets"][0]["Arn"]["Fn::GetAtt"][0]
-    assert found[target]["Properties"]["Handler"] == "functions/consumer/lambda_handler.handler"
-    consume = next(r for r in found.values() if r.get("Properties", {}).get("RouteKey") == "POST /consume")
-    integration = found[consume["Properties"]["Target"]["Fn::Join"][1][1]["Ref"]]
-    assert "ConsumerLambdaFunction" in json.dumps(integration["Properties"]["IntegrationUri"])
+    assert [rule["ScheduleExpression"] for rule in rules] == ["rate(1 minute)"] * 2
+    targets = {rule["Targets"][0]["Arn"]["Fn::GetAtt"][0] for rule in rules}
+    assert {found[t]["Properties"]["Environment"]["Variables"]["JOBQ_LANE"] for t in targets} == set(lanes)
+    api = next(p for p in functions.values() if p["Handler"] == "functions/api/lambda_handler.handler")
+    assert "FunctionUrl" in json.dumps(api["Environment"]["Variables"]["JOBQ_CONSUMER_URLS"])
 
 
 @pytest.mark.timeout(PACKAGE_TIMEOUT + 20)

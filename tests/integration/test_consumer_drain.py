@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from shared.consumer import BatchConfig, Consumer, ConsumerConfig
+from shared.consumer import Consumer, ConsumerConfig
 from shared.engine import Engine
 from shared.models import ErrorKind, JobSpec, State
 from tests.support.consumer_fixtures import MakeRuntime, Probe, Submit, warm_scripts
@@ -30,14 +30,14 @@ async def test_idle_drain_is_one_round_trip(make_runtime: MakeRuntime, gateway: 
     before = gateway.command_count()
     report = await consumer.drain(10)
     assert gateway.command_count() - before == 1
-    assert (report.claimed, report.cycles, report.stopped) == (0, 0, "empty")
+    assert (report.claimed, report.claims, report.stopped) == (0, 0, "empty")
 
 
 async def test_batch_of_100_noop_jobs_costs_claim_and_finish_only(
     make_runtime: MakeRuntime, submit: Submit, gateway: Any
 ) -> None:
     ids = await submit("noop", n=100)
-    runtime = make_runtime(batch_size=128, flush_interval=5.0)
+    runtime = make_runtime(batch_size=128, heartbeat=5.0)
     await warm_scripts(runtime.engine, ids[0])
     consumer = runtime.consumer
     before = gateway.command_count()
@@ -70,16 +70,10 @@ async def test_flaky_job_completes_on_a_later_attempt(
 ) -> None:
     [job_id] = await submit("flaky", {"fail_times": 1})
     runtime = make_runtime()
-    report = await runtime.consumer.drain(10)
-    assert report.retried == 1
-    assert (await runtime.engine.get(job_id)).state == State.DELAYED
-
-    async def completed() -> bool:
-        await runtime.consumer.drain(10)
-        return (await runtime.engine.get(job_id)).state == State.COMPLETED
-
-    await wait_for(completed)
-    assert (await runtime.engine.get(job_id)).result == {"attempt": 2}
+    report = await runtime.consumer.drain(10)  # the 0.05 s backoff is due within the same run
+    assert (report.retried, report.completed) == (1, 1)
+    job = await runtime.engine.get(job_id)
+    assert job.state == State.COMPLETED and job.result == {"attempt": 2}
 
 
 async def test_permanent_error_skips_retries(make_runtime: MakeRuntime, submit: Submit, probe: Probe) -> None:
@@ -133,7 +127,7 @@ async def test_progress_and_logs_visible_while_running(
     make_runtime: MakeRuntime, submit: Submit, probe: Probe, wait_for: Poll
 ) -> None:
     [job_id] = await submit("progress")
-    runtime = make_runtime(flush_interval=0.1)
+    runtime = make_runtime(heartbeat=0.1)
     drain = asyncio.create_task(runtime.consumer.drain(20))
 
     async def visible() -> bool:
@@ -151,7 +145,7 @@ async def test_cancel_of_a_running_job(
     make_runtime: MakeRuntime, submit: Submit, probe: Probe, wait_for: Poll
 ) -> None:
     [job_id] = await submit("progress")
-    runtime = make_runtime(flush_interval=0.1)
+    runtime = make_runtime(heartbeat=0.1)
     drain = asyncio.create_task(runtime.consumer.drain(20))
     await asyncio.wait_for(probe.started.wait(), 10)
     job = await runtime.engine.cancel(job_id)
@@ -228,16 +222,16 @@ async def test_a_busy_queue_does_not_starve_a_quiet_one(
     assert probe.order.index("quiet") < 10 + 2  # served in the first cycle, not after the 40
 
 
-async def test_no_claim_when_the_budget_is_shorter_than_a_lease(
+async def test_a_job_longer_than_the_budget_left_is_not_claimed(
     make_runtime: MakeRuntime, submit: Submit, gateway: Any
 ) -> None:
     [job_id] = await submit("long")  # timeout 5 s
+    [short] = await submit("long", timeout=0.5)  # the same queue, a shorter timeout of its own
     runtime = make_runtime()
-    before = gateway.command_count()
-    report = await runtime.consumer.drain(3)
-    assert (report.claimed, report.stopped) == (0, "budget")
-    assert gateway.command_count() - before == 1
+    report = await runtime.consumer.drain(3)  # 1 s after the 2 s finish reserve
+    assert (report.claimed, report.completed) == (1, 1)
     assert (await runtime.engine.get(job_id)).state == State.WAITING
+    assert (await runtime.engine.get(short)).state == State.COMPLETED
 
 
 async def test_queues_option_limits_what_is_served(make_runtime: MakeRuntime, submit: Submit) -> None:
@@ -250,32 +244,32 @@ async def test_queues_option_limits_what_is_served(make_runtime: MakeRuntime, su
     assert (await runtime.engine.get(busy)).state == State.WAITING
 
 
-async def test_heartbeat_keeps_a_waiting_jobs_lease_in_one_call(
-    make_runtime: MakeRuntime, submit: Submit, probe: Probe, gateway: Any
+async def test_heartbeat_extends_a_lease_the_job_outlives(
+    make_runtime: MakeRuntime, submit: Submit, probe: Probe, wait_for: Poll
 ) -> None:
-    # Leases of timeout (1 s) + 0.3 s: the second job waits ~0.8 s for its slot, then runs 0.8 s, so it
-    # would outlive its lease without a heartbeat and another consumer could reap and re-run it.
-    ids = await submit("nap", {"seconds": 0.8}, n=2)
+    # A lease of timeout (1 s) - 0.5 s: the job runs 0.9 s, past its first lease, so without a heartbeat
+    # another consumer would reap it and run it again.
+    [job_id] = await submit("nap", {"seconds": 0.9})
     base = make_runtime()
     engine = Engine(
         base.redis,
         prefix=base.settings.key_prefix,
         queue_options=base.registry.queue_options,
-        lease_margin=0.3,
+        lease_margin=-0.5,
     )
-    consumer = Consumer(engine, base.registry, ConsumerConfig(batch=BatchConfig(flush_interval=0.2)))
-    await warm_scripts(engine, ids[0])
-    before = gateway.command_count()
-    started = time.monotonic()
+    consumer = Consumer(engine, base.registry, ConsumerConfig(heartbeat_interval=0.1))
     drain = asyncio.create_task(consumer.drain(20))
-    await asyncio.sleep(max(0.0, 1.5 - (time.monotonic() - started)))  # past the original leases
-    assert await engine.claim("napq", 10) == []  # nothing to reap: the leases were extended
+    await asyncio.wait_for(probe.started.wait(), 10)
+    first = (await engine.get(job_id)).started_at
+    assert first is not None
+
+    async def past_the_first_lease() -> bool:
+        return time.time() > first.timestamp() + 0.6
+
+    await wait_for(past_the_first_lease)
+    assert await engine.claim("napq", 10) == []  # nothing to reap: the lease was extended
     report = await asyncio.wait_for(drain, 10)
-    assert (report.completed, report.lost) == (2, 0)
-    assert all(probe.calls[i] == 1 for i in ids)
-    # due, claim, ONE extend for both leases, one early finish for the first job, the final finish, the
-    # test's own claim, and one more (empty) claim because the first came back full.
-    assert gateway.command_count() - before == 7
+    assert (report.completed, report.lost) == (1, 0) and probe.calls[job_id] == 1
 
 
 async def test_a_handler_raising_cancelled_error_fails_only_its_job(

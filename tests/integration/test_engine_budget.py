@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from shared.engine import Engine
-from shared.models import JobSpec, Outcome
+from shared.models import JobSpec, Outcome, QueueOptions
 from tests.support.billing import measure_billed
 
 PAYLOAD = {"data": "x" * 188}  # about 200 bytes of JSON
@@ -93,3 +93,40 @@ async def test_billed_commands_per_job_and_idle_due(engine: Engine, gateway: Any
     assert per_job <= 10, f"{per_job} billed commands per job"
     assert await billed(gateway.redis_url, engine.due) == 1
     assert await billed(gateway.redis_url, lambda: engine.claim("empty", 100)) == 2  # EVALSHA + ZSCORE
+
+
+async def billed_steps(engine: Engine, redis_url: str, tries: int = 5, **claim: Any) -> dict[str, int]:
+    """Billed commands of enqueue, claim and finish of 100 jobs: the fewest of a few lifecycles."""
+    readings: dict[str, list[int]] = {"enqueue": [], "claim": [], "finish": []}
+    for _ in range(tries):
+        claimed: list[Any] = []
+        async with measure_billed(redis_url) as enqueue:
+            await engine.enqueue(specs(100))
+        async with measure_billed(redis_url) as claiming:
+            claimed = await engine.claim("echo", 100, **claim)
+        assert len(claimed) == 100
+        outcomes = [Outcome(job_id=c.job.id, token=c.token, status="completed") for c in claimed]
+        async with measure_billed(redis_url) as finish:
+            await engine.finish(outcomes)
+        for step, measured in (("enqueue", enqueue), ("claim", claiming), ("finish", finish)):
+            assert measured.count is not None
+            readings[step].append(measured.count)
+    return {step: min(counts) for step, counts in readings.items()}
+
+
+# The figures of docs/redis-schema.md ("Commands per job"), exact: a change must be deliberate.
+@pytest.mark.parametrize("gateway", ["redis"], indirect=True)
+async def test_billed_commands_per_step_are_pinned(engine: Engine, gateway: Any) -> None:
+    await warm(engine)
+    assert await billed_steps(engine, gateway.redis_url) == {"enqueue": 111, "claim": 215, "finish": 316}
+    # A lane filter that skips nothing costs nothing more (no re-ZADD).
+    filtered = await billed_steps(engine, gateway.redis_url, max_timeout=300, lane="long")
+    assert filtered["claim"] == 215
+
+
+@pytest.mark.parametrize("gateway", ["redis"], indirect=True)
+async def test_a_concurrency_limit_costs_one_read(engine_factory: Any, gateway: Any) -> None:
+    engine = engine_factory(queue_options=lambda q: QueueOptions(concurrency=1000))
+    await warm(engine)
+    steps = await billed_steps(engine, gateway.redis_url)
+    assert (steps["enqueue"], steps["claim"]) == (112, 216)  # ZCARD of the active set in each

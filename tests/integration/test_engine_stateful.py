@@ -1,7 +1,8 @@
 """A hypothesis state machine driving the engine through the gateway on real Redis.
 
 Random submits, claims, finishes with valid and stale tokens, lease expiries (an injected clock),
-cancels, retries and pauses; after every step the invariants of the issue are checked against Redis.
+cancels, retries and pauses, on a queue with a concurrency limit; after every step the invariants
+are checked against Redis.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from shared.codec import as_fields, shown_state, unpack_m
 from shared.engine import Engine
 from shared.errors import InvalidTransitionError
 from shared.keys import STATE_INDEXES
-from shared.models import Backoff, ErrorKind, JobError, JobSpec, Lease, Outcome, State
+from shared.models import Backoff, ErrorKind, JobError, JobSpec, Lease, Outcome, QueueOptions, State
 from shared.settings import Settings
 from shared.store import make_redis
 from tests.support.engine_fixtures import FakeClock, prefix_for
@@ -36,6 +37,7 @@ BOUNDED = settings(
 )
 QUEUE = "sm"
 MAX_ATTEMPTS = 3
+CONCURRENCY = 5  # the queue-wide limit: claims of up to 5 jobs reach it only by adding up
 
 
 class EngineMachine(RuleBasedStateMachine):
@@ -47,7 +49,12 @@ class EngineMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.redis = self.make_client()
         self.clock = FakeClock(1_800_000_000.0)
-        self.engine = Engine(self.redis, prefix=prefix_for(str(uuid.uuid4())), clock=self.clock)
+        self.engine = Engine(
+            self.redis,
+            prefix=prefix_for(str(uuid.uuid4())),
+            clock=self.clock,
+            queue_options=lambda _queue: QueueOptions(concurrency=CONCURRENCY),
+        )
         self.ids: list[str] = []
         self.tokens: dict[str, list[str]] = {}  # every token ever issued per job, newest last
         self.paused = False
@@ -161,6 +168,7 @@ class EngineMachine(RuleBasedStateMachine):
         assert sum(stats.counts.values()) == len(where) == len(self.ids)
         for state in STATE_INDEXES:
             assert stats.counts[State(state)] == sum(1 for s in where.values() if s == state)
+        assert stats.counts[State.ACTIVE] <= CONCURRENCY
         for job_id in self.ids:
             fields = self.snapshot(job_id)
             m = unpack_m(fields["m"])

@@ -22,7 +22,7 @@ import pytest
 from pydantic import BaseModel
 
 from functions.consumer.runtime import ConsumerRuntime, build_runtime
-from shared.consumer import BatchConfig, ConsumerConfig
+from shared.consumer import ConsumerConfig
 from shared.context import JobContext
 from shared.engine import Engine
 from shared.errors import PermanentJobError, RetryJobError
@@ -147,7 +147,49 @@ def build_registry(probe: Probe) -> Registry:
 
         reg(queue, payload=Value, concurrency=10, timeout=5)(fair)
 
-    # Queue "napq" can hold two jobs at once but "nap" runs one at a time: the second waits, claimed.
+    @reg("holder", payload=Value, concurrency=4, timeout=8)
+    async def holder(payload: Value, ctx: JobContext) -> str:
+        track(ctx, "holder")
+        await probe.gate.wait()  # a slow job: runs until the test opens the gate
+        return "held"
+
+    @reg("deaf", payload=Value, timeout=8)
+    async def deaf(payload: Value, ctx: JobContext) -> str:
+        track(ctx, "deaf")
+        await probe.gate.wait()  # never looks at ctx.cancelled
+        return "finished anyway"
+
+    @reg("nan", payload=Value, timeout=5, max_attempts=3)
+    async def nan(payload: Value, ctx: JobContext) -> float:
+        track(ctx, "nan")
+        return float("nan")
+
+    @reg("blocking", payload=Value, timeout=0.3, max_attempts=1)
+    def blocking(payload: Value, ctx: JobContext) -> str:
+        track_sync(ctx, "blocking")
+        ctx.log("in a worker thread")
+        time.sleep(payload.seconds)  # the job's own blocking work, in a worker thread
+        return "slept"
+
+    @reg("bounded", payload=Value, concurrency=5, timeout=8, options=QueueOptions(concurrency=2))
+    async def bounded(payload: Value, ctx: JobContext) -> None:
+        track(ctx, "bounded")
+        await asyncio.sleep(payload.seconds)
+
+    @reg(
+        "retry1s", payload=Value, timeout=5, max_attempts=2, backoff=Backoff(kind="fixed", delay=1, jitter=0)
+    )
+    async def retry1s(payload: Value, ctx: JobContext) -> int:
+        track(ctx, "retry1s")
+        if ctx.attempt == 1:
+            raise ConnectionError("first attempt fails")
+        return ctx.attempt
+
+    def track_sync(ctx: JobContext, queue: str) -> None:
+        probe.calls[ctx.job_id] += 1
+        probe.order.append(queue)
+
+    # Queue "napq" can hold two jobs at once but "nap" runs one at a time.
     @reg("nap", payload=Value, queue="napq", concurrency=1, timeout=1)
     async def nap(payload: Value, ctx: JobContext) -> None:
         track(ctx, "nap")
@@ -197,11 +239,9 @@ async def make_runtime(
 ) -> AsyncIterator[MakeRuntime]:
     made: list[ConsumerRuntime] = []
 
-    def make(*, flush_interval: float = 0.1, grace: float = 5.0, **config: Any) -> ConsumerRuntime:
-        batch = BatchConfig(flush_interval=flush_interval, grace=grace)
-        runtime = build_runtime(
-            consumer_settings, registry=consumer_registry, config=ConsumerConfig(batch=batch, **config)
-        )
+    def make(*, heartbeat: float = 0.1, grace: float = 5.0, **config: Any) -> ConsumerRuntime:
+        settings = ConsumerConfig(heartbeat_interval=heartbeat, grace=grace, **config)
+        runtime = build_runtime(consumer_settings, registry=consumer_registry, config=settings)
         made.append(runtime)
         return runtime
 

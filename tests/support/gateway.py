@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from infra.local.gateway import create_app
+from infra.local.gateway import KEEP_ALIVE_SECONDS, create_app
 
 START_TIMEOUT = 20.0
 
@@ -77,6 +77,7 @@ class ThreadGateway(GatewayClientMixin):
             port=self.port,
             log_level="warning",
             lifespan="on",
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
         )
         self.server = uvicorn.Server(config)
         self.thread: threading.Thread | None = None

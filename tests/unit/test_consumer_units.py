@@ -15,13 +15,23 @@ import pytest
 from pydantic import BaseModel, SecretStr
 
 from functions.consumer.auth import PushAuth
-from functions.consumer.lambda_handler import drain_budget, is_http, is_schedule
+from functions.consumer.lambda_handler import is_http, is_schedule
 from functions.consumer.push import dedupe_key
+from functions.consumer.runtime import run_budget
 from shared.consumer import outcomes
 from shared.consumer.limits import DEFAULT_CONCURRENCY, Limits
 from shared.context import JobContext, clip_line
 from shared.errors import AuthError, PermanentJobError, RetryJobError
-from shared.models import MAX_LOG_LINE_BYTES, MAX_LOG_LINES, ClaimedJob, ErrorKind, Job, State
+from shared.lanes import DEFAULT_LANES, Lanes
+from shared.models import (
+    MAX_LOG_LINE_BYTES,
+    MAX_LOG_LINES,
+    ClaimedJob,
+    ErrorKind,
+    Job,
+    QueueOptions,
+    State,
+)
 from shared.registry import Registry
 from shared.settings import Settings
 
@@ -152,8 +162,10 @@ def test_any_other_error_is_retryable_and_named() -> None:
 
 def test_a_result_that_is_not_json_fails_permanently() -> None:
     assert outcomes.completed("j", "t", {"ok": [1, 2]}, 1).status == "completed"
-    bad = outcomes.completed("j", "t", {1, 2}, 1)
-    assert bad.status == "failed" and bad.error is not None and bad.error.kind == ErrorKind.PERMANENT
+    for result in ({1, 2}, float("nan"), {"x": float("inf")}):
+        bad = outcomes.completed("j", "t", result, 1)
+        assert bad.status == "failed" and bad.error is not None and bad.error.kind == ErrorKind.PERMANENT
+        assert "result is not JSON" in bad.error.message
 
 
 def test_timeout_and_interrupt_outcomes() -> None:
@@ -188,32 +200,42 @@ def registry_with_types() -> Registry:
 
 def test_queue_capacity_sums_its_types_and_respects_the_total() -> None:
     limits = Limits(registry_with_types())
-    assert limits.of_queue("shared") == 5
-    assert limits.of_queue("c") == 1
-    assert limits.of_queue("unknown") == DEFAULT_CONCURRENCY
-    assert Limits(registry_with_types(), total=4).of_queue("shared") == 4
+    assert limits.free("shared") == 5
+    assert limits.free("c") == 1
+    assert limits.free("unknown") == DEFAULT_CONCURRENCY
+    assert Limits(registry_with_types(), total=4).free("shared") == 4
 
 
-async def test_type_semaphore_bounds_running_handlers() -> None:
-    limits = Limits(registry_with_types())
-    running, peak = 0, 0
-    gate = asyncio.Event()
+def test_slots_are_taken_per_type_queue_and_total_and_given_back() -> None:
+    limits = Limits(registry_with_types(), total=4)
+    assert [limits.take("shared", "a") for _ in range(3)] == [True, True, False]  # type a runs 2
+    assert limits.free("shared") == 2  # 5 for the queue, but the process has 2 of 4 left
+    assert limits.take("shared", "b") and limits.take("c", "c")
+    assert limits.free_total() == 0 and not limits.take("shared", "b")  # the process is full
+    limits.give("shared", "a")
+    assert limits.free("shared") == 1 and limits.take("shared", "a")
 
-    async def one() -> None:
-        nonlocal running, peak
-        async with limits.slot("a"):
-            running += 1
-            peak = max(peak, running)
-            await gate.wait()
-            running -= 1
 
-    tasks = [asyncio.create_task(one()) for _ in range(6)]
-    for _ in range(10):
-        await asyncio.sleep(0)
-    assert running == 2
-    gate.set()
-    await asyncio.gather(*tasks)
-    assert peak == 2
+def test_registry_policy_is_derived_once_from_the_types_of_a_queue() -> None:
+    registry = registry_with_types()
+    assert registry.policy("shared").concurrency == 5
+    assert registry.policy("nobody").timeout == 300.0
+
+
+def test_types_sharing_a_queue_must_share_its_options() -> None:
+    registry = registry_with_types()
+    with pytest.raises(ValueError, match="share queue 'shared'"):
+        registry.job_type("d", payload=Empty, queue="shared", options=QueueOptions(keep_completed_count=1))(
+            _noop
+        )
+
+
+def test_a_type_longer_than_every_lane_is_refused_at_start_up() -> None:
+    registry = Registry()
+    registry.job_type("tests", payload=Empty, timeout=1200)(_noop)
+    with pytest.raises(ValueError, match=r"'tests' has timeout=1200 s.*longest consumer lane \(long\)"):
+        registry.check_lanes(Lanes.of(DEFAULT_LANES))
+    registry.check_lanes(Lanes.of({"worker": 3600}))  # a container worker's lane holds it
 
 
 def test_total_concurrency_must_be_positive() -> None:
@@ -319,7 +341,16 @@ def test_event_routing() -> None:
     assert not is_http({"Records": []}) and not is_schedule({"Records": []})
 
 
-def test_drain_budget_keeps_a_margin_for_grace_and_reply() -> None:
+def test_run_budget_keeps_a_margin_for_grace_and_reply() -> None:
     context = SimpleNamespace(get_remaining_time_in_millis=lambda: 60_000)
-    assert drain_budget(context, grace=10) == 45.0
-    assert drain_budget(SimpleNamespace(get_remaining_time_in_millis=lambda: 3_000), grace=10) == 0.0
+    assert run_budget(context, grace=10, default=20) == 45.0
+    assert run_budget(SimpleNamespace(get_remaining_time_in_millis=lambda: 3_000), grace=10, default=20) == 0
+    assert run_budget(None, grace=10, default=20) == 20  # off Lambda
+
+
+def test_a_blocking_handler_can_report_without_await() -> None:
+    ctx = JobContext(claimed())
+    ctx.progress(30)
+    ctx.log("from a thread")
+    update = ctx.take_update()
+    assert update is not None and (update.progress, update.logs) == (30, ["from a thread"])

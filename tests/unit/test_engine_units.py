@@ -112,6 +112,7 @@ def test_as_fields_accepts_every_reply_shape() -> None:
         ),
         (JobSpec(type="echo", run_at=datetime(2030, 1, 1)), ValidationError, "jobs[0].run_at"),
         (JobSpec(type="echo", payload={"n": float("nan")}), ValidationError, "jobs[0].payload"),
+        (JobSpec(type="echo", timeout=841), ValidationError, "jobs[0].timeout"),  # fits no default lane
     ],
 )
 async def test_bad_specs_are_refused_before_any_command(
@@ -130,6 +131,9 @@ async def test_bad_calls_are_refused_before_any_command() -> None:
         engine.claim("q", 1001),
         engine.claim("../q", 1),
         engine.claim("q", 1, lease=0),
+        engine.claim("q", 1, max_timeout=0),
+        engine.claim("q", 1, lane="no-such-lane"),
+        engine.book_wake("no-such-lane", 0),
         engine.extend([], 0),
         engine.retry_failed("q", limit=0),
         engine.clean("q", State.ACTIVE, older_than=0),

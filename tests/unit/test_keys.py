@@ -15,7 +15,8 @@ LIB = Path(__file__).parents[2] / "shared" / "scripts" / "lib.lua"
 def test_every_key_is_pinned() -> None:
     keys = Keys("jobq")
     assert keys.due() == "jobq:due"
-    assert keys.trigger() == "jobq:trigger"
+    assert keys.trigger("standard") == "jobq:trigger:standard"
+    assert keys.wake("long") == "jobq:wake:long"
     assert keys.queues() == "jobq:queues"
     assert keys.job("01ABC") == "jobq:job:01ABC"
     assert keys.queue_state("mail", "waiting") == "jobq:q:mail:waiting"
@@ -65,7 +66,6 @@ def test_lua_builds_the_same_keys() -> None:
     assert "local function k_meta(q) return P .. 'q:' .. q .. ':meta' end" in lib
     assert "local function k_events(q) return P .. 'q:' .. q .. ':events' end" in lib
     assert "local K_DUE = P .. 'due'" in lib
-    assert "local K_TRIGGER = P .. 'trigger'" in lib
     assert "local K_QUEUES = P .. 'queues'" in lib
     assert "local STATES = {'waiting', 'delayed', 'active', 'completed', 'failed', 'cancelled'}" in lib
     assert tuple(STATE_INDEXES) == ("waiting", "delayed", "active", "completed", "failed", "cancelled")

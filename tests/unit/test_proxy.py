@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 
@@ -71,3 +72,36 @@ async def test_proxy_counts_client_commands_not_lua_calls() -> None:
         await proxy.stop()
     assert proxy.counts["EVAL"] == 1 and proxy.counts["INCR"] == 0
     assert proxy.counts["SET"] == 1 and proxy.counts["GET"] == 1 and proxy.counts["DEL"] == 1
+
+
+@pytest.mark.realredis
+async def test_billed_count_behind_the_gateway_matches_the_gateways_counter() -> None:
+    """The stack bench counts at a proxy behind `jobq dev`'s gateway: it must agree with /_jobq/commands."""
+    from bench.compare import ProxyThread
+    from tests.support.gateway import ThreadGateway
+
+    url = os.environ.get("JOBQ_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+    parts = urlsplit(url)
+    probe = aioredis.from_url(url)
+    try:
+        await probe.ping()
+    except OSError:
+        if os.environ.get("CI") or os.environ.get("JOBQ_REQUIRE_REAL_REDIS"):
+            raise
+        pytest.skip("no Redis server")
+    finally:
+        await probe.aclose()
+    key = f"test-proxy-billed:{os.getpid()}"
+    script = "redis.call('INCR', KEYS[1]); return redis.call('INCR', KEYS[1])"
+    proxy = ProxyThread(parts.port or 6379, parts.hostname or "127.0.0.1")
+    with proxy, ThreadGateway(f"redis://127.0.0.1:{proxy.port}/0") as gateway:
+        async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.auth) as rest:
+            before = proxy.billed()
+            await rest.post("/", json=["PING"])
+            await rest.post("/", json=["SET", key, "1", "EX", "30"])
+            await rest.post("/pipeline", json=[["INCR", key], ["GET", key], ["PING"]])
+            await rest.post("/multi-exec", json=[["INCR", key], ["EXPIRE", key, "30"]])
+            await rest.post("/", json=["EVAL", script, "1", key])
+            await rest.post("/", json=["DEL", key])
+        billed = proxy.billed() - before
+        assert billed == gateway.command_count() == 7

@@ -65,7 +65,7 @@ async def submit_job(
     else:
         response.status_code = 200
     if reply.trigger:
-        background.add_task(fire_trigger, services.trigger)
+        background.add_task(fire_trigger, services.trigger, reply.triggers)
     return JobPublic.of(result.job, services.registry)
 
 
@@ -93,7 +93,7 @@ async def submit_batch(
     if not any(result.created for result in reply.results):
         response.status_code = 200
     if reply.trigger:
-        background.add_task(fire_trigger, services.trigger)
+        background.add_task(fire_trigger, services.trigger, reply.triggers)
     registry = services.registry
     return JobBatchResult(
         results=[
@@ -157,6 +157,8 @@ def job_spec(body: JobCreate, user: Principal, services: Services) -> JobSpec:
         )
     if len(dumps(body.metadata).encode()) > MAX_METADATA_BYTES:  # before the submit counts against the rate
         raise PayloadTooLargeError(f"metadata exceeds {MAX_METADATA_BYTES} bytes", field="metadata")
+    timeout = body.timeout_seconds or job_type.timeout
+    services.settings.lane_set.check(timeout, field="timeout_seconds")  # fits no lane: it would starve
     fields: dict[str, Any] = {
         "type": job_type.name,
         "payload": payload,
@@ -167,7 +169,7 @@ def job_spec(body: JobCreate, user: Principal, services: Services) -> JobSpec:
         "delay": body.delay_seconds or 0.0,
         "max_attempts": body.max_attempts or job_type.max_attempts,
         "backoff": body.backoff or job_type.backoff,
-        "timeout": body.timeout_seconds or job_type.timeout,
+        "timeout": timeout,
         "idempotency_key": body.idempotency_key,
         "metadata": body.metadata,
         "tags": body.tags,
@@ -179,9 +181,10 @@ def job_spec(body: JobCreate, user: Principal, services: Services) -> JobSpec:
         raise ValidationError(first["msg"], field=".".join(str(p) for p in first["loc"]) or None) from exc
 
 
-async def fire_trigger(trigger: Trigger) -> None:
-    """Ask for a consumer run; a failure only delays work until the next scheduled tick."""
-    try:
-        await trigger.fire()
-    except Exception:
-        log.exception("push trigger failed; the next scheduled run will pick the work up")
+async def fire_trigger(trigger: Trigger, lanes: list[str]) -> None:
+    """Ask each lane with new work for a consumer run; a failure only delays work until the next tick."""
+    for lane in lanes:
+        try:
+            await trigger.fire(lane)
+        except Exception:
+            log.exception("push trigger failed; the next scheduled run will pick the work up")

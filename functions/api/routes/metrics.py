@@ -53,6 +53,11 @@ class QueueCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         jobs = GaugeMetricFamily("jobq_jobs", "Jobs per queue and state.", labels=["queue", "state"])
         paused = GaugeMetricFamily("jobq_queue_paused", "1 if the queue is paused.", labels=["queue"])
+        stalled = GaugeMetricFamily(
+            "jobq_queue_stalled",
+            "1 if jobs wait while no consumer has claimed from the queue for a while (see its stats).",
+            labels=["queue"],
+        )
         oldest = GaugeMetricFamily(
             "jobq_oldest_waiting_age_seconds",
             "Age of the oldest waiting job (since it became eligible); 0 when none waits.",
@@ -69,12 +74,13 @@ class QueueCollector(Collector):
             for state in State:
                 jobs.add_metric([m.queue, state.value], m.counts.get(state, 0))
             paused.add_metric([m.queue], 1 if m.paused else 0)
+            stalled.add_metric([m.queue], 1 if m.stalled else 0)
             oldest.add_metric([m.queue], m.oldest_waiting_age or 0.0)
             for family, field in counters:
                 family.add_metric([m.queue], getattr(m, field))
             run.add_metric([m.queue], _buckets(m.bounds, m.run_buckets), m.run_seconds_total)
             wait.add_metric([m.queue], _buckets(m.bounds, m.wait_buckets), m.wait_seconds_total)
-        yield from (jobs, paused, oldest, *(family for family, _ in counters), run, wait)
+        yield from (jobs, paused, stalled, oldest, *(family for family, _ in counters), run, wait)
 
 
 def _buckets(bounds: Sequence[float], per_bucket: Sequence[int]) -> list[tuple[str, float]]:

@@ -370,6 +370,7 @@ function renderOverview(data) {
         { scope: "row" },
         h("a", { href: `#/queue/${encodeURIComponent(q.queue)}`, text: q.queue }),
         q.paused ? h("span", { class: "badge paused", text: "paused" }) : null,
+        q.stalled ? h("span", { class: "badge stalled", title: q.stalled, text: "stalled" }) : null,
       ),
       STATES.map((s) =>
         h("td", { class: `num count-${s}`, "data-state": s, text: fmtNumber(q.counts[s] || 0) }),
@@ -441,7 +442,7 @@ function queueView(name, params) {
         paused: false,
         counts: {},
       };
-      const snapshot = JSON.stringify([queue.paused, queue.counts, page, pages.length]);
+      const snapshot = JSON.stringify([queue.paused, queue.stalled, queue.counts, page, pages.length]);
       if (snapshot === last) return;
       last = snapshot;
       mount(renderQueue(queue, filters, page, pages, () => refreshNow()));
@@ -563,6 +564,7 @@ function renderQueue(queue, filters, page, pages, rerender) {
       " ",
       h("span", { id: "paused-flag", class: `badge ${queue.paused ? "paused" : "running"}`, text: queue.paused ? "paused" : "running" }),
     ),
+    queue.stalled ? h("p", { class: "banner stalled", role: "status", text: queue.stalled }) : null,
     actions,
     tabs,
     filterForm,

@@ -1,5 +1,6 @@
--- retry.lua: failed or cancelled jobs back to waiting, attempts reset, errors and logs kept, key expiry
--- removed. One job (with an owner check) or up to a limit from a queue's dead-letter set.
+-- rerun.lua (Engine.retry, Engine.retry_failed): a manual re-run of failed or cancelled jobs, back to
+-- waiting with attempts reset, errors and logs kept, key expiry removed. One job (with an owner check)
+-- or up to a limit from a queue's dead-letter set. (Automatic retries are lib.lua's retry_delay_ms.)
 -- KEYS: none (keys derive from the prefix; see lib.lua).
 -- ARGV[1] prefix, ARGV[2] now ms or -1, ARGV[3] mode "job" | "queue",
 -- job: ARGV[4] job id, ARGV[5] owner or ""; queue: ARGV[4] queue, ARGV[5] limit.
