@@ -387,10 +387,10 @@ class Prober:
         """Every key under the prefix with a digest of its value."""
         auth = {"Authorization": f"Bearer {self.gateway.token}"}
         keys = httpx.post(self.gateway.url, json=["KEYS", f"{self.prefix}:*"], headers=auth).json()["result"]
-        # Left out: rate-limit buckets (they count the abuse) and the pending-trigger flag (it expires).
-        keys = sorted(
-            k for k in keys if not k.startswith(f"{self.prefix}:ratelimit") and k != f"{self.prefix}:trigger"
-        )
+        # Left out: rate-limit buckets (they count the abuse) and the lanes' pending-trigger flags (they
+        # expire on their own, so one set by an earlier accepted submit may vanish between two reads).
+        passing = (f"{self.prefix}:ratelimit", f"{self.prefix}:trigger:")
+        keys = sorted(k for k in keys if not k.startswith(passing))
         if not keys:
             return {}
         binary = {**auth, "Upstash-Encoding": "base64"}

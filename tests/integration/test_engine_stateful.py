@@ -198,13 +198,15 @@ class EngineMachine(RuleBasedStateMachine):
             claimed = self.run(self.engine.claim(QUEUE, 100))
             outcomes = [Outcome(job_id=c.job.id, token=c.token, status="completed") for c in claimed]
             self.run(self.engine.finish(outcomes))
-            states = {self.run(self.engine.get(j)).state for j in self.ids}
-            if states <= {State.COMPLETED, State.FAILED, State.CANCELLED}:
+            counts = self.run(self.engine.stats(QUEUE)).counts  # one read, not one per job
+            if not any(counts[state] for state in (State.WAITING, State.DELAYED, State.ACTIVE)):
                 return
-        raise AssertionError(f"jobs never reached a terminal state: {states}")
+        raise AssertionError(f"jobs never reached a terminal state: {counts}")
 
 
-# The state machine runs on real Redis; the contract tests cover the embedded backend.
+# The state machine runs on real Redis; the contract tests cover the embedded backend. About a minute
+# alone, more under coverage on a loaded CI machine: a bound of its own rather than the suite's 120 s.
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("gateway", ["redis"], indirect=True)
 def test_engine_state_machine(gateway: Any) -> None:
 
