@@ -62,6 +62,7 @@ from shared.models import (
     State,
     stall_reason,
 )
+from shared.settings import Settings
 from shared.store import Store
 
 _NAME = re.compile(NAME_PATTERN)
@@ -79,6 +80,22 @@ TERMINAL_INDEXES = ("completed", "failed", "cancelled")
 
 class Engine:
     """The job queue on one Redis, under one key prefix. Every method is one round trip."""
+
+    @classmethod
+    def for_settings(
+        cls, settings: Settings, redis: Any, queue_options: Callable[[str], QueueOptions]
+    ) -> Engine:
+        """The engine a deployment's settings describe: the API and the consumers build it this one way."""
+        return cls(
+            redis,
+            prefix=settings.key_prefix,
+            queue_options=queue_options,
+            max_payload_bytes=settings.max_payload_bytes,
+            idempotency_window=settings.idempotency_window,
+            timeout=settings.redis_timeout,
+            lease_margin=settings.lease_margin,
+            lanes=settings.lane_set,
+        )
 
     def __init__(
         self,

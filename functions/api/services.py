@@ -44,16 +44,7 @@ def build_services(
     redis = redis if redis is not None else make_redis(settings)
     store = Store(redis, timeout=settings.redis_timeout)
     keys = Keys(settings.key_prefix)
-    engine = Engine(
-        redis,
-        prefix=settings.key_prefix,
-        queue_options=registry.queue_options,
-        max_payload_bytes=settings.max_payload_bytes,
-        idempotency_window=settings.idempotency_window,
-        timeout=settings.redis_timeout,
-        lease_margin=settings.lease_margin,
-        lanes=settings.lane_set,
-    )
+    engine = Engine.for_settings(settings, redis, registry.queue_options)
     key_store = ApiKeyStore(store, keys.api_keys())
     return Services(
         settings=settings,

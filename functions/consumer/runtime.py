@@ -68,16 +68,7 @@ def build_runtime(
     if config.lane is None and settings.lane is not None:
         config = replace(config, lane=settings.lane)
     redis = redis if redis is not None else make_redis(settings)
-    engine = Engine(
-        redis,
-        prefix=settings.key_prefix,
-        queue_options=registry.queue_options,
-        max_payload_bytes=settings.max_payload_bytes,
-        idempotency_window=settings.idempotency_window,
-        timeout=settings.redis_timeout,
-        lease_margin=settings.lease_margin,
-        lanes=settings.lane_set,
-    )
+    engine = Engine.for_settings(settings, redis, registry.queue_options)
     return ConsumerRuntime(
         settings=settings,
         redis=redis,
