@@ -29,7 +29,6 @@ from shared.models import (
     ClaimedJob,
     ErrorKind,
     Job,
-    QueueOptions,
     State,
 )
 from shared.registry import Registry
@@ -214,20 +213,6 @@ def test_slots_are_taken_per_type_queue_and_total_and_given_back() -> None:
     assert limits.free_total() == 0 and not limits.take("shared", "b")  # the process is full
     limits.give("shared", "a")
     assert limits.free("shared") == 1 and limits.take("shared", "a")
-
-
-def test_registry_policy_is_derived_once_from_the_types_of_a_queue() -> None:
-    registry = registry_with_types()
-    assert registry.policy("shared").concurrency == 5
-    assert registry.policy("nobody").timeout == 300.0
-
-
-def test_types_sharing_a_queue_must_share_its_options() -> None:
-    registry = registry_with_types()
-    with pytest.raises(ValueError, match="share queue 'shared'"):
-        registry.job_type("d", payload=Empty, queue="shared", options=QueueOptions(keep_completed_count=1))(
-            _noop
-        )
 
 
 def test_a_type_longer_than_every_lane_is_refused_at_start_up() -> None:
