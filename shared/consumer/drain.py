@@ -219,8 +219,9 @@ class _Run:
                     return
             self.freed = False
             await self._wait(self._next_wake())
-            if self.freed and not self.c.stopping:
-                await asyncio.sleep(self.config.linger)  # let slots freed together share one claim
+            if self.freed and self.slots and not self.c.stopping:
+                # Let slots freed together share one claim; with every slot free there is none to wait for.
+                await asyncio.sleep(self.config.linger)
 
     def _worth_waiting(self) -> bool:
         """Nothing runs and nothing is ready: wait only for work due very soon and within the budget."""

@@ -47,6 +47,14 @@ async def test_batch_of_100_noop_jobs_costs_claim_and_finish_only(
     assert spent == 3, f"due + claim + finish expected, got {spent} round trips"  # no heartbeat, no report
 
 
+async def test_no_linger_when_every_slot_is_free(make_runtime: MakeRuntime, submit: Submit) -> None:
+    """The linger gathers slots freed together; once none runs there is nothing to wait for."""
+    await submit("noop", n=6)
+    runtime = make_runtime(concurrency=1, linger=3600.0)  # a linger taken even once would never end here
+    report = await asyncio.wait_for(runtime.consumer.drain(30), timeout=20)
+    assert (report.completed, report.stopped) == (6, "empty")
+
+
 async def test_retryable_errors_back_off_until_failed(
     make_runtime: MakeRuntime, submit: Submit, wait_for: Poll, probe: Probe
 ) -> None:
