@@ -31,8 +31,9 @@ class State(StrEnum):
 TERMINAL_STATES = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
 UNSUCCESSFUL_STATES = frozenset({State.FAILED, State.CANCELLED})
 
-# Named priority levels; lower runs first. Any integer in [0, 9] is accepted too.
-PRIORITIES: dict[str, int] = {"critical": 0, "high": 3, "normal": 5, "low": 8}
+# Named priority levels; lower runs first. Any integer in [0, 9] is accepted too. "urgent" is "critical"
+# under the name some of our users' systems give their top level.
+PRIORITIES: dict[str, int] = {"critical": 0, "urgent": 0, "high": 3, "normal": 5, "low": 8}
 DEFAULT_PRIORITY = PRIORITIES["normal"]
 
 

@@ -3,8 +3,10 @@
 --   cursor id, filtered by state, type and owner; scans at most 1000 entries per call, so a sparse
 --   filter may return a short page with a cursor to continue from. Entries whose job hash has expired
 --   are dropped from the index on the way.
--- "queue": a queue's state indexes (one state, or all in lib.lua STATES order), each in reverse score
---   order (terminal: newest finished first); the cursor is "<state number>.<offset>".
+-- "queue": a queue's state indexes (one state, or all in lib.lua STATES order): waiting in claim order
+--   (priority, then FIFO, as BullMQ's getWaiting), delayed by run-at (next due first), the others
+--   newest first (active: latest lease deadline; terminal: newest finished); the cursor is
+--   "<state number>.<offset>".
 -- KEYS: none (the index key is built by shared/keys.py and passed in ARGV[4]).
 -- ARGV[1] prefix, ARGV[2] now ms or -1, ARGV[3] mode "index" | "queue", ARGV[4] index key | queue,
 -- ARGV[5] cursor or "", ARGV[6] limit, ARGV[7] state or "", ARGV[8] type or "", ARGV[9] owner or "".
@@ -59,7 +61,9 @@ else
   while si <= #STATES and #found < limit and scanned < 1000 do
     local s = STATES[si]
     if state == '' or state == s then
-      local ids = redis.call('ZREVRANGE', k_state(target, s), offset, offset + limit - #found - 1)
+      local order = 'ZREVRANGE'
+      if s == 'waiting' or s == 'delayed' then order = 'ZRANGE' end -- the order they will run in
+      local ids = redis.call(order, k_state(target, s), offset, offset + limit - #found - 1)
       for _, id in ipairs(ids) do
         scanned = scanned + 1
         offset = offset + 1

@@ -186,3 +186,37 @@ async def test_cors_answers_the_configured_origin_only(
         other = await client.options("/v1/jobs", headers={"Origin": "https://evil.example", **preflight})
         assert "access-control-allow-origin" not in other.headers
     await app.state.services.redis.close()
+
+
+async def test_admins_list_any_owners_jobs_and_users_only_their_own(
+    api: httpx.AsyncClient, make_user: MakeUser
+) -> None:
+    alice, bob = await make_user("alice"), await make_user("bob")
+    mine = (await api.post("/v1/jobs", json=ECHO, headers=alice)).json()["id"]
+    await api.post("/v1/jobs", json=ECHO, headers=bob)
+    listed = (await api.get("/v1/jobs", params={"owner": "alice"}, headers=ADMIN_HEADERS)).json()
+    assert [job["id"] for job in listed["jobs"]] == [mine]
+    own = await api.get("/v1/jobs", params={"owner": "alice"}, headers=alice)
+    assert [job["id"] for job in own.json()["jobs"]] == [mine]
+    other = await api.get("/v1/jobs", params={"owner": "alice"}, headers=bob)
+    assert (other.status_code, other.json()["error"]["field"]) == (403, "owner")
+    bad = await api.get("/v1/jobs", params={"owner": "no spaces"}, headers=ADMIN_HEADERS)
+    assert (bad.status_code, bad.json()["error"]["field"]) == (422, "owner")
+
+
+async def test_a_queues_waiting_jobs_list_in_claim_order(
+    api: httpx.AsyncClient, api_app: FastAPI, make_user: MakeUser
+) -> None:
+    """Priority first, FIFO within a level (the order BullMQ's getWaiting gives): what a claim takes next."""
+    user = await make_user()
+    submitted = []
+    for priority in ("low", "normal", "urgent", "normal", 0):
+        body = {**ECHO, "priority": priority}
+        submitted.append((await api.post("/v1/jobs", json=body, headers=user)).json())
+    page = (await api.get("/v1/queues/echo/jobs", params={"state": "waiting"}, headers=ADMIN_HEADERS)).json()
+    listed = [job["id"] for job in page["jobs"]]
+    by_claim_order = sorted(submitted, key=lambda job: job["priority"])  # sorted() keeps FIFO within a level
+    assert listed == [job["id"] for job in by_claim_order]
+    assert submitted[2]["priority"] == 0  # "urgent" is the top level
+    engine: Engine = api_app.state.services.engine
+    assert [c.job.id for c in await engine.claim("echo", 5)] == listed

@@ -266,7 +266,7 @@ def test_errors_are_clean_lines_with_exit_codes(cli: Cli) -> None:
 
     assert_clean_error(cli("submit", "echo", "--payload", "{nope", key=user), 2, "not valid JSON", "line 1")
     assert_clean_error(cli("submit", "echo", "--payload", "@/no/such/file.json", key=user), 2, "cannot read")
-    assert_clean_error(cli("submit", "echo", "--priority", "urgent", key=user), 2, "--priority")
+    assert_clean_error(cli("submit", "echo", "--priority", "asap", key=user), 2, "--priority")
     usage = cli("list", "--state", "nonsense", key=user)  # typer's own usage error
     assert usage.exit_code == 2 and "Traceback" not in usage.stdout + usage.stderr
 

@@ -13,6 +13,7 @@ from functions.api.deps import CurrentUser, EngineDep, ServicesDep, job_id_or_40
 from functions.api.schemas import (
     CURSOR_PATTERN,
     MAX_LIST_LIMIT,
+    OWNER_PATTERN,
     JobBatchCreate,
     JobBatchItem,
     JobBatchResult,
@@ -22,7 +23,13 @@ from functions.api.schemas import (
 )
 from functions.api.services import Services
 from shared.codec import dumps
-from shared.errors import InvalidTransitionError, JobqError, PayloadTooLargeError, ValidationError
+from shared.errors import (
+    ForbiddenError,
+    InvalidTransitionError,
+    JobqError,
+    PayloadTooLargeError,
+    ValidationError,
+)
 from shared.limits import MAX_METADATA_BYTES
 from shared.models import NAME_PATTERN, TAG_PATTERN, JobSpec, State
 from shared.triggers import Trigger
@@ -113,10 +120,15 @@ async def list_jobs(
     tag: Annotated[str | None, Query(pattern=TAG_PATTERN)] = None,
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 50,
+    owner: Annotated[str | None, Query(min_length=1, max_length=128, pattern=OWNER_PATTERN)] = None,
 ) -> JobPage:
-    """The caller's jobs, newest first; pass the returned cursor back for the next page."""
+    """The caller's jobs, newest first; pass the returned cursor back for the next page.
+
+    `owner` (admins only) lists another owner's jobs; a user may name only itself."""
+    if owner is not None and owner != user.owner and not user.admin:
+        raise ForbiddenError("only admin credentials may list another owner's jobs", field="owner")
     page = await engine.list_jobs(
-        owner=user.owner, state=state, type=type, tag=tag, cursor=cursor, limit=limit
+        owner=owner or user.owner, state=state, type=type, tag=tag, cursor=cursor, limit=limit
     )
     return JobPage(jobs=[JobPublic.of(job, services.registry) for job in page.jobs], cursor=page.cursor)
 
