@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any
 
-from shared.models import MAX_LOG_LINE_BYTES, MAX_LOG_LINES, ClaimedJob, ProgressUpdate
+from shared.limits import MAX_LOG_LINE_BYTES, MAX_LOG_LINES
+from shared.models import ClaimedJob, ProgressUpdate
 
 
 def clip_line(line: str, limit: int = MAX_LOG_LINE_BYTES) -> str:

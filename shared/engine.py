@@ -38,10 +38,15 @@ from shared.errors import (
 from shared.ids import is_job_id, new_id
 from shared.keys import Keys
 from shared.lanes import DEFAULT_LANES, Lanes
-from shared.limits import MAX_JSON_DEPTH, MAX_METADATA_BYTES, json_depth, utc_run_at
-from shared.models import (
+from shared.limits import (
+    MAX_JSON_DEPTH,
     MAX_LOG_LINE_BYTES,
     MAX_LOG_LINES,
+    MAX_METADATA_BYTES,
+    json_depth,
+    utc_run_at,
+)
+from shared.models import (
     NAME_PATTERN,
     TAG_PATTERN,
     ClaimedJob,

@@ -1,4 +1,5 @@
-"""The bounds of what a caller may submit: one home, read by the API, the engine and docs/decisions.md.
+"""The bounds of what a caller may submit and a job keeps: one home, read by the API, the engine, the
+scripts and docs/decisions.md.
 
 Sizes are measured on the compact UTF-8 JSON that is stored (shared.codec.dumps), so the API and the
 engine can never disagree about what fits.
@@ -10,6 +11,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 MAX_METADATA_BYTES = 4096  # a job's metadata: labels for listings and dashboards, not data
+MAX_TAGS = 8  # tags on one job
+# What a job record keeps of its history, so it never grows with a handler's chattiness. The scripts
+# get these through the constants header shared.store prepends to them (scripts cannot import).
+MAX_ERRORS_KEPT = 5  # the last errors of earlier attempts
+MAX_LOG_LINES = 100  # the last log lines
+MAX_LOG_LINE_BYTES = 2048  # each log line, clipped
 MAX_JSON_DEPTH = 64  # nesting of arrays and objects in a request body (a payload and its metadata too)
 # A run-at time must be a real UTC instant: year 9999 at most once its offset is applied.
 MAX_RUN_AT = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)

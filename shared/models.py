@@ -11,12 +11,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.limits import MAX_TAGS
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,127}$"
-MAX_TAGS = 8
-MAX_ERRORS_KEPT = 5
-MAX_LOG_LINES = 100
-MAX_LOG_LINE_BYTES = 2048
 
 
 class State(StrEnum):

@@ -35,6 +35,7 @@ from shared.errors import (
     StoreUnavailableError,
     ValidationError,
 )
+from shared.limits import MAX_ERRORS_KEPT, MAX_LOG_LINES
 from shared.settings import Settings
 
 T = TypeVar("T")
@@ -72,9 +73,19 @@ def make_redis(settings: Settings) -> Redis:
 
 @cache
 def script_source(name: str) -> str:
-    """A script's source: the shared helpers of lib.lua, then the script itself."""
+    """A script's source: the constants it shares with Python, lib.lua's helpers, then the script itself."""
     folder = resources.files("shared.scripts")
-    return folder.joinpath("lib.lua").read_text() + "\n" + folder.joinpath(f"{name}.lua").read_text()
+    parts = [
+        constants_header(),
+        folder.joinpath("lib.lua").read_text(),
+        folder.joinpath(f"{name}.lua").read_text(),
+    ]
+    return "\n".join(parts)
+
+
+def constants_header() -> str:
+    """Lua locals with the values whose one home is Python (shared/limits.py), so no script repeats them."""
+    return f"local LIMITS = {{errors = {MAX_ERRORS_KEPT}, log_lines = {MAX_LOG_LINES}}}"
 
 
 @cache

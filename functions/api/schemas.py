@@ -9,9 +9,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator, model_validator
 
 from shared.apikeys import parse_rate
-from shared.limits import utc_run_at
+from shared.limits import MAX_TAGS, utc_run_at
 from shared.models import (
-    MAX_TAGS,
     PRIORITIES,
     TAG_PATTERN,
     Backoff,

@@ -44,7 +44,7 @@ if #expired > 0 then
       local m = unpack_m(f[2])
       local err = {kind = 'lease_expired', message = 'lease expired before the job finished',
         attempt = m.a, at = now}
-      local e = push_error(f[3], err, 5)
+      local e = push_error(f[3], err, LIMITS.errors)
       m.k = ''
       if retry_delay_ms(h, m.a, err.kind) then
         m.s, m.ra, m.sa = 'queued', now, ''

@@ -32,7 +32,7 @@ local function append_logs(g_json, lines)
   local list = {}
   if g_json then list = cjson.decode(g_json) end
   for _, line in ipairs(lines) do list[#list + 1] = line end
-  while #list > 100 do table.remove(list, 1) end
+  while #list > LIMITS.log_lines do table.remove(list, 1) end
   return cjson.encode(list)
 end
 
@@ -68,7 +68,7 @@ for i, o in ipairs(plan.o) do
       if delay then state = 'delayed' else state = 'failed' end
     end
     if err then
-      fields[#fields + 1] = 'e'; fields[#fields + 1] = push_error(f[3], err, 5)
+      fields[#fields + 1] = 'e'; fields[#fields + 1] = push_error(f[3], err, LIMITS.errors)
     end
     local ran = math.max(0, now - (tonumber(m.sa) or now))
     if state == 'delayed' then

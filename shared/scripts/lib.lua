@@ -2,6 +2,7 @@
 -- Every script's ARGV[1] is the deployment key prefix with its separator ("jobq:"); ARGV[2] is "now" in
 -- epoch ms, or "-1" to read the Redis server's clock (the lease authority, see docs/redis-schema.md).
 -- Key names below must match shared/keys.py (tests/integration/test_engine_keys.py pins the pair).
+-- LIMITS (errors and log lines a job keeps) comes from shared/limits.py, in the header shared.store prepends.
 local P = ARGV[1]
 local unpack = unpack or table.unpack
 local PRIO_SCALE = 17592186044416 -- 2^44: waiting score = priority * 2^44 + sequence, exact in a double

@@ -21,7 +21,7 @@ for i, u in ipairs(updates) do
       local list = {}
       if f[2] then list = cjson.decode(f[2]) end
       for _, line in ipairs(u.g) do list[#list + 1] = line end
-      while #list > 100 do table.remove(list, 1) end
+      while #list > LIMITS.log_lines do table.remove(list, 1) end
       fields[#fields + 1] = 'g'; fields[#fields + 1] = cjson.encode(list)
     end
     if #fields > 0 then

@@ -23,9 +23,8 @@ from shared.consumer.limits import DEFAULT_CONCURRENCY, Limits
 from shared.context import JobContext, clip_line
 from shared.errors import AuthError, PermanentJobError, RetryJobError
 from shared.lanes import DEFAULT_LANES, Lanes
+from shared.limits import MAX_LOG_LINE_BYTES, MAX_LOG_LINES
 from shared.models import (
-    MAX_LOG_LINE_BYTES,
-    MAX_LOG_LINES,
     ClaimedJob,
     ErrorKind,
     Job,

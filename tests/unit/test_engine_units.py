@@ -25,9 +25,10 @@ from shared.errors import (
     ValidationError,
 )
 from shared.ids import new_id
+from shared.limits import MAX_ERRORS_KEPT, MAX_LOG_LINES
 from shared.models import Backoff, JobSpec, State
 from shared.settings import Settings
-from shared.store import Store, make_redis, map_error, retrying, script_sha, script_source
+from shared.store import Store, constants_header, make_redis, map_error, retrying, script_sha, script_source
 
 URL = "http://redis.test"
 
@@ -172,7 +173,9 @@ def test_transport_failures_are_unavailable() -> None:
 
 def test_scripts_carry_the_shared_library() -> None:
     source = script_source("claim")
-    assert source.startswith("-- lib.lua") and "-- claim.lua" in source
+    header, rest = source.split("\n", 1)
+    assert header == constants_header() and rest.startswith("-- lib.lua") and "\n-- claim.lua" in rest
+    assert f"errors = {MAX_ERRORS_KEPT}," in header and f"log_lines = {MAX_LOG_LINES}" in header
     assert len(script_sha("claim")) == 40 and script_sha("claim") != script_sha("finish")
 
 
