@@ -15,7 +15,7 @@ import hashlib
 import re
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -88,13 +88,18 @@ class Engine:
 
     @classmethod
     def for_settings(
-        cls, settings: Settings, redis: Any, queue_options: Callable[[str], QueueOptions]
+        cls,
+        settings: Settings,
+        redis: Any,
+        queue_options: Callable[[str], QueueOptions],
+        queues: Sequence[str] = (),
     ) -> Engine:
         """The engine a deployment's settings describe: the API and the consumers build it this one way."""
         return cls(
             redis,
             prefix=settings.key_prefix,
             queue_options=queue_options,
+            queues=queues,
             max_payload_bytes=settings.max_payload_bytes,
             idempotency_window=settings.idempotency_window,
             timeout=settings.redis_timeout,
@@ -109,6 +114,7 @@ class Engine:
         prefix: str = "jobq",
         clock: Callable[[], float] | None = None,
         queue_options: Callable[[str], QueueOptions] | None = None,
+        queues: Sequence[str] = (),
         max_payload_bytes: int = 256 * 1024,
         idempotency_window: float = 24 * 3600,
         timeout: float = 5.0,
@@ -119,6 +125,12 @@ class Engine:
 
         `lanes` are the consumer lanes (job timeout classes) jobs are sorted into for push triggers and
         wake-ups; by default DEFAULT_LANES.
+
+        `queue_options` gives each queue's policy and `queues` names the queues it speaks for (a
+        registry's): before its first call the engine writes their policies to Redis, where every script
+        reads them (publish_policies). Given `queue_options` without `queues`, it speaks for every queue
+        it uses, publishing each before its first call there; with neither, it publishes nothing and
+        the scripts apply what is stored (QueueOptions' defaults where nothing is).
         """
         self.keys = Keys(prefix)
         self.lanes = lanes or Lanes.of(DEFAULT_LANES)
@@ -128,7 +140,9 @@ class Engine:
         self.max_payload_bytes = max_payload_bytes
         self.idempotency_window = idempotency_window
         self.lease_margin = lease_margin
-        self._queues_seen: set[str] = set()
+        self._known_queues = tuple(queues)
+        self._publish_any = queue_options is not None and not queues
+        self._published: set[str] = set()
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -141,14 +155,22 @@ class Engine:
     def _now_ms(self) -> int:
         return ms(self.clock() if self.clock is not None else time.time())
 
-    def _retention(self, queue: str) -> list[float]:
-        o = self.queue_options(queue)
-        return [
-            ms(o.keep_completed_seconds),
-            o.keep_completed_count,
-            ms(o.keep_failed_seconds),
-            ms(o.keep_cancelled_seconds),
-        ]
+    async def publish_policies(self, queues: Iterable[str]) -> None:
+        """Write these queues' policies (queue_options) to Redis, where every script reads them. One call.
+
+        Each engine does this before it first uses a queue, so every process applies one policy: the
+        last one written (a deployment runs one registry; a rolling deploy converges as processes start).
+        """
+        policies = {queue: dumps(self.queue_options(queue).stored()) for queue in queues}
+        if policies:
+            await self.store.script("policy", [*self._base(), dumps(policies)])
+            self._published.update(policies)
+
+    async def _ensure_policies(self, queues: Iterable[str] = ()) -> None:
+        """Publish, once per engine, the policies of the queues it speaks for (`queues` among them)."""
+        missing = {*self._known_queues, *(queues if self._publish_any else ())} - self._published
+        if missing:
+            await self.publish_policies(sorted(missing))
 
     def _lane_limit(self, lane: str) -> float:
         try:
@@ -246,14 +268,8 @@ class Engine:
         if not 1 <= len(specs) <= MAX_BATCH:
             raise ValidationError(f"submit 1 to {MAX_BATCH} jobs per call", field="jobs")
         jobs = [self._plan_job(i, spec) for i, spec in enumerate(specs)]
-        concurrency = {q: self.queue_options(q).concurrency for q in {job["q"] for job in jobs}}
-        plan = {
-            "w": ms(self.idempotency_window),
-            "tr": ms(TRIGGER_TTL),
-            "cap": LISTING_CAP,
-            "cc": {q: limit for q, limit in concurrency.items() if limit is not None},
-            "jobs": jobs,
-        }
+        await self._ensure_policies(job["q"] for job in jobs)
+        plan = {"w": ms(self.idempotency_window), "tr": ms(TRIGGER_TTL), "cap": LISTING_CAP, "jobs": jobs}
         try:
             reply = await self.store.script_json("enqueue", [*self._base(), dumps(plan)])
         except IdempotencyConflictError as exc:  # the script names the item: "jobs[<index>]"
@@ -262,7 +278,6 @@ class Engine:
                 field=f"{exc.message}.idempotency_key",
             ) from exc
         now = int(reply["now"])
-        self._queues_seen.update(job["q"] for job in jobs)
         results = []
         for job, item in zip(jobs, reply["r"], strict=True):
             if item[1] == 1:
@@ -318,20 +333,14 @@ class Engine:
             triggers = [self.keys.trigger(name) for name in self.lanes.names]
         if max_timeout is not None and not max_timeout > 0:
             raise ValidationError("max_timeout must be > 0", field="max_timeout")
-        options = self.queue_options(queue)
-        rate_n, rate_s = options.rate_limit or (0, 1.0)
-        self._queues_seen.add(queue)
+        await self._ensure_policies([queue])
         args = [
             *self._base(),
             queue,
             str(n),
             str(-1 if lease is None else ms(lease)),
             str(ms(self.lease_margin)),
-            str(rate_n),
-            str(max(1, ms(rate_s))),
             secrets.token_hex(8),
-            str(ms(options.keep_failed_seconds)),
-            str(options.concurrency or 0),
             "-1" if max_timeout is None else repr(float(max_timeout)),
             *triggers,
         ]
@@ -391,12 +400,8 @@ class Engine:
                     "g": _bound_logs(o.logs),
                 }
             )
-        plan = {
-            "o": plan_outcomes,
-            "u": jitter_draw(),
-            "opts": {q: self._retention(q) for q in self._queues_seen},
-            "def": self._retention(""),
-        }
+        await self._ensure_policies()
+        plan = {"o": plan_outcomes, "u": jitter_draw()}
         reply = await self.store.script_json("finish", [*self._base(), dumps(plan)])
         return [
             FinishResult(job_id=o.job_id, ok=ok == 1, state=State(state) if state else None)
@@ -456,11 +461,8 @@ class Engine:
         A terminal job is returned unchanged.
         """
         job_id = _valid_id(job_id)
-        keep = {
-            "opts": {q: ms(self.queue_options(q).keep_cancelled_seconds) for q in self._queues_seen},
-            "def": ms(self.queue_options("").keep_cancelled_seconds),
-        }
-        args = [*self._base(), job_id, owner or "", dumps(keep)]
+        await self._ensure_policies()
+        args = [*self._base(), job_id, owner or ""]
         reply = await self.store.script_json("cancel", args)
         return decode_job(job_id, as_fields(reply["j"]), int(reply["now"]))
 

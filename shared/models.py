@@ -184,7 +184,9 @@ class ProgressUpdate(BaseModel):
 
 
 class QueueOptions(BaseModel):
-    """Per-queue policy the scripts need; supplied by the job-type registry, not stored in Redis."""
+    """Per-queue policy the scripts apply. The job-type registry supplies it and every engine writes it to
+    the queue's meta in Redis before using the queue (`Engine.publish_policies`), so every process,
+    whatever its own registry, applies the same (the last one written)."""
 
     keep_completed_seconds: float = 24 * 3600
     keep_completed_count: int = 1000
@@ -192,6 +194,19 @@ class QueueOptions(BaseModel):
     keep_cancelled_seconds: float = 24 * 3600
     rate_limit: tuple[int, float] | None = None  # at most N jobs claimed per interval (seconds)
     concurrency: int | None = Field(default=None, ge=1)  # max active jobs across every consumer; None: any
+
+    def stored(self) -> dict[str, int]:
+        """The policy as the scripts read it (the queue meta's `pol` field): integer ms, 0 for none."""
+        rate_n, rate_s = self.rate_limit or (0, 1.0)
+        return {
+            "kc": round(self.keep_completed_seconds * 1000),
+            "kn": self.keep_completed_count,
+            "kf": round(self.keep_failed_seconds * 1000),
+            "kx": round(self.keep_cancelled_seconds * 1000),
+            "rn": rate_n,
+            "ri": max(1, round(rate_s * 1000)),
+            "cc": self.concurrency or 0,
+        }
 
 
 class QueueStats(BaseModel):

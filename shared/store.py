@@ -36,6 +36,7 @@ from shared.errors import (
     ValidationError,
 )
 from shared.limits import MAX_ERRORS_KEPT, MAX_LOG_LINES
+from shared.models import QueueOptions
 from shared.settings import Settings
 
 T = TypeVar("T")
@@ -84,8 +85,13 @@ def script_source(name: str) -> str:
 
 
 def constants_header() -> str:
-    """Lua locals with the values whose one home is Python (shared/limits.py), so no script repeats them."""
-    return f"local LIMITS = {{errors = {MAX_ERRORS_KEPT}, log_lines = {MAX_LOG_LINES}}}"
+    """Lua locals with the values whose one home is Python, so no script repeats them: the limits of
+    shared/limits.py and the policy of a queue no process has published (QueueOptions' defaults)."""
+    default_policy = ", ".join(f"{name} = {value}" for name, value in QueueOptions().stored().items())
+    return (
+        f"local LIMITS = {{errors = {MAX_ERRORS_KEPT}, log_lines = {MAX_LOG_LINES}}}\n"
+        f"local DEFAULT_POLICY = {{{default_policy}}}"
+    )
 
 
 @cache

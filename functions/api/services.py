@@ -44,7 +44,7 @@ def build_services(
     redis = redis if redis is not None else make_redis(settings)
     store = Store(redis, timeout=settings.redis_timeout)
     keys = Keys(settings.key_prefix)
-    engine = Engine.for_settings(settings, redis, registry.queue_options)
+    engine = Engine.for_settings(settings, redis, registry.queue_options, registry.queues())
     key_store = ApiKeyStore(store, keys.api_keys())
     return Services(
         settings=settings,

@@ -68,7 +68,7 @@ def build_runtime(
     if config.lane is None and settings.lane is not None:
         config = replace(config, lane=settings.lane)
     redis = redis if redis is not None else make_redis(settings)
-    engine = Engine.for_settings(settings, redis, registry.queue_options)
+    engine = Engine.for_settings(settings, redis, registry.queue_options, registry.queues())
     return ConsumerRuntime(
         settings=settings,
         redis=redis,

@@ -1,8 +1,8 @@
 -- cancel.lua: waiting/delayed -> cancelled at once; active -> cancellation requested (its consumer
 -- records "cancelled" at its next heartbeat or finish); terminal -> unchanged.
 -- KEYS: none (keys derive from the prefix; see lib.lua).
--- ARGV[1] prefix, ARGV[2] now ms or -1, ARGV[3] job id, ARGV[4] owner or "" (any),
--- ARGV[5] JSON {opts: {queue: cancelled retention ms}, def: ms}.
+-- ARGV[1] prefix, ARGV[2] now ms or -1, ARGV[3] job id, ARGV[4] owner or "" (any).
+-- A cancelled job is kept for its queue's policy's cancelled retention (lib.lua policy).
 -- Returns the flat job hash after the change; error not_found when missing or owned by another.
 local now = now_ms()
 local id, owner = ARGV[3], ARGV[4]
@@ -20,8 +20,7 @@ if m.s == 'queued' then
   redis.call('ZADD', k_state(q, 'cancelled'), n2s(now), id)
   m.s, m.fa = 'cancelled', now
   redis.call('HSET', key, 'm', pack_m(m))
-  local keep = cjson.decode(ARGV[5])
-  redis.call('PEXPIRE', key, n2s(keep.opts[q] or keep.def))
+  redis.call('PEXPIRE', key, n2s(policy(redis.call('HGET', k_meta(q), 'pol')).kx))
   redis.call('HINCRBY', k_meta(q), 'cancelled', 1)
   add_event(q, now, 'cancelled', {id})
 elseif m.s == 'active' and m.x ~= '1' then

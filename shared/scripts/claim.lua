@@ -5,9 +5,9 @@
 -- An empty or paused queue costs one inner read (its due-index entry is absent or in the future).
 -- KEYS: none (keys derive from the prefix; see lib.lua; the trigger keys come in ARGV).
 -- ARGV[1] prefix, ARGV[2] now ms or -1, ARGV[3] queue, ARGV[4] n, ARGV[5] lease ms or -1 (each job's
--- timeout + margin), ARGV[6] lease margin ms, ARGV[7] rate-limit count (0: none), ARGV[8] rate-limit
--- interval ms, ARGV[9] token nonce, ARGV[10] failed retention ms, ARGV[11] concurrency limit (0: none),
--- ARGV[12] longest job timeout s to take (-1: any), ARGV[13..] trigger keys to delete when jobs are taken.
+-- timeout + margin), ARGV[6] lease margin ms, ARGV[7] token nonce, ARGV[8] longest job timeout s to take
+-- (-1: any), ARGV[9..] trigger keys to delete when jobs are taken. The rate limit, concurrency limit and
+-- failed retention are the queue's policy (lib.lua policy).
 -- Returns JSON {now, j: [[id, token, lease until ms, flat job hash], ...]}.
 local q = ARGV[3]
 local due_at = redis.call('ZSCORE', K_DUE, q)
@@ -18,15 +18,15 @@ if tonumber(due_at) > now then return cjson.encode({j = {}, now = now}) end
 local n = tonumber(ARGV[4])
 local lease_override = tonumber(ARGV[5])
 local margin = tonumber(ARGV[6])
-local rate_n, rate_ms = tonumber(ARGV[7]), tonumber(ARGV[8])
-local nonce = ARGV[9]
-local keep_failed = tonumber(ARGV[10])
-local limit = tonumber(ARGV[11])
-local max_timeout = tonumber(ARGV[12])
+local nonce = ARGV[7]
+local max_timeout = tonumber(ARGV[8])
 -- The wait counters are read here and written back with the claim time ('lc') in one HSET at the end.
 local WAIT_FIELDS = {'wait_ms'}
 for i = 1, #RUN_BOUNDS + 1 do WAIT_FIELDS[#WAIT_FIELDS + 1] = 'hw' .. i end
-local meta = redis.call('HMGET', k_meta(q), 'paused', 'rlw', 'rlc', unpack(WAIT_FIELDS))
+local meta = redis.call('HMGET', k_meta(q), 'paused', 'rlw', 'rlc', 'pol', unpack(WAIT_FIELDS))
+local W = 4 -- meta[W + i] is WAIT_FIELDS[i]
+local pol = policy(meta[4])
+local rate_n, rate_ms, keep_failed, limit = pol.rn, pol.ri, pol.kf, pol.cc
 if meta[1] == '1' then
   redis.call('ZREM', K_DUE, q)
   return cjson.encode({j = {}, now = now})
@@ -159,10 +159,10 @@ add_event(q, now, 'active', ids)
 local fields = {'lc', n2s(now)}
 if #ids > 0 then
   fields[#fields + 1] = 'wait_ms'
-  fields[#fields + 1] = n2s((tonumber(meta[4]) or 0) + wait_sum)
+  fields[#fields + 1] = n2s((tonumber(meta[W + 1]) or 0) + wait_sum)
   for b, count in pairs(wait_hist) do
     fields[#fields + 1] = 'hw' .. b
-    fields[#fields + 1] = n2s((tonumber(meta[4 + b]) or 0) + count)
+    fields[#fields + 1] = n2s((tonumber(meta[W + 1 + b]) or 0) + count)
   end
 end
 local blocked_until = nil
@@ -177,5 +177,5 @@ redis.call('HSET', k_meta(q), unpack(fields))
 -- A queue at its concurrency limit is not due for its waiting jobs: only a lease to reap or a delayed
 -- job makes it due, and a finish (which frees a slot) makes it due again.
 refresh_due(q, false, now, blocked_until, limit > 0 and running + #ids >= limit)
-if #ids > 0 and #ARGV >= 13 then redis.call('DEL', unpack(ARGV, 13)) end
+if #ids > 0 and #ARGV >= 9 then redis.call('DEL', unpack(ARGV, 9)) end
 return cjson.encode({j = claimed, now = now})

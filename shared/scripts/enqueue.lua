@@ -3,7 +3,6 @@
 -- KEYS: none (keys derive from the prefix; see lib.lua).
 -- ARGV[1] prefix, ARGV[2] now ms or -1, ARGV[3] JSON plan:
 --   {w: idempotency window ms, tr: trigger expiry ms, cap: listing index cap,
---    cc: {queue: concurrency limit} (queues with one),
 --    jobs: [{id, q, d: immutable JSON, pr: priority, delay: ms, at: run-at ms or null,
 --            ik: idempotency key name or null, ih: request hash, ix: [listing index key names],
 --            tk: its lane's trigger key}]}
@@ -70,7 +69,7 @@ for i, job in ipairs(jobs) do
 end
 
 for q, g in pairs(per_queue) do
-  local meta = redis.call('HMGET', k_meta(q), 'paused')
+  local meta = redis.call('HMGET', k_meta(q), 'paused', 'pol')
   if #g.wids > 0 then
     local last = redis.call('HINCRBY', k_meta(q), 'seq', #g.wids)
     local seq = last - #g.wids
@@ -86,8 +85,8 @@ for q, g in pairs(per_queue) do
   redis.call('SADD', K_QUEUES, q)
   -- A queue at its concurrency limit stays due at its next lease deadline for new waiting jobs.
   local first = g.first
-  local limit = plan.cc[q]
-  if limit and #g.wids > 0 and redis.call('ZCARD', k_state(q, 'active')) >= limit then
+  local limit = policy(meta[2]).cc
+  if limit > 0 and #g.wids > 0 and redis.call('ZCARD', k_state(q, 'active')) >= limit then
     first = g.first_delayed
   end
   if first then mark_due(q, first, meta[1] == '1') end

@@ -10,8 +10,8 @@
 -- KEYS: none (keys derive from the prefix; see lib.lua).
 -- ARGV[1] prefix, ARGV[2] now ms or -1, ARGV[3] JSON
 --   {o: [{id, k: token, st: status, r: result JSON|null, e: {kind, message}|null, ra: delay ms|null,
---         p: progress|null, g: [log lines]}], u: jitter draw, opts: {queue: retention}, def: retention}
---   retention = [keep completed ms, keep completed count, keep failed ms, keep cancelled ms]
+--         p: progress|null, g: [log lines]}], u: jitter draw}
+-- Retention is the queue's policy (lib.lua policy).
 -- Returns JSON [[ok 0|1, state|""], ...] in outcome order.
 local plan = cjson.decode(ARGV[3])
 local now = now_ms()
@@ -20,8 +20,10 @@ local groups = {}
 local function group(q)
   local g = groups[q]
   if not g then
-    g = {moved = {}, completed = {}, failed = {}, cancelled = {}, delayed = {}, c = {}, ret = nil}
-    g.ret = plan.opts[q] or plan.def
+    g = {moved = {}, completed = {}, failed = {}, cancelled = {}, delayed = {}, c = {}}
+    -- One read of the queue's meta per call: paused flag, this minute's throughput slot, policy.
+    g.meta = redis.call('HMGET', k_meta(q), 'paused', throughput_field(now), 'pol')
+    g.pol = policy(g.meta[3])
     groups[q] = g
   end
   return g
@@ -92,11 +94,11 @@ for i, o in ipairs(plan.o) do
     fields[#fields + 1] = 'm'; fields[#fields + 1] = pack_m(m)
     redis.call('HSET', key, unpack(fields))
     if state == 'completed' then
-      redis.call('PEXPIRE', key, n2s(g.ret[1]))
+      redis.call('PEXPIRE', key, n2s(g.pol.kc))
     elseif state == 'failed' then
-      redis.call('PEXPIRE', key, n2s(g.ret[3]))
+      redis.call('PEXPIRE', key, n2s(g.pol.kf))
     elseif state == 'cancelled' then
-      redis.call('PEXPIRE', key, n2s(g.ret[4]))
+      redis.call('PEXPIRE', key, n2s(g.pol.kx))
     end
     if state == 'completed' or state == 'failed' then
       g.c.run_ms = (g.c.run_ms or 0) + ran
@@ -116,14 +118,13 @@ for q, g in pairs(groups) do
   zadd(k_state(q, 'failed'), g.failed)
   zadd(k_state(q, 'cancelled'), g.cancelled)
   zadd(k_state(q, 'delayed'), g.delayed)
-  local meta = redis.call('HMGET', k_meta(q), 'paused', throughput_field(now))
   -- Keep the due index exact (retries add work; an emptied active set removes a lease deadline).
-  refresh_due(q, meta[1] == '1', now, nil)
+  refresh_due(q, g.meta[1] == '1', now, nil)
   add_counts(q, g.c)
-  add_throughput(q, now, g.c.completed or 0, g.c.failed or 0, meta[2])
-  if #g.completed > 0 then trim_terminal(q, 'completed', now - g.ret[1], g.ret[2]) end
-  if #g.failed > 0 then trim_terminal(q, 'failed', now - g.ret[3], nil) end
-  if #g.cancelled > 0 then trim_terminal(q, 'cancelled', now - g.ret[4], nil) end
+  add_throughput(q, now, g.c.completed or 0, g.c.failed or 0, g.meta[2])
+  if #g.completed > 0 then trim_terminal(q, 'completed', now - g.pol.kc, g.pol.kn) end
+  if #g.failed > 0 then trim_terminal(q, 'failed', now - g.pol.kf, nil) end
+  if #g.cancelled > 0 then trim_terminal(q, 'cancelled', now - g.pol.kx, nil) end
   for _, state in ipairs({'completed', 'failed', 'cancelled', 'delayed'}) do
     if g[state .. '_ids'] then add_event(q, now, state, g[state .. '_ids']) end
   end

@@ -2,7 +2,8 @@
 -- Every script's ARGV[1] is the deployment key prefix with its separator ("jobq:"); ARGV[2] is "now" in
 -- epoch ms, or "-1" to read the Redis server's clock (the lease authority, see docs/redis-schema.md).
 -- Key names below must match shared/keys.py (tests/integration/test_engine_keys.py pins the pair).
--- LIMITS (errors and log lines a job keeps) comes from shared/limits.py, in the header shared.store prepends.
+-- LIMITS (errors and log lines a job keeps) and DEFAULT_POLICY come from Python, in the header shared.store
+-- prepends (shared/limits.py, QueueOptions).
 local P = ARGV[1]
 local unpack = unpack or table.unpack
 local PRIO_SCALE = 17592186044416 -- 2^44: waiting score = priority * 2^44 + sequence, exact in a double
@@ -16,6 +17,16 @@ local function k_meta(q) return P .. 'q:' .. q .. ':meta' end
 local function k_events(q) return P .. 'q:' .. q .. ':events' end
 local K_DUE = P .. 'due'
 local K_QUEUES = P .. 'queues'
+
+-- A queue's policy as QueueOptions.stored() wrote it to the queue's meta field 'pol' (Engine.publish_policies):
+-- kc/kn keep completed ms/count, kf/kx keep failed/cancelled ms, rn/ri rate limit count/interval ms,
+-- cc concurrency limit (0: none). `text` is that field as read (false when absent: DEFAULT_POLICY).
+local function policy(text)
+  if not text then return DEFAULT_POLICY end
+  local p = cjson.decode(text)
+  for name, value in pairs(DEFAULT_POLICY) do if p[name] == nil then p[name] = value end end
+  return p
+end
 
 local function now_ms()
   local v = tonumber(ARGV[2])

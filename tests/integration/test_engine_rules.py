@@ -209,3 +209,33 @@ async def test_stats_show_the_last_claim_and_why_a_queue_looks_stalled(
     await engine.resume("echo")
     await engine.claim("echo", 1)
     assert (await engine.stats("echo")).stalled is None
+
+
+async def test_every_process_applies_the_policy_in_redis(
+    engine_factory: EngineFactory, fake_clock: FakeClock
+) -> None:
+    """The registry's engine writes the queue's policy; an engine with no view of it applies the same."""
+    registry_view = engine_factory(
+        clock=fake_clock,
+        queue_options=lambda q: QueueOptions(rate_limit=(1, 3600), keep_cancelled_seconds=60),
+    )
+    await registry_view.enqueue([spec(payload=i) for i in range(3)])
+    other = engine_factory(clock=fake_clock)  # no queue options of its own: what is stored applies
+    assert len(await other.claim("echo", 3)) == 1  # the rate limit, one claim per hour
+    waiting = (await other.list_jobs(queue="echo", state=State.WAITING)).jobs[0]
+    cancelled = await other.cancel(waiting.id)  # an instance that never enqueued to the queue
+    assert cancelled.state == State.CANCELLED
+    ttl = int(await other.store.command("PTTL", other.keys.job(waiting.id)))
+    assert 0 < ttl <= 60_000  # the queue's cancelled retention, not the default day
+
+
+async def test_an_engine_speaking_for_its_queues_publishes_them_before_its_first_call(
+    engine_factory: EngineFactory, fake_clock: FakeClock
+) -> None:
+    limited = engine_factory(
+        clock=fake_clock, queue_options=lambda q: QueueOptions(concurrency=1), queues=["echo"]
+    )
+    plain = engine_factory(clock=fake_clock)
+    await plain.enqueue([spec(payload=i) for i in range(3)])
+    assert [c.job.payload for c in await limited.claim("echo", 3)] == [0]  # published, then applied
+    assert await plain.claim("echo", 3) == []  # at the queue's limit, for every engine

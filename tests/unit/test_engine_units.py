@@ -173,9 +173,11 @@ def test_transport_failures_are_unavailable() -> None:
 
 def test_scripts_carry_the_shared_library() -> None:
     source = script_source("claim")
-    header, rest = source.split("\n", 1)
-    assert header == constants_header() and rest.startswith("-- lib.lua") and "\n-- claim.lua" in rest
-    assert f"errors = {MAX_ERRORS_KEPT}," in header and f"log_lines = {MAX_LOG_LINES}" in header
+    limits, default_policy, rest = source.split("\n", 2)
+    assert f"{limits}\n{default_policy}" == constants_header()
+    assert rest.startswith("-- lib.lua") and "\n-- claim.lua" in rest
+    assert f"errors = {MAX_ERRORS_KEPT}," in limits and f"log_lines = {MAX_LOG_LINES}" in limits
+    assert "kn = 1000," in default_policy and "cc = 0" in default_policy  # QueueOptions' defaults
     assert len(script_sha("claim")) == 40 and script_sha("claim") != script_sha("finish")
 
 
