@@ -147,7 +147,7 @@ async def test_overview_counts_equal_the_engine_and_times_come_from_its_histogra
 # -- a queue's jobs -------------------------------------------------------------------------------------
 
 
-async def test_queue_jobs_filter_by_state_type_and_owner_newest_first(
+async def test_queue_jobs_filter_by_state_type_and_owner_in_claim_order(
     api: httpx.AsyncClient, make_user: MakeUser
 ) -> None:
     alice, bob = await make_user("alice"), await make_user("bob")
@@ -161,9 +161,9 @@ async def test_queue_jobs_filter_by_state_type_and_owner_newest_first(
         return result
 
     everyone = await page(state="waiting")
-    assert [j["id"] for j in everyone["jobs"]] == sorted(alice_ids + bob_ids, reverse=True)
+    assert [j["id"] for j in everyone["jobs"]] == sorted(alice_ids + bob_ids)  # waiting: next to run first
     assert "payload" not in everyone["jobs"][0]  # rows are summaries: the detail view loads payloads
-    assert [j["id"] for j in (await page(state="waiting", owner="alice"))["jobs"]] == alice_ids[::-1]
+    assert [j["id"] for j in (await page(state="waiting", owner="alice"))["jobs"]] == alice_ids
     assert (await page(state="waiting", type="fetch"))["jobs"] == []
     assert (await page(state="completed"))["jobs"] == []
 
@@ -176,7 +176,7 @@ async def test_queue_jobs_filter_by_state_type_and_owner_newest_first(
         cursor = result["cursor"]
         if cursor is None:
             break
-    assert seen == bob_ids[::-1]
+    assert seen == bob_ids
     for cursor in ["<script>", "7.1", "1.", "1.1234567890"]:
         path = "/v1/dashboard/queues/echo/jobs"
         bad = await api.get(path, params={"cursor": cursor}, headers=ADMIN_HEADERS)

@@ -172,8 +172,9 @@ async def queue_jobs(
     cursor: Annotated[str | None, Query(pattern=QUEUE_CURSOR_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 50,
 ) -> JobSummaryPage:
-    """A queue's jobs, newest first, by state, type and owner (filtered in the listing script). A page
-    may come back short when the filters are sparse; follow `cursor` until it is null."""
+    """A queue's jobs by state, type and owner (filtered in the listing script), in the engine's order:
+    waiting in claim order, delayed next due first, the others newest first. A page may come back short
+    when the filters are sparse; follow `cursor` until it is null."""
     page = await engine.list_jobs(
         queue=queue, state=state, type=type, owner=owner, cursor=cursor, limit=limit
     )

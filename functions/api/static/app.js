@@ -540,7 +540,7 @@ function renderQueue(queue, filters, page, pages, rerender) {
         pages.pop();
         rerender();
       },
-      text: "← Newer",
+      text: "← Previous",
     }),
     h("span", { text: `Page ${pages.length}` }),
     h("button", {
@@ -550,7 +550,7 @@ function renderQueue(queue, filters, page, pages, rerender) {
         pages.push(page.cursor);
         rerender();
       },
-      text: "Older →",
+      text: "Next →",
     }),
   );
   return h(
