@@ -13,7 +13,6 @@ RESP over TCP. The table is printed and written to docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -22,10 +21,8 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +31,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-from bench.proxy import CountingProxy
+from bench.proxy import ProxyProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_VENV = ROOT / "bench" / ".venv"
@@ -104,44 +101,6 @@ def redis_server(url: str | None) -> Iterator[tuple[str, int]]:
     yield host, port
 
 
-class ProxyThread:
-    """The counting proxy on its own event loop in a background thread."""
-
-    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
-        self.proxy = CountingProxy(upstream_host=upstream_host, upstream_port=upstream_port)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> ProxyThread:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.proxy.start(), self.loop).result(10)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.proxy.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-    @property
-    def port(self) -> int:
-        return self.proxy.port
-
-    def total(self) -> int:
-        return self._read(self.proxy.total)
-
-    def billed(self) -> int:
-        """Commands as Upstash bills them (PING, MULTI and EXEC free), read on the proxy's loop."""
-        return self._read(self.proxy.billed)
-
-    def _read(self, count: Callable[[], int]) -> int:
-        async def read() -> int:
-            return count()
-
-        future: Future[int] = asyncio.run_coroutine_threadsafe(read(), self.loop)
-        return future.result(10)
-
-
 @dataclass
 class Snapshot:
     client_commands: int
@@ -178,7 +137,7 @@ def run_reference(name: str, python: Path, redis_port: int, jobs: int, idle: flo
     """Run one reference script through the proxy, snapshotting counts and memory at each of its marks."""
     direct = redis.Redis(port=redis_port)
     direct.flushall()
-    with ProxyThread(redis_port) as proxy:
+    with ProxyProcess(redis_port) as proxy:
         command = [str(python), str(REFERENCE / f"{name}_ref.py"), "--port", str(proxy.port)]
         command += ["--direct-port", str(redis_port), "--jobs", str(jobs), "--idle", str(idle)]
         process = subprocess.Popen(

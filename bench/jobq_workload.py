@@ -25,7 +25,8 @@ import httpx
 import redis
 from pydantic import BaseModel, SecretStr
 
-from bench.compare import ProxyThread, free_port, server_commands, used_memory
+from bench.compare import free_port, server_commands, used_memory
+from bench.proxy import ProxyProcess
 from functions.consumer.runtime import ConsumerRuntime, build_runtime
 from shared.consumer import ConsumerConfig
 from shared.consumer.worker import Worker
@@ -104,7 +105,7 @@ def gateway(upstream_port: int) -> Iterator[tuple[str, str]]:
 class Meter:
     """Billed commands (at the proxy behind the gateway), server commands and memory, per phase."""
 
-    def __init__(self, proxy: ProxyThread, direct: redis.Redis) -> None:
+    def __init__(self, proxy: ProxyProcess, direct: redis.Redis) -> None:
         self.proxy, self.direct = proxy, direct
 
     def billed(self) -> int:
@@ -228,7 +229,7 @@ async def tick_latency(rt: ConsumerRuntime, starts: Starts, samples: int) -> tup
 def run(redis_port: int, jobs: int, idle: float) -> dict[str, Any]:
     direct = redis.Redis(port=redis_port)
     direct.flushall()
-    with ProxyThread(redis_port) as proxy, gateway(proxy.port) as (url, token):
+    with ProxyProcess(redis_port) as proxy, gateway(proxy.port) as (url, token):
         result = asyncio.run(workload(url, token, Meter(proxy, direct), jobs, idle))
     direct.flushall()
     direct.close()

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import multiprocessing
 from collections import Counter
+from multiprocessing.connection import Connection
 
 # What a per-command bill leaves out: the health check and a transaction's wrapper (Upstash bills only the
 # entries), which is also what `jobq gateway`'s own counter leaves out.
@@ -121,6 +123,76 @@ class CountingProxy:
             for w in (writer, up_writer):
                 with contextlib.suppress(Exception):
                     w.close()
+
+
+class ProxyProcess:
+    """The counting proxy in a process of its own, its counts read over a pipe.
+
+    A measured client must not share its interpreter with the proxy: parsing every command the gateway
+    forwards would take the client's GIL (over a quarter of the samples of an in-process jobq consumer),
+    a handicap the reference queues, which run in their own processes, never paid.
+    """
+
+    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.port = 0
+        context = multiprocessing.get_context("spawn")  # a clean interpreter: no inherited loop or threads
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve_counts, args=(child, *self.upstream), daemon=True)
+
+    def __enter__(self) -> ProxyProcess:
+        self._process.start()
+        if not self._conn.poll(30):
+            self._process.kill()
+            raise RuntimeError("the counting proxy did not start")
+        self.port = int(self._conn.recv())
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.send("stop")
+        self._process.join(10)
+        if self._process.is_alive():
+            self._process.kill()
+        self._conn.close()
+
+    def total(self) -> int:
+        return self._ask("total")
+
+    def billed(self) -> int:
+        """Commands as Upstash bills them (PING, MULTI and EXEC free)."""
+        return self._ask("billed")
+
+    def _ask(self, question: str) -> int:
+        self._conn.send(question)
+        if not self._conn.poll(10):
+            raise RuntimeError("the counting proxy did not answer")
+        return int(self._conn.recv())
+
+
+def _serve_counts(conn: Connection, upstream_host: str, upstream_port: int) -> None:
+    """The proxy process: serve, answer count questions from the pipe, stop when asked (or orphaned)."""
+
+    async def serve() -> None:
+        proxy = CountingProxy(upstream_host=upstream_host, upstream_port=upstream_port)
+        conn.send(await proxy.start())
+        stopped = asyncio.Event()
+
+        def answer() -> None:
+            try:
+                question = conn.recv()
+            except EOFError:  # the parent is gone
+                question = "stop"
+            if question == "stop":
+                stopped.set()
+            else:
+                conn.send(proxy.total() if question == "total" else proxy.billed())
+
+        asyncio.get_running_loop().add_reader(conn.fileno(), answer)
+        await stopped.wait()
+        await proxy.stop()
+
+    asyncio.run(serve())
 
 
 async def _main(listen: int, upstream: int, seconds: float) -> None:

@@ -347,14 +347,14 @@ async def completion_waits(client: httpx.AsyncClient, submitted: dict[str, float
 
 def run(host: str, port: int, sizes: Sizes) -> list[dict[str, Any]]:
     """Both phases on the Redis at host:port (flushed before each), each through a fresh `jobq dev`."""
-    from bench.compare import ProxyThread
+    from bench.proxy import ProxyProcess
 
     direct = redis.Redis(host=host, port=port)
     rows = []
     try:
         for phase in (batch_phase, single_phase):
             direct.flushall()
-            with ProxyThread(port, host) as proxy, dev_stack(f"redis://127.0.0.1:{proxy.port}/0") as stack:
+            with ProxyProcess(port, host) as proxy, dev_stack(f"redis://127.0.0.1:{proxy.port}/0") as stack:
                 print(f"-- stack {phase.__name__.removesuffix('_phase')}", flush=True)
                 rows.append(asyncio.run(phase(*stack, Meter(proxy, direct), sizes)))
         direct.flushall()

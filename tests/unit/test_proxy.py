@@ -77,7 +77,7 @@ async def test_proxy_counts_client_commands_not_lua_calls() -> None:
 @pytest.mark.realredis
 async def test_billed_count_behind_the_gateway_matches_the_gateways_counter() -> None:
     """The stack bench counts at a proxy behind `jobq dev`'s gateway: it must agree with /_jobq/commands."""
-    from bench.compare import ProxyThread
+    from bench.proxy import ProxyProcess
     from tests.support.gateway import ThreadGateway
 
     url = os.environ.get("JOBQ_TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -93,7 +93,7 @@ async def test_billed_count_behind_the_gateway_matches_the_gateways_counter() ->
         await probe.aclose()
     key = f"test-proxy-billed:{os.getpid()}"
     script = "redis.call('INCR', KEYS[1]); return redis.call('INCR', KEYS[1])"
-    proxy = ProxyThread(parts.port or 6379, parts.hostname or "127.0.0.1")
+    proxy = ProxyProcess(parts.port or 6379, parts.hostname or "127.0.0.1")
     with proxy, ThreadGateway(f"redis://127.0.0.1:{proxy.port}/0") as gateway:
         async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.auth) as rest:
             before = proxy.billed()
