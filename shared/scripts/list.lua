@@ -63,14 +63,16 @@ else
     if state == '' or state == s then
       local order = 'ZREVRANGE'
       if s == 'waiting' or s == 'delayed' then order = 'ZRANGE' end -- the order they will run in
-      local ids = redis.call(order, k_state(target, s), offset, offset + limit - #found - 1)
+      local want = limit - #found
+      local ids = redis.call(order, k_state(target, s), offset, offset + want - 1)
       for _, id in ipairs(ids) do
         scanned = scanned + 1
         offset = offset + 1
         local flat = load(id, false)
         if flat then found[#found + 1] = {id, flat} end
       end
-      if #found < limit then si, offset = si + 1, 0 end
+      -- A short read means the state is exhausted; a full one whose entries the filters left out is not.
+      if #ids < want then si, offset = si + 1, 0 end
     else
       si, offset = si + 1, 0
     end
