@@ -249,6 +249,7 @@ class Engine:
             "pr": spec.priority,
             "delay": ms(spec.delay),
             "at": run_at,
+            "o": spec.owner,
             "ik": idem,
             "ih": hashlib.sha256(dumps(request).encode()).hexdigest()[:32],
             "ix": index_keys,

@@ -194,6 +194,14 @@ class QueueOptions(BaseModel):
     keep_cancelled_seconds: float = 24 * 3600
     rate_limit: tuple[int, float] | None = None  # at most N jobs claimed per interval (seconds)
     concurrency: int | None = Field(default=None, ge=1)  # max active jobs across every consumer; None: any
+    # Max active jobs of one owner across every consumer (Inngest's concurrency keys, BullMQ Pro's groups),
+    # with a fair share between owners: one owner's backlog does not delay another's first job.
+    owner_concurrency: int | None = Field(default=None, ge=1)
+
+    @property
+    def limited(self) -> bool:
+        """A limit across consumers: a finish anywhere may make room for a claim."""
+        return self.concurrency is not None or self.owner_concurrency is not None
 
     def stored(self) -> dict[str, int]:
         """The policy as the scripts read it (the queue meta's `pol` field): integer ms, 0 for none."""
@@ -206,6 +214,7 @@ class QueueOptions(BaseModel):
             "rn": rate_n,
             "ri": max(1, round(rate_s * 1000)),
             "cc": self.concurrency or 0,
+            "oc": self.owner_concurrency or 0,
         }
 
 

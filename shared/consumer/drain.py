@@ -323,7 +323,7 @@ class _Run:
                 self.ready.pop(queue, None)
                 if max_timeout is not None and max_timeout < self._longest_fit(queue):
                     self.budget_short = True  # its longer jobs may still wait for a fresh run
-                if self.c.registry.policy(queue).options.concurrency is not None:
+                if self.c.registry.policy(queue).options.limited:
                     # Short because the queue is at its limit across consumers? The due-index knows:
                     # a finish anywhere makes the queue due again. Look again shortly.
                     self.recheck_at = self.c._wall() + self.config.heartbeat_interval
@@ -381,7 +381,7 @@ class _Run:
         if log.isEnabledFor(logging.DEBUG):  # for the per-job line only
             fields = {**slot.fields(), "duration_ms": round((self.c._clock() - slot.began) * 1000, 1)}
         self.recorder.add(Pending(outcome, lease_until=slot.lease_until, fields=fields))
-        if self.c.registry.policy(slot.claimed.job.queue).options.concurrency is not None:
+        if self.c.registry.policy(slot.claimed.job.queue).options.limited:
             self.limited_done = True
         self.changed.set()
 

@@ -23,10 +23,11 @@ local max_timeout = tonumber(ARGV[8])
 -- The wait counters are read here and written back with the claim time ('lc') in one HSET at the end.
 local WAIT_FIELDS = {'wait_ms'}
 for i = 1, #RUN_BOUNDS + 1 do WAIT_FIELDS[#WAIT_FIELDS + 1] = 'hw' .. i end
-local meta = redis.call('HMGET', k_meta(q), 'paused', 'rlw', 'rlc', 'pol', unpack(WAIT_FIELDS))
-local W = 4 -- meta[W + i] is WAIT_FIELDS[i]
+local meta = redis.call('HMGET', k_meta(q), 'paused', 'rlw', 'rlc', 'pol', 'vc', unpack(WAIT_FIELDS))
+local W = 5 -- meta[W + i] is WAIT_FIELDS[i]
 local pol = policy(meta[4])
-local rate_n, rate_ms, keep_failed, limit = pol.rn, pol.ri, pol.kf, pol.cc
+local rate_n, rate_ms, keep_failed, limit, per_owner = pol.rn, pol.ri, pol.kf, pol.cc, pol.oc
+local owner_delta = {} -- active jobs per owner gained (claimed) and lost (reaped), with a limit per owner
 if meta[1] == '1' then
   redis.call('ZREM', K_DUE, q)
   return cjson.encode({j = {}, now = now})
@@ -46,6 +47,7 @@ if #expired > 0 then
         attempt = m.a, at = now}
       local e = push_error(f[3], err, LIMITS.errors)
       m.k = ''
+      if per_owner > 0 then owner_delta[h.o] = (owner_delta[h.o] or 0) - 1 end
       if retry_delay_ms(h, m.a, err.kind) then
         m.s, m.ra, m.sa = 'queued', now, ''
         redis.call('HSET', k_job(id), 'm', pack_m(m), 'e', e)
@@ -74,18 +76,13 @@ end
 local ready = redis.call('ZRANGEBYSCORE', k_state(q, 'delayed'), '-inf', n2s(now * 10 + 9),
   'WITHSCORES', 'LIMIT', 0, 1000)
 if #ready > 0 then
-  local last = redis.call('HINCRBY', k_meta(q), 'seq', #ready / 2)
-  local seq = last - #ready / 2
-  local pairs_, ids = {}, {}
+  local items, ids = {}, {}
   for i = 1, #ready, 2 do
-    local id, prio = ready[i], tonumber(ready[i + 1]) % 10
-    seq = seq + 1
-    pairs_[#pairs_ + 1] = n2s(prio * PRIO_SCALE + seq)
-    pairs_[#pairs_ + 1] = id
-    ids[#ids + 1] = id
+    items[#items + 1] = {tonumber(ready[i + 1]) % 10, ready[i]}
+    ids[#ids + 1] = ready[i]
   end
   zrem(k_state(q, 'delayed'), ids)
-  zadd(k_state(q, 'waiting'), pairs_)
+  zadd(k_state(q, 'waiting'), arrival_scores(q, items, per_owner))
   add_event(q, now, 'waiting', ids)
 end
 
@@ -106,11 +103,15 @@ if limit > 0 then
 end
 
 -- 5. Take up to `take` waiting jobs, lowest score (priority, then FIFO) first. With a timeout filter,
--- jobs too long for the caller are popped, inspected and put back with their own score (at most
--- n + 100 inspected per call), so a call that skips nothing costs what an unfiltered one does.
+-- jobs too long for the caller are popped, inspected and put back with their own score, and so are the
+-- jobs of an owner at its limit (at most n + 100 inspected per call), so a call that skips nothing costs
+-- what an unfiltered one does.
 local claimed, active_pairs, ids, skipped = {}, {}, {}, {}
 local wait_sum, wait_hist = 0, {}
 local budget = n + 100
+local filtered = max_timeout >= 0 or per_owner > 0
+local owner_active, owner_blocked = nil, false
+local vc = tonumber(meta[5])
 while take > #ids and budget > 0 do
   local want = math.min(take - #ids, budget)
   local popped = redis.call('ZPOPMIN', k_state(q, 'waiting'), want)
@@ -121,10 +122,22 @@ while take > #ids and budget > 0 do
     if #flat > 0 then
       local job = hash_to_table(flat)
       local h = head(job.d)
-      if max_timeout >= 0 and h.t > max_timeout then
+      local blocked = false
+      if per_owner > 0 then
+        if not owner_active then owner_active = hash_to_table(redis.call('HGETALL', k_owners(q))) end
+        local active = (tonumber(owner_active[h.o]) or 0) + (owner_delta[h.o] or 0)
+        blocked = active >= per_owner
+        owner_blocked = owner_blocked or blocked
+      end
+      if blocked or (max_timeout >= 0 and h.t > max_timeout) then
         skipped[#skipped + 1] = popped[i + 1]
         skipped[#skipped + 1] = id
       else
+        if per_owner > 0 then
+          owner_delta[h.o] = (owner_delta[h.o] or 0) + 1
+          local v = tonumber(popped[i + 1]) - h.p * PRIO_SCALE -- its place in the virtual sequence
+          if v > 0 and (not vc or v > vc) then vc = v end
+        end
         local m = unpack_m(job.m)
         local eligible = tonumber(m.ra) or now
         local attempt = m.a + 1
@@ -149,8 +162,9 @@ while take > #ids and budget > 0 do
     end
   end
   -- Unfiltered, one pop takes all there is; filtered, a short pop means waiting ran out.
-  if max_timeout < 0 or #popped / 2 < want then break end
+  if not filtered or #popped / 2 < want then break end
 end
+add_owner_active(q, owner_delta)
 zadd(k_state(q, 'waiting'), skipped)
 zadd(k_state(q, 'active'), active_pairs)
 add_event(q, now, 'active', ids)
@@ -165,6 +179,7 @@ if #ids > 0 then
     fields[#fields + 1] = n2s((tonumber(meta[W + 1 + b]) or 0) + count)
   end
 end
+if per_owner > 0 and vc then fields[#fields + 1] = 'vc'; fields[#fields + 1] = n2s(vc) end
 local blocked_until = nil
 if window then
   if #ids > 0 then
@@ -175,7 +190,10 @@ if window then
 end
 redis.call('HSET', k_meta(q), unpack(fields))
 -- A queue at its concurrency limit is not due for its waiting jobs: only a lease to reap or a delayed
--- job makes it due, and a finish (which frees a slot) makes it due again.
-refresh_due(q, false, now, blocked_until, limit > 0 and running + #ids >= limit)
+-- job makes it due, and a finish (which frees a slot) makes it due again. So is one whose waiting jobs
+-- this claim found only of owners at their limit (a finish or a submit makes it due again).
+local full = limit > 0 and running + #ids >= limit
+if owner_blocked and #ids < take then full = true end
+refresh_due(q, false, now, blocked_until, full)
 if #ids > 0 and #ARGV >= 9 then redis.call('DEL', unpack(ARGV, 9)) end
 return cjson.encode({j = claimed, now = now})

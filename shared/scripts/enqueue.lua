@@ -4,7 +4,8 @@
 -- ARGV[1] prefix, ARGV[2] now ms or -1, ARGV[3] JSON plan:
 --   {w: idempotency window ms, tr: trigger expiry ms, cap: listing index cap,
 --    jobs: [{id, q, d: immutable JSON, pr: priority, delay: ms, at: run-at ms or null,
---            ik: idempotency key name or null, ih: request hash, ix: [listing index key names],
+--            o: owner, ik: idempotency key name or null, ih: request hash,
+--            ix: [listing index key names],
 --            tk: its lane's trigger key}]}
 -- Returns JSON {now, t: [trigger keys newly set (no run of that lane was pending)],
 --   r: [[id, 1, index state, packed m] | [id, 0, flat job hash] for an idempotent repeat]}.
@@ -45,7 +46,7 @@ for i, job in ipairs(jobs) do
     if at > now then state = 'delayed' else at = now end
     redis.call('HSET', k_job(job.id), 'd', job.d, 'm', pack_m({s = 'queued', a = 0, ra = at}))
     if state == 'waiting' then
-      g.wids[#g.wids + 1] = {job.pr, job.id}
+      g.wids[#g.wids + 1] = {job.pr, job.id, job.o}
     else
       g.delayed[#g.delayed + 1] = n2s(at * 10 + job.pr)
       g.delayed[#g.delayed + 1] = job.id
@@ -70,22 +71,13 @@ end
 
 for q, g in pairs(per_queue) do
   local meta = redis.call('HMGET', k_meta(q), 'paused', 'pol')
-  if #g.wids > 0 then
-    local last = redis.call('HINCRBY', k_meta(q), 'seq', #g.wids)
-    local seq = last - #g.wids
-    local pairs_ = {}
-    for _, w in ipairs(g.wids) do
-      seq = seq + 1
-      pairs_[#pairs_ + 1] = n2s(w[1] * PRIO_SCALE + seq)
-      pairs_[#pairs_ + 1] = w[2]
-    end
-    zadd(k_state(q, 'waiting'), pairs_)
-  end
+  local pol = policy(meta[2])
+  if #g.wids > 0 then zadd(k_state(q, 'waiting'), arrival_scores(q, g.wids, pol.oc)) end
   zadd(k_state(q, 'delayed'), g.delayed)
   redis.call('SADD', K_QUEUES, q)
   -- A queue at its concurrency limit stays due at its next lease deadline for new waiting jobs.
   local first = g.first
-  local limit = policy(meta[2]).cc
+  local limit = pol.cc
   if limit > 0 and #g.wids > 0 and redis.call('ZCARD', k_state(q, 'active')) >= limit then
     first = g.first_delayed
   end

@@ -20,7 +20,7 @@ local groups = {}
 local function group(q)
   local g = groups[q]
   if not g then
-    g = {moved = {}, completed = {}, failed = {}, cancelled = {}, delayed = {}, c = {}}
+    g = {moved = {}, completed = {}, failed = {}, cancelled = {}, delayed = {}, c = {}, owners = {}}
     -- One read of the queue's meta per call: paused flag, this minute's throughput slot, policy.
     g.meta = redis.call('HMGET', k_meta(q), 'paused', throughput_field(now), 'pol')
     g.pol = policy(g.meta[3])
@@ -106,6 +106,7 @@ for i, o in ipairs(plan.o) do
       g.c[b] = (g.c[b] or 0) + 1
     end
     g.moved[#g.moved + 1] = o.id
+    if g.pol.oc > 0 then g.owners[h.o] = (g.owners[h.o] or 0) - 1 end
     g[state .. '_ids'] = g[state .. '_ids'] or {}
     table.insert(g[state .. '_ids'], o.id)
     replies[i] = {1, state}
@@ -114,6 +115,7 @@ end
 
 for q, g in pairs(groups) do
   zrem(k_state(q, 'active'), g.moved)
+  add_owner_active(q, g.owners)
   zadd(k_state(q, 'completed'), g.completed)
   zadd(k_state(q, 'failed'), g.failed)
   zadd(k_state(q, 'cancelled'), g.cancelled)

@@ -15,12 +15,14 @@ local function k_job(id) return P .. 'job:' .. id end
 local function k_state(q, s) return P .. 'q:' .. q .. ':' .. s end
 local function k_meta(q) return P .. 'q:' .. q .. ':meta' end
 local function k_events(q) return P .. 'q:' .. q .. ':events' end
+local function k_owners(q) return P .. 'q:' .. q .. ':owners' end
+local function k_fair(q) return P .. 'q:' .. q .. ':fair' end
 local K_DUE = P .. 'due'
 local K_QUEUES = P .. 'queues'
 
 -- A queue's policy as QueueOptions.stored() wrote it to the queue's meta field 'pol' (Engine.publish_policies):
 -- kc/kn keep completed ms/count, kf/kx keep failed/cancelled ms, rn/ri rate limit count/interval ms,
--- cc concurrency limit (0: none). `text` is that field as read (false when absent: DEFAULT_POLICY).
+-- cc concurrency limit, oc limit per owner (0: none). `text` is that field as read (false when absent: DEFAULT_POLICY).
 local function policy(text)
   if not text then return DEFAULT_POLICY end
   local p = cjson.decode(text)
@@ -103,6 +105,56 @@ local function zadd(key, pairs_)
 end
 
 local function zrem(key, ids) if #ids > 0 then batch('ZREM', key, ids) end end
+
+-- Waiting scores for jobs arriving in waiting (submitted, promoted, re-run): priority * 2^44 + a sequence.
+-- FIFO by the queue's `seq`; in a queue with a limit per owner (`oc`), a fair share instead: each owner's
+-- job takes the next of that owner's virtual sequence (`fair` hash), started at the queue's virtual clock
+-- `vc` (the furthest sequence claimed), so one owner's backlog cannot delay another owner's first job:
+-- it lands beside the jobs being claimed now, not behind the backlog. items = {{priority, id, owner}}
+-- (owner nil when unknown: the clock's next). Returns flattened ZADD pairs.
+local function arrival_scores(q, items, oc)
+  local pairs_ = {}
+  if oc == 0 then
+    local seq = redis.call('HINCRBY', k_meta(q), 'seq', #items) - #items
+    for _, item in ipairs(items) do
+      seq = seq + 1
+      pairs_[#pairs_ + 1] = n2s(item[1] * PRIO_SCALE + seq)
+      pairs_[#pairs_ + 1] = item[2]
+    end
+    return pairs_
+  end
+  local clock = redis.call('HMGET', k_meta(q), 'vc', 'seq')
+  local vc = tonumber(clock[1]) or tonumber(clock[2]) or 0 -- a queue turned fair goes on from its seq
+  local owners, last = {}, {}
+  for _, item in ipairs(items) do
+    local o = item[3]
+    if o and not last[o] then last[o] = 0; owners[#owners + 1] = o end
+  end
+  if #owners > 0 then
+    local held = redis.call('HMGET', k_fair(q), unpack(owners))
+    for i, o in ipairs(owners) do last[o] = tonumber(held[i]) or 0 end
+  end
+  for _, item in ipairs(items) do
+    local o, v = item[3], vc + 1
+    if o then v = math.max(vc, last[o]) + 1; last[o] = v end
+    pairs_[#pairs_ + 1] = n2s(item[1] * PRIO_SCALE + v)
+    pairs_[#pairs_ + 1] = item[2]
+  end
+  if #owners > 0 then
+    local fields = {}
+    for _, o in ipairs(owners) do fields[#fields + 1] = o; fields[#fields + 1] = n2s(last[o]) end
+    redis.call('HSET', k_fair(q), unpack(fields))
+  end
+  return pairs_
+end
+
+-- Active jobs per owner (queues with a limit per owner): add `delta` {owner = n} to the `owners` hash,
+-- dropping owners that reach 0.
+local function add_owner_active(q, delta)
+  for o, n in pairs(delta) do
+    if n ~= 0 and redis.call('HINCRBY', k_owners(q), o, n) <= 0 then redis.call('HDEL', k_owners(q), o) end
+  end
+end
 
 -- The retry rule, written once (finish and claim's reaping both ask it): after failed attempt number
 -- `attempt` of a job with policy head h and an error of `kind`, the delay in ms before its next attempt,

@@ -3,7 +3,7 @@
 -- ARGV[1] prefix, ARGV[2] now ms or -1 (unused), ARGV[3] queue.
 -- Returns the number of jobs deleted.
 local q = ARGV[3]
-local keys = {k_meta(q), k_events(q)}
+local keys = {k_meta(q), k_events(q), k_owners(q), k_fair(q)}
 local count = 0
 for _, s in ipairs(STATES) do
   local ids = redis.call('ZRANGE', k_state(q, s), 0, -1)

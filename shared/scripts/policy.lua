@@ -6,6 +6,9 @@
 local count = 0
 for q, text in pairs(cjson.decode(ARGV[3])) do
   redis.call('HSET', k_meta(q), 'pol', text)
+  -- Without a limit per owner nothing keeps the per-owner counts: drop them, so a limit set again
+  -- later starts from none rather than from stale ones.
+  if policy(text).oc == 0 then redis.call('DEL', k_owners(q)) end
   count = count + 1
 end
 return count

@@ -16,10 +16,11 @@ for i = 3, #ARGV, 2 do
     local h = head(f[2])
     m.s, m.a, m.sa = 'queued', math.max(0, m.a - 1), ''
     redis.call('HSET', key, 'm', pack_m(m))
-    local g = groups[h.q] or {ids = {}, items = {}}
+    local g = groups[h.q] or {ids = {}, items = {}, owners = {}}
     groups[h.q] = g
     g.ids[#g.ids + 1] = id
     g.items[#g.items + 1] = {h.p, id}
+    g.owners[h.o] = (g.owners[h.o] or 0) - 1
     replies[#replies + 1] = {1, 'waiting'}
   elseif f[1] and m.k == token then
     replies[#replies + 1] = {1, shown_state(m, now)}
@@ -30,7 +31,9 @@ end
 for q, g in pairs(groups) do
   zrem(k_state(q, 'active'), g.ids)
   requeue_front(q, g.items)
-  mark_due(q, now, redis.call('HGET', k_meta(q), 'paused') == '1')
+  local meta = redis.call('HMGET', k_meta(q), 'paused', 'pol')
+  if policy(meta[2]).oc > 0 then add_owner_active(q, g.owners) end
+  mark_due(q, now, meta[1] == '1')
   add_event(q, now, 'waiting', g.ids)
 end
 return cjson.encode(replies)

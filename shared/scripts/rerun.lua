@@ -7,21 +7,19 @@
 -- Returns, for "job", JSON {now, j: flat job hash}; for "queue", the number of jobs retried.
 -- The last token is kept so a late re-send of the old attempt's outcome stays a harmless no-op.
 local now = now_ms()
-local function requeue(q, ids, prios, from, tokens)
-  local last = redis.call('HINCRBY', k_meta(q), 'seq', #ids)
-  local seq = last - #ids
-  local pairs_ = {}
+local function requeue(q, ids, prios, owners, from, tokens)
+  local meta = redis.call('HMGET', k_meta(q), 'paused', 'pol')
+  local items = {}
+  for i, id in ipairs(ids) do items[i] = {prios[i], id, owners[i]} end
+  local pairs_ = arrival_scores(q, items, policy(meta[2]).oc)
   for i, id in ipairs(ids) do
-    seq = seq + 1
-    pairs_[#pairs_ + 1] = n2s(prios[i] * PRIO_SCALE + seq)
-    pairs_[#pairs_ + 1] = id
     redis.call('HSET', k_job(id), 'm', pack_m({s = 'queued', a = 0, ra = now, k = tokens[i]}))
     redis.call('HDEL', k_job(id), 'r')
     redis.call('PERSIST', k_job(id))
   end
   zrem(k_state(q, from), ids)
   zadd(k_state(q, 'waiting'), pairs_)
-  mark_due(q, now, redis.call('HGET', k_meta(q), 'paused') == '1')
+  mark_due(q, now, meta[1] == '1')
   add_event(q, now, 'waiting', ids)
 end
 
@@ -36,18 +34,20 @@ if ARGV[3] == 'job' then
     return fail('invalid_transition', 'only a failed or cancelled job can be retried; it is '
       .. shown_state(m, now))
   end
-  requeue(h.q, {id}, {h.p}, m.s, {m.k})
+  requeue(h.q, {id}, {h.p}, {h.o}, m.s, {m.k})
   return cjson.encode({now = now, j = redis.call('HGETALL', k_job(id))})
 end
 
 local q, limit = ARGV[4], tonumber(ARGV[5])
 local ids = redis.call('ZRANGE', k_state(q, 'failed'), 0, limit - 1)
-local found, prios, tokens = {}, {}, {}
+local found, prios, owners, tokens = {}, {}, {}, {}
 for _, id in ipairs(ids) do
   local f = redis.call('HMGET', k_job(id), 'm', 'd')
   if f[2] then
+    local h = head(f[2])
     found[#found + 1] = id
-    prios[#prios + 1] = head(f[2]).p
+    prios[#prios + 1] = h.p
+    owners[#owners + 1] = h.o
     tokens[#tokens + 1] = unpack_m(f[1]).k
   end
 end
@@ -59,5 +59,5 @@ if #ids > #found then
   for _, id in ipairs(ids) do if not have[id] then gone[#gone + 1] = id end end
   zrem(k_state(q, 'failed'), gone)
 end
-if #found > 0 then requeue(q, found, prios, 'failed', tokens) end
+if #found > 0 then requeue(q, found, prios, owners, 'failed', tokens) end
 return #found

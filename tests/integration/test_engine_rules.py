@@ -239,3 +239,52 @@ async def test_an_engine_speaking_for_its_queues_publishes_them_before_its_first
     await plain.enqueue([spec(payload=i) for i in range(3)])
     assert [c.job.payload for c in await limited.claim("echo", 3)] == [0]  # published, then applied
     assert await plain.claim("echo", 3) == []  # at the queue's limit, for every engine
+
+
+def per_owner(limit: int) -> Any:
+    return lambda queue: QueueOptions(owner_concurrency=limit)
+
+
+async def test_a_limit_per_owner_holds_across_consumers_and_frees_on_finish_and_reap(
+    engine_factory: EngineFactory, fake_clock: FakeClock
+) -> None:
+    one = engine_factory(clock=fake_clock, queue_options=per_owner(2))
+    other = engine_factory(clock=fake_clock, queue_options=per_owner(2))
+    await one.enqueue([spec(owner="alice", payload=f"a{i}") for i in range(4)])
+    await one.enqueue([spec(owner="bob", payload="b0")])
+    first = await one.claim("echo", 10, lease=60)
+    assert sorted(c.job.payload for c in first) == ["a0", "a1", "b0"]  # alice's two, then bob's
+    assert await other.claim("echo", 10) == []  # alice is at her limit everywhere
+    done = next(c for c in first if c.job.payload == "a0")
+    await other.finish([Outcome(job_id=done.job.id, token=done.token, status="completed")])
+    assert [c.job.payload for c in await other.claim("echo", 10, lease=60)] == ["a2"]
+    fake_clock.advance(61)  # every lease runs out: reaped, their owners' slots are free again
+    again = await one.claim("echo", 10, lease=60)
+    assert sorted(c.job.payload for c in again) == ["a1", "a2", "b0"]  # the reaped come first; a3 waits
+    assert (await one.stats("echo")).counts[State.WAITING] == 1
+
+
+async def test_one_owners_backlog_does_not_delay_anothers_first_job(
+    engine_factory: EngineFactory, fake_clock: FakeClock
+) -> None:
+    """Fair share (BullMQ Pro's groups): a newcomer's job lands beside the jobs being claimed now."""
+    engine = engine_factory(clock=fake_clock, queue_options=per_owner(100))
+    await engine.enqueue([spec(owner="big", payload=i) for i in range(200)])
+    taken = await engine.claim("echo", 50)
+    await engine.enqueue([spec(owner="small", payload="first")])
+    nxt = await engine.claim("echo", 3)
+    assert [c.job.payload for c in nxt][:2] == [50, "first"]  # not behind big's 150 other waiting jobs
+    await engine.finish([Outcome(job_id=c.job.id, token=c.token, status="completed") for c in taken + nxt])
+
+
+async def test_a_queue_whose_waiting_owners_are_all_at_their_limit_is_not_due_until_a_finish(
+    engine_factory: EngineFactory, fake_clock: FakeClock
+) -> None:
+    engine = engine_factory(clock=fake_clock, queue_options=per_owner(1))
+    await engine.enqueue([spec(owner="alice", payload=i) for i in range(3)])
+    [running] = await engine.claim("echo", 5, lease=60)
+    assert await engine.claim("echo", 5) == []
+    assert (await engine.due())["echo"] == pytest.approx(fake_clock.now + 60)  # only the lease to reap
+    await engine.finish([Outcome(job_id=running.job.id, token=running.token, status="completed")])
+    assert (await engine.due())["echo"] == pytest.approx(fake_clock.now)
+    assert [c.job.payload for c in await engine.claim("echo", 5)] == [1]
