@@ -44,7 +44,6 @@ from shared.limits import (
     MAX_LOG_LINES,
     MAX_METADATA_BYTES,
     json_depth,
-    utc_run_at,
 )
 from shared.models import (
     NAME_PATTERN,
@@ -186,12 +185,10 @@ class Engine:
     # -- submit --------------------------------------------------------------------------------
 
     def _plan_job(self, index: int, spec: JobSpec) -> dict[str, Any]:
+        """A validated spec (JobSpec checks its own fields) as enqueue.lua's plan item. What depends on
+        this engine is checked here: the lane its timeout fits, and the stored sizes."""
         where = f"jobs[{index}]."
-        queue = self._check_queue(spec.queue or spec.type, where + "queue")
-        if not _NAME.match(spec.type):
-            raise ValidationError(f"type must match {NAME_PATTERN}", field=where + "type")
-        if not 0 <= spec.priority <= 9:
-            raise ValidationError("priority must be 0-9", field=where + "priority")
+        queue = spec.queue or spec.type
         lane = self.lanes.lane_for(spec.timeout)
         if lane is None:
             lane = self.lanes.check(spec.timeout, field=where + "timeout")
@@ -205,17 +202,7 @@ class Engine:
             raise PayloadTooLargeError(
                 f"metadata exceeds {MAX_METADATA_BYTES} bytes", field=where + "metadata"
             )
-        for tag in spec.tags:
-            if not _TAG.match(tag):
-                raise ValidationError(f"tags must match {TAG_PATTERN}", field=where + "tags")
-        run_at = None
-        if spec.run_at is not None:
-            if spec.run_at.tzinfo is None:
-                raise ValidationError("run_at needs a time zone", field=where + "run_at")
-            try:
-                run_at = ms(utc_run_at(spec.run_at).timestamp())
-            except ValueError as exc:
-                raise ValidationError(str(exc), field=where + "run_at") from exc
+        run_at = None if spec.run_at is None else ms(spec.run_at.timestamp())  # UTC (JobSpec)
         # The policy head comes first and "y" (type) right after it: the scripts decode only the head.
         immutable: dict[str, Any] = {
             "q": queue,

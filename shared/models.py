@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.limits import MAX_TAGS
+from shared.limits import MAX_TAGS, utc_run_at
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,127}$"
@@ -74,7 +74,9 @@ class JobError(BaseModel):
 
 
 class JobSpec(BaseModel):
-    """What a caller asks the engine to enqueue. Defaults come from the job type when one is registered."""
+    """What a caller asks the engine to enqueue, validated whole on construction, so the engine trusts it
+    (a spec built with model_construct skips that and is not supported). `JobType.spec` builds one with
+    the type's defaults filled in."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -90,7 +92,17 @@ class JobSpec(BaseModel):
     timeout: float = Field(default=300.0, gt=0, le=24 * 3600)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
+    tags: list[Annotated[str, Field(pattern=TAG_PATTERN)]] = Field(default_factory=list, max_length=MAX_TAGS)
+
+    @field_validator("run_at")
+    @classmethod
+    def _utc_instant(cls, value: datetime | None) -> datetime | None:
+        """A real instant in UTC: a naive time is ambiguous, and Redis stores epoch milliseconds."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("run_at needs a time zone")
+        return utc_run_at(value)
 
 
 class Job(BaseModel):

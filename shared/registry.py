@@ -21,6 +21,7 @@ import importlib
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -29,7 +30,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from shared.errors import UnknownJobTypeError, ValidationError
 from shared.lanes import Lanes
-from shared.models import DEFAULT_PRIORITY, NAME_PATTERN, Backoff, QueueOptions
+from shared.models import DEFAULT_PRIORITY, NAME_PATTERN, Backoff, JobSpec, QueueOptions
 
 if TYPE_CHECKING:
     from shared.context import JobContext
@@ -63,6 +64,45 @@ class JobType:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in ("payload", *first["loc"]))
             raise ValidationError(first["msg"], field=where) from exc
+
+    def spec(
+        self,
+        payload: Any,
+        *,
+        owner: str,
+        priority: int | None = None,
+        run_at: datetime | None = None,
+        delay: float = 0.0,
+        max_attempts: int | None = None,
+        backoff: Backoff | None = None,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        tags: list[str] | None = None,
+    ) -> JobSpec:
+        """The engine's spec for a job of this type: the payload checked against its model (kept with its
+        secrets, which the handler needs), and this type's defaults for whatever the caller leaves out.
+        ValidationError names the offending field."""
+        fields: dict[str, Any] = {
+            "type": self.name,
+            "payload": self.stored_payload(self.parse(payload)),
+            "queue": self.queue,
+            "owner": owner,
+            "priority": self.priority if priority is None else priority,
+            "run_at": run_at,
+            "delay": delay,
+            "max_attempts": max_attempts or self.max_attempts,
+            "backoff": backoff or self.backoff,
+            "timeout": timeout or self.timeout,
+            "idempotency_key": idempotency_key,
+            "metadata": metadata or {},
+            "tags": tags or [],
+        }
+        try:
+            return JobSpec(**fields)
+        except PydanticValidationError as exc:
+            first = exc.errors()[0]
+            raise ValidationError(first["msg"], field=".".join(str(p) for p in first["loc"]) or None) from exc
 
     @cached_property
     def has_secrets(self) -> bool:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError as PydanticValidationError
 
 from shared.engine import Engine
 from shared.errors import (
@@ -400,8 +401,8 @@ async def test_validation_at_the_edge(engine: Engine) -> None:
     with pytest.raises(ValidationError) as batch:
         await engine.enqueue([spec()] * 1001)
     assert batch.value.field == "jobs"
-    with pytest.raises(ValidationError):
-        await engine.enqueue([spec().model_copy(update={"queue": "bad name"})])
+    with pytest.raises(PydanticValidationError):  # a spec is validated whole; the engine trusts it
+        spec(queue="bad name")
     with pytest.raises(ValidationError):
         await engine.claim("bad name", 1)
     with pytest.raises(ValidationError):

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Response
-from pydantic import ValidationError as PydanticValidationError
 
 from functions.api.auth import Principal
 from functions.api.deps import CurrentUser, EngineDep, ServicesDep, job_id_or_404, owner_scope
@@ -31,7 +30,7 @@ from shared.errors import (
     ValidationError,
 )
 from shared.limits import MAX_METADATA_BYTES
-from shared.models import NAME_PATTERN, TAG_PATTERN, JobSpec, State
+from shared.models import NAME_PATTERN, TAG_PATTERN, JobSpec, State, priority_value
 from shared.triggers import Trigger
 
 log = logging.getLogger("jobq.api")
@@ -160,37 +159,30 @@ async def retry_job(job_id: str, user: CurrentUser, services: ServicesDep) -> Jo
 
 
 def job_spec(body: JobCreate, user: Principal, services: Services) -> JobSpec:
-    """Validate the payload against its job type and fill the type's defaults into an engine spec."""
+    """The job type's spec for a request body, refused before the submit counts against the caller's rate
+    when it is too large or its timeout fits no consumer lane (it would starve)."""
     job_type = services.registry.get(body.type)
-    payload = job_type.stored_payload(job_type.parse(body.payload))
-    if len(dumps(payload).encode()) > services.settings.max_payload_bytes:
+    spec = job_type.spec(
+        body.payload,
+        owner=user.owner,
+        priority=None if body.priority is None else priority_value(body.priority),  # already a level
+        run_at=body.run_at,
+        delay=body.delay_seconds or 0.0,
+        max_attempts=body.max_attempts,
+        backoff=body.backoff,
+        timeout=body.timeout_seconds,
+        idempotency_key=body.idempotency_key,
+        metadata=body.metadata,
+        tags=body.tags,
+    )
+    if len(dumps(spec.payload).encode()) > services.settings.max_payload_bytes:
         raise PayloadTooLargeError(
             f"payload exceeds {services.settings.max_payload_bytes} bytes", field="payload"
         )
-    if len(dumps(body.metadata).encode()) > MAX_METADATA_BYTES:  # before the submit counts against the rate
+    if len(dumps(spec.metadata).encode()) > MAX_METADATA_BYTES:
         raise PayloadTooLargeError(f"metadata exceeds {MAX_METADATA_BYTES} bytes", field="metadata")
-    timeout = body.timeout_seconds or job_type.timeout
-    services.settings.lane_set.check(timeout, field="timeout_seconds")  # fits no lane: it would starve
-    fields: dict[str, Any] = {
-        "type": job_type.name,
-        "payload": payload,
-        "queue": job_type.queue,
-        "owner": user.owner,
-        "priority": job_type.priority if body.priority is None else body.priority,
-        "run_at": body.run_at,  # already in UTC (JobCreate)
-        "delay": body.delay_seconds or 0.0,
-        "max_attempts": body.max_attempts or job_type.max_attempts,
-        "backoff": body.backoff or job_type.backoff,
-        "timeout": timeout,
-        "idempotency_key": body.idempotency_key,
-        "metadata": body.metadata,
-        "tags": body.tags,
-    }
-    try:
-        return JobSpec(**fields)
-    except PydanticValidationError as exc:
-        first = exc.errors()[0]
-        raise ValidationError(first["msg"], field=".".join(str(p) for p in first["loc"]) or None) from exc
+    services.settings.lane_set.check(spec.timeout, field="timeout_seconds")
+    return spec
 
 
 async def fire_trigger(trigger: Trigger, lanes: list[str]) -> None:
