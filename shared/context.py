@@ -10,7 +10,6 @@ handler writes `await ctx.log(...)` and a blocking one (run in a worker thread) 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable, Generator
 from typing import Any
@@ -59,10 +58,11 @@ class JobContext:
         self._clock = clock
         self._progress: int | None = None
         self._logs: list[str] = []
-        self._cancelled = threading.Event()  # readable from a blocking handler's worker thread
-        self._cancelled_async = asyncio.Event()  # for async handlers that wait on it
+        # Plain flags: a blocking handler's worker thread reads them as they are (a bool read is atomic
+        # under the GIL), and an Event only for a handler that waits for one (made when it asks).
         self.cancel_requested = False  # the user asked to cancel (as opposed to a lost lease)
         self.lease_lost = False
+        self._cancelled_event: asyncio.Event | None = None
 
     def progress(self, pct: int) -> Done:
         """Record progress 0-100; the latest value is sent with the next flush."""
@@ -80,11 +80,15 @@ class JobContext:
     @property
     def cancelled(self) -> bool:
         """True once cancellation was requested (or the lease was lost): stop early, the result is dropped."""
-        return self._cancelled.is_set()
+        return self.cancel_requested or self.lease_lost
 
     async def wait_cancelled(self) -> None:
         """Wait until `cancelled` becomes true (for async handlers that sleep or poll)."""
-        await self._cancelled_async.wait()
+        if self._cancelled_event is None:
+            self._cancelled_event = asyncio.Event()
+            if self.cancelled:
+                self._cancelled_event.set()
+        await self._cancelled_event.wait()
 
     @property
     def remaining(self) -> float:
@@ -98,8 +102,8 @@ class JobContext:
             self.cancel_requested = True
         else:
             self.lease_lost = True
-        self._cancelled.set()
-        self._cancelled_async.set()
+        if self._cancelled_event is not None:
+            self._cancelled_event.set()
 
     def take_update(self) -> ProgressUpdate | None:
         """The buffered progress and lines (clearing the buffer), or None when there is nothing new."""
