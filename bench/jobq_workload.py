@@ -33,6 +33,7 @@ from shared.consumer.worker import Worker
 from shared.context import JobContext
 from shared.models import JobSpec
 from shared.registry import Registry
+from shared.runner import run as run_loop
 from shared.settings import Settings
 
 TYPE = "bench_noop"
@@ -230,7 +231,8 @@ def run(redis_port: int, jobs: int, idle: float) -> dict[str, Any]:
     direct = redis.Redis(port=redis_port)
     direct.flushall()
     with ProxyProcess(redis_port) as proxy, gateway(proxy.port) as (url, token):
-        result = asyncio.run(workload(url, token, Meter(proxy, direct), jobs, idle))
+        # The event loop `jobq worker` runs on (uvloop when installed), since the phases stand for it.
+        result = run_loop(workload(url, token, Meter(proxy, direct), jobs, idle))
     direct.flushall()
     direct.close()
     f, m = result["figures"], result["marks"]

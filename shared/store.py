@@ -72,15 +72,21 @@ def make_redis(settings: Settings) -> Redis:
     return redis
 
 
+# Scripts made of others: each part's body becomes a function of its own ARGV (`<part>_part(argv)`),
+# so one call runs several state changes atomically with each part's arguments unchanged.
+COMPOSED = {"cycle": ("finish", "claim")}
+
+
 @cache
 def script_source(name: str) -> str:
-    """A script's source: the constants it shares with Python, lib.lua's helpers, then the script itself."""
+    """A script's source: the constants it shares with Python, lib.lua's helpers, then the script itself
+    (after the scripts it is made of, each wrapped as a function: COMPOSED)."""
     folder = resources.files("shared.scripts")
-    parts = [
-        constants_header(),
-        folder.joinpath("lib.lua").read_text(),
-        folder.joinpath(f"{name}.lua").read_text(),
-    ]
+    parts = [constants_header(), folder.joinpath("lib.lua").read_text()]
+    for part in COMPOSED.get(name, ()):
+        body = folder.joinpath(f"{part}.lua").read_text()
+        parts.append(f"local function {part}_part(ARGV)\n{body}\nend")
+    parts.append(folder.joinpath(f"{name}.lua").read_text())
     return "\n".join(parts)
 
 

@@ -12,6 +12,7 @@ import typer
 from infra.cli import app
 from infra.local.stack import StackConfig, StackError, run_stack
 from shared.logs import configure_logging
+from shared.runner import run as run_loop
 from shared.settings import get_settings
 
 
@@ -38,7 +39,7 @@ def dev(
     if token:
         config.admin_token = token
     try:
-        asyncio.run(_run(config, generated))
+        run_loop(_run(config, generated))
     except StackError as exc:
         typer.echo(f"jobq dev: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -14,6 +14,7 @@ from infra.cli import app
 from shared.consumer import ConsumerConfig
 from shared.consumer.worker import Worker, WorkerStats
 from shared.logs import configure_logging
+from shared.runner import run as run_loop
 from shared.settings import get_settings
 
 
@@ -36,7 +37,7 @@ def worker(
     """Run jobs continuously. Ctrl-C (or SIGTERM) hands unstarted jobs back and lets running ones finish."""
     configure_logging(get_settings())  # JSON unless JOBQ_LOG_FORMAT=console
     config = ConsumerConfig(batch_size=batch, concurrency=concurrency, queues=_split(queues), grace=grace)
-    stats = asyncio.run(_run(config, idle_max))
+    stats = run_loop(_run(config, idle_max))
     typer.echo(f"worker stopped: {asdict(stats)}")
 
 

@@ -1,28 +1,27 @@
-"""The local stack in one process: REST gateway, API on uvicorn, and a consumer run as `jobq worker` runs:
-continuous slots, woken at once by each submit (the `local` push trigger) and, as the scheduler, at the
-moment the due-index says a delayed job or a retry is due. It runs jobs of any timeout (no lanes).
+"""The local stack: the REST gateway in a process of its own, the API on uvicorn, and a consumer run as
+`jobq worker` runs: continuous slots, woken at once by each submit (the `local` push trigger) and, as the
+scheduler, at the moment the due-index says a delayed job or a retry is due. It runs jobs of any timeout
+(no lanes).
 
-Two uvicorn servers share one event loop, so neither installs signal handlers: the stack owns SIGINT/SIGTERM
-and shuts down in order (stop claiming, hand unstarted jobs back, let running ones finish, close the servers).
+The API's server and the consumer share one event loop and the gateway runs in a child process
+(infra/local/gateway_process.py), so no server installs signal handlers: the stack owns SIGINT/SIGTERM and
+shuts down in order (stop claiming, hand unstarted jobs back, let running ones finish, close the API, then
+the gateway their outcomes went through).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import socket
-import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import uvicorn
 
 from functions.api.app import create_app as create_api
 from functions.consumer.runtime import ConsumerRuntime, build_runtime
-from infra.local.gateway import KEEP_ALIVE_SECONDS
-from infra.local.gateway import create_app as create_gateway
+from infra.local.gateway_process import GatewayProcess
+from infra.local.servers import QuietServer, make_server, wait_started
 from shared.consumer.worker import Worker, WorkerStats
 from shared.settings import Settings
 from shared.triggers import LocalTrigger
@@ -51,14 +50,6 @@ def _listen(host: str, port: int, name: str) -> socket.socket:
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
-
-
-class _QuietServer(uvicorn.Server):
-    """A uvicorn server that leaves signals to its owner (several servers share one loop here)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 @dataclass
@@ -100,30 +91,6 @@ async def _until(stop: asyncio.Event, worker_task: asyncio.Task[WorkerStats]) ->
         raise RuntimeError("the consumer stopped unexpectedly")
 
 
-async def _started(server: uvicorn.Server, task: asyncio.Task[None], name: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while not server.started:
-        if task.done():
-            task.result()  # re-raise why it stopped (a port in use, ...)
-            raise RuntimeError(f"{name} stopped during start-up")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{name} did not start within {START_TIMEOUT:g} s")
-        await asyncio.sleep(0.05)
-
-
-def _server(app: object, config: StackConfig, port: int) -> _QuietServer:
-    return _QuietServer(
-        uvicorn.Config(
-            app,  # type: ignore[arg-type]
-            host=config.host,
-            port=port,
-            log_level="warning",
-            lifespan="on",
-            timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        )
-    )
-
-
 async def run_stack(
     config: StackConfig,
     settings: Settings,
@@ -137,25 +104,25 @@ async def run_stack(
     except StackError:
         gateway_socket.close()
         raise
-    gateway = _server(create_gateway(config.gateway_token, config.redis_url), config, config.gateway_port)
-    gateway_task = asyncio.create_task(gateway.serve(sockets=[gateway_socket]))
-    api: _QuietServer | None = None
+    gateway = GatewayProcess(gateway_socket, config.gateway_token, config.redis_url)
+    api: QuietServer | None = None
     api_task: asyncio.Task[None] | None = None
     runtime: ConsumerRuntime | None = None
     worker: Worker | None = None
     worker_task: asyncio.Task[WorkerStats] | None = None
     try:
-        await _started(gateway, gateway_task, "gateway")
+        await asyncio.get_running_loop().run_in_executor(None, gateway.start)
+        gateway_socket.close()  # the child has its own copy
         runtime = build_runtime(settings)
         worker = Worker(runtime.consumer, idle_min=min(0.5, config.tick), idle_max=config.tick)
         trigger = LocalTrigger(worker.wake)
-        api = _server(
+        api = make_server(
             create_api(settings, registry=runtime.registry, redis=runtime.redis, trigger=trigger),
-            config,
+            config.host,
             config.port,
         )
         api_task = asyncio.create_task(api.serve(sockets=[api_socket]))
-        await _started(api, api_task, "API")
+        await wait_started(api, api_task, "API")
         worker_task = asyncio.create_task(worker.run())
         on_ready(config)
         await _until(stop, worker_task)
@@ -163,11 +130,11 @@ async def run_stack(
         if worker is not None and worker_task is not None:
             worker.stop()
             await worker_task
-        for server, task in ((api, api_task), (gateway, gateway_task)):
-            if server is not None and task is not None:
-                server.should_exit = True
-                await task
+        if api is not None and api_task is not None:
+            api.should_exit = True
+            await api_task
         if runtime is not None:
             await runtime.redis.close()
+        await gateway.stop()
         for sock in (gateway_socket, api_socket):
             sock.close()

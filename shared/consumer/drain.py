@@ -289,7 +289,7 @@ class _Run:
         return self.deadline - self.config.finish_reserve - self.c._clock()
 
     async def _claim_round(self, queues: list[str]) -> None:
-        """One claim per claimable queue, sent together with any waiting outcomes."""
+        """One claim per claimable queue, the first carrying the waiting outcomes (one round trip)."""
         self._turn += 1
         start = self._turn % len(queues)
         queues = queues[start:] + queues[:start]
@@ -298,9 +298,13 @@ class _Run:
         asks = [min(self.config.batch_size, self.c.limits.free(q), share) for q in queues]
         left = self._budget_left()
         max_timeout = left if math.isfinite(left) else None
-        calls = [
+        # The waiting outcomes ride with the first claim (one round trip, Engine.finish_and_claim); hand-backs
+        # and outcomes that could not go that way are flushed beside the claims.
+        batch = self.recorder.take_outcomes() if self.recorder.outcomes_waiting else []
+        calls = [self._refill(batch, queues[0], asks[0], max_timeout)]
+        calls += [
             self.c.engine.claim(q, n, max_timeout=max_timeout, lane=self.config.lane)
-            for q, n in zip(queues, asks, strict=True)
+            for q, n in zip(queues[1:], asks[1:], strict=True)
         ]
         flushing = self.recorder.pending
         replies = await asyncio.gather(
@@ -331,6 +335,23 @@ class _Run:
             raise replies[-1]
         if failures == len(queues) and not self.slots:
             self.error = next(r for r in replies if isinstance(r, JobqError))
+
+    async def _refill(
+        self, batch: list[Pending], queue: str, n: int, max_timeout: float | None
+    ) -> list[ClaimedJob]:
+        """A claim that carries the outcomes taken from the recorder, which learns what became of them."""
+        if not batch:
+            return await self.c.engine.claim(queue, n, max_timeout=max_timeout, lane=self.config.lane)
+        outcomes = [pending.outcome for pending in batch]
+        try:
+            finished, claimed = await self.c.engine.finish_and_claim(
+                outcomes, queue, n, max_timeout=max_timeout, lane=self.config.lane
+            )
+        except JobqError as exc:
+            self.recorder.sent(batch, exc)
+            raise
+        self.recorder.sent(batch, finished)
+        return claimed
 
     def _start(self, claimed: ClaimedJob) -> None:
         job, limits = claimed.job, self.c.limits

@@ -114,14 +114,59 @@ class Recorder:
         Items that arrive while a call is under way wait for the next flush.
         """
         self._drop_expired()
-        ok = await self._send_releases() and await self._send_outcomes()
+        if not await self._send_releases():
+            self._settle(False)
+            return False
+        batch = self.take_outcomes()
+        if not batch:
+            self._settle(True)
+            return True
+        try:
+            results: list[FinishResult] | JobqError = await self._engine.finish([p.outcome for p in batch])
+        except JobqError as exc:
+            results = exc
+        return self.sent(batch, results)
+
+    @property
+    def outcomes_waiting(self) -> bool:
+        return bool(self._outcomes)
+
+    def take_outcomes(self) -> list[Pending]:
+        """The outcomes to send now (any past their lease dropped); report what became of them to `sent`.
+
+        For a caller that sends them with another call (a claim: Engine.finish_and_claim)."""
+        self._drop_expired()
+        batch, self._outcomes = self._outcomes, []
+        return batch
+
+    def sent(self, batch: list[Pending], results: list[FinishResult] | JobqError) -> bool:
+        """Settle a batch of take_outcomes: recorded or refused (True), or kept for a re-send with backoff
+        because the store was unavailable (False)."""
+        if isinstance(results, StoreUnavailableError):
+            log.warning("finish of %d outcomes failed, will retry: %s", len(batch), results)
+            self._outcomes = batch + self._outcomes
+            self._settle(False)
+            return False
+        if isinstance(results, JobqError):  # an error reply cannot heal by repeating: the leases will expire
+            log.error("finish of %d outcomes refused (their leases will expire): %s", len(batch), results)
+        else:
+            self._tally.count(results)
+            if any(r.ok and r.state in (State.DELAYED, State.WAITING) for r in results):
+                self.retries_scheduled = True
+            if log.isEnabledFor(logging.DEBUG):
+                for pending, result in zip(batch, results, strict=True):
+                    _log_outcome(pending, result)
+        self._settle(True)
+        return True
+
+    def _settle(self, ok: bool) -> None:
+        """After a send: back to normal when it went through, else back off before the next attempt."""
         if ok:
             self._retry_at, self._retry_delay = None, RETRY_MIN
             self._since = self._clock() if self.pending else None
         else:
             self._retry_at = self._clock() + self._retry_delay
             self._retry_delay = min(RETRY_MAX, self._retry_delay * 2)
-        return ok
 
     async def flush_until(self, stop_at: float) -> None:
         """The final flush: keep re-sending with backoff until everything is sent or `stop_at` (monotonic)."""
@@ -167,27 +212,6 @@ class Recorder:
             log.error("release of %d jobs refused (their leases will expire): %s", len(sending), exc)
             results = []
         self._tally.released += sum(1 for r in results if r.ok)
-        return True
-
-    async def _send_outcomes(self) -> bool:
-        batch, self._outcomes = self._outcomes, []
-        if not batch:
-            return True
-        try:
-            results = await self._engine.finish([p.outcome for p in batch])
-        except StoreUnavailableError as exc:
-            log.warning("finish of %d outcomes failed, will retry: %s", len(batch), exc)
-            self._outcomes = batch + self._outcomes
-            return False
-        except JobqError as exc:
-            log.error("finish of %d outcomes refused (their leases will expire): %s", len(batch), exc)
-            return True
-        self._tally.count(results)
-        if any(r.ok and r.state in (State.DELAYED, State.WAITING) for r in results):
-            self.retries_scheduled = True
-        if log.isEnabledFor(logging.DEBUG):
-            for pending, result in zip(batch, results, strict=True):
-                _log_outcome(pending, result)
         return True
 
 

@@ -408,3 +408,22 @@ async def test_validation_at_the_edge(engine: Engine) -> None:
     with pytest.raises(ValidationError):
         await engine.claim("echo", 0)
     assert (await engine.stats("echo")).counts[State.WAITING] == 0
+
+
+async def test_finish_and_claim_is_both_in_one_round_trip(
+    engine_factory: EngineFactory, gateway: Any
+) -> None:
+    """A refill: the outcomes are recorded first, so the claim sees the slot they freed (a limit of 1)."""
+    engine = engine_factory(queue_options=lambda q: QueueOptions(concurrency=1))
+    await engine.enqueue([spec(payload={"n": i}) for i in range(3)])
+    [first] = await engine.claim("echo", 3)
+    stale = Outcome(job_id=first.job.id, token="1.stale", status="completed")
+    finished, claimed = await engine.finish_and_claim([stale], "echo", 3)  # also loads the script
+    assert [(r.ok, r.state) for r in finished] == [(False, State.ACTIVE)] and claimed == []  # at the limit
+    done = Outcome(job_id=first.job.id, token=first.token, status="completed", result={"ok": True})
+    gateway.reset_commands()
+    finished, claimed = await engine.finish_and_claim([done], "echo", 3)
+    assert gateway.command_count() == 1
+    assert [(r.ok, r.state) for r in finished] == [(True, State.COMPLETED)]
+    assert [c.job.payload for c in claimed] == [{"n": 1}]  # the slot the outcome freed
+    assert (await engine.get(first.job.id)).result == {"ok": True}
