@@ -1,4 +1,4 @@
-"""`jobq dev`: the whole local stack (gateway in a child process; API, consumer, scheduler). Ctrl-C stops it."""
+"""`jobq dev`: the whole local stack (gateway in its own process; API, consumer, scheduler). Ctrl-C ends it."""
 
 from __future__ import annotations
 
