@@ -1,4 +1,4 @@
-"""`jobq dev`: the whole local stack (gateway in its own process; API, consumer, scheduler). Ctrl-C ends it."""
+"""`jobq dev`: the local stack (gateway in its own process, API, consumer, scheduler). Ctrl-C stops it."""
 
 from __future__ import annotations
 
