@@ -258,10 +258,10 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
     ]
     if bullmq is not None:
         ours, theirs = jobq["process_per_s"], bullmq["process_per_s"]
-        verdict = "met" if ours >= theirs else "MISSED"
+        verdict = "met" if ours >= 2 * theirs else "MISSED"
         lines.append(
-            f"processing >= BullMQ (Python): `jobq worker` through the REST gateway {ours:,.0f}/s against "
-            f"{theirs:,.0f}/s = {ours / theirs:.2f} ({verdict})"
+            f"processing >= 2x BullMQ (Python) (issue 10): `jobq worker` through the REST gateway "
+            f"{ours:,.0f}/s against {theirs:,.0f}/s = {ours / theirs:.2f} ({verdict})"
         )
     lines.append(
         "idle cost <= one command per queue per scheduled tick: a tick is one due-index read "
@@ -296,7 +296,7 @@ def report(rows: list[dict[str, Any]], command: str, jobs: int, idle: float, not
             "",
             table(rows),
             "",
-            "Targets (issue 7):",
+            "Targets (issues 7 and 10):",
             *[f"- {line}" for line in targets(rows)],
             "",
             "How to read it:",
