@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import httpx
 import pytest
 
 from tests.support.gateway import ThreadGateway
@@ -13,13 +10,6 @@ from tests.support.gateway import ThreadGateway
 @pytest.fixture(scope="session")
 def gateway(every_gateway: ThreadGateway) -> ThreadGateway:
     return every_gateway
-
-
-@pytest.fixture
-async def http(gateway: ThreadGateway) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"Authorization": f"Bearer {gateway.token}"}
-    async with httpx.AsyncClient(base_url=gateway.url, headers=headers, timeout=10) as client:
-        yield client
 
 
 @pytest.fixture

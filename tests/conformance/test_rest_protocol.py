@@ -66,19 +66,6 @@ async def test_json_values_the_sdk_never_sends_are_400(http: httpx.AsyncClient, 
     assert response.json()["error"].startswith("ERR failed to parse command: argument 2")
 
 
-async def test_pipeline_in_order_with_errors_per_entry(http: httpx.AsyncClient, tag: str) -> None:
-    commands = [["SET", tag, "a"], ["INCR", tag], ["APPEND", tag, "b"], ["GET", tag], ["PING"]]
-    response = await http.post("/pipeline", json=commands)
-    assert response.status_code == 200
-    assert response.json() == [
-        {"result": "OK"},
-        {"error": "ERR value is not an integer or out of range"},
-        {"result": 2},
-        {"result": "ab"},
-        {"result": "PONG"},
-    ]
-
-
 async def test_pipeline_across_keys_keeps_order(http: httpx.AsyncClient, unique_name: str) -> None:
     keys = [f"{unique_name}:{i}" for i in range(12)]  # spread over every cluster master
     commands = [["SET", key, str(i)] for i, key in enumerate(keys)] + [["GET", key] for key in keys]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -16,13 +15,6 @@ from tests.support.gateway import ThreadGateway
 def gateway(every_gateway: ThreadGateway) -> ThreadGateway:
     """These tests run on all three backends: embedded, Redis and Redis Cluster."""
     return every_gateway
-
-
-@pytest.fixture
-async def http(gateway: ThreadGateway) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"Authorization": f"Bearer {gateway.token}"}
-    async with httpx.AsyncClient(base_url=gateway.url, headers=headers, timeout=10) as client:
-        yield client
 
 
 def b64(text: str | bytes) -> str:

@@ -6,6 +6,7 @@
 `real_gateway`   session-scoped, the real-Redis one only
 `cluster_gateway` session-scoped, on the Redis Cluster
 `rest`           an async upstash-redis client on `gateway`, no retries, no telemetry
+`http`           an authorised httpx client on `gateway`
 `unique_name`    a short unique [A-Za-z0-9_] name for queues and key prefixes
 
 Real Redis is JOBQ_TEST_REDIS_URL (default redis://127.0.0.1:6379/0), the cluster JOBQ_TEST_REDIS_CLUSTER_URL
@@ -20,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from functools import cache
 
+import httpx
 import pytest
 import redis
 from upstash_redis.asyncio import Redis as AsyncRedis
@@ -128,6 +130,14 @@ async def rest(gateway: ThreadGateway) -> AsyncIterator[AsyncRedis]:
         yield client
     finally:
         await client.close()
+
+
+@pytest.fixture
+async def http(gateway: ThreadGateway) -> AsyncIterator[httpx.AsyncClient]:
+    """Raw HTTP on `gateway`, authorised: what the SDK hides (statuses, bodies, headers)."""
+    headers = {"Authorization": f"Bearer {gateway.token}"}
+    async with httpx.AsyncClient(base_url=gateway.url, headers=headers, timeout=10) as client:
+        yield client
 
 
 @pytest.fixture
