@@ -4,7 +4,7 @@
 Redis gives no hook into `redis.call` (its `redis` table is read-only), so the script text itself is
 rewritten: after the shebang, on the same line as the script's first line (line numbers stay the same), a
 prelude shadows `redis` with a local table whose `call` and `pcall` find each command's keys from the
-server's key specs (keyspecs.py, searched in a string constant, so a call costs no table building) and
+server's key specs (keyspecs.py, searched in string constants, so a call costs no table building) and
 refuse any key not in KEYS before handing the call to the real `redis`. The client keeps its own SHA (of the
 text it sent): EVALSHA, SCRIPT LOAD and SCRIPT EXISTS are mapped to the rewritten script's SHA.
 
@@ -14,6 +14,7 @@ patterns, and commands the key specs do not describe.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -35,7 +36,7 @@ DATABASE_WIDE = ("flushdb", "flushall", "keys", "scan", "randomkey", "dbsize", "
 # One line once joined: no `--` comments. Positions count the command name as 0 (argv[i + 1] in Lua).
 _PRELUDE = """
 local redis = (function(real, keys)
-  local SPECS = %(specs)s
+  local NAMED, ALL = %(named)s, %(all)s
   local DENIED = {%(denied)s}
   local declared = {}
   for i = 1, #keys do declared[keys[i]] = true end
@@ -44,9 +45,14 @@ local redis = (function(real, keys)
     local found = parsed[name]
     if found then return found end
     found = {}
-    local _, e = string.find(SPECS, "\\n" .. name .. "=", 1, true)
+    local text = NAMED
+    local _, e = string.find(text, "\\n" .. name .. "=", 1, true)
+    if not e then
+      text = ALL
+      _, e = string.find(text, "\\n" .. name .. "=", 1, true)
+    end
     if e then
-      local line = string.sub(SPECS, e + 1, string.find(SPECS, "\\n", e + 1, true) - 1)
+      local line = string.sub(text, e + 1, string.find(text, "\\n", e + 1, true) - 1)
       local flags, rest = string.match(line, "^([^:]*):(.*)$")
       found.container = string.find(flags, "+", 1, true) ~= nil
       for begin, find in string.gmatch(rest, "([^/;]+)/([^;]+)") do
@@ -121,10 +127,22 @@ end)(redis, KEYS);
 """
 
 
-def prelude(specs: KeySpecs) -> bytes:
-    """The key check as one line of Lua, ending in `; ` so the script's first line can follow it."""
+def _lua_string(text: str) -> str:
+    return '"' + text.replace("\n", "\\n") + '"'
+
+
+def prelude(specs: KeySpecs, body: bytes = b"") -> bytes:
+    """The key check as one line of Lua, ending in `; ` so the script's first line can follow it.
+
+    The specs of the commands the script names come first in a short string (a call searches it first):
+    searching all of them costs a few microseconds a call; a command named only at run time is still found.
+    """
+    words = {word.lower().decode() for word in re.findall(rb"[A-Za-z_][A-Za-z0-9_]*", body)}
+    lines = [line for line in specs.text.split("\n") if line]
+    named = [line for line in lines if line.partition("=")[0].split("|")[0] in words]
     text = _PRELUDE % {
-        "specs": '"' + specs.text.replace("\n", "\\n") + '"',
+        "named": _lua_string("\n" + "".join(line + "\n" for line in named)),
+        "all": _lua_string(specs.text),
         "denied": ", ".join(f"{name} = true" for name in DATABASE_WIDE),
         "dynamic": DYNAMIC_KEYS,
     }
@@ -143,7 +161,7 @@ class RedisScripts:
     def __init__(self, registry: ScriptRegistry, load_specs: Callable[[], Awaitable[KeySpecs]]) -> None:
         self.registry = registry
         self.load_specs = load_specs
-        self.prelude: bytes | None = None
+        self.specs: KeySpecs | None = None
         self.wrapped: dict[bytes, Wrapped] = {}  # client SHA -> the script Redis runs
 
     async def translate(self, commands: list[Command]) -> tuple[list[Command], dict[int, Wrapped]]:
@@ -197,10 +215,10 @@ class RedisScripts:
         known = self.wrapped.get(sha)
         if known is not None:
             return known
-        if self.prelude is None:
-            self.prelude = prelude(await self.load_specs())
+        if self.specs is None:
+            self.specs = await self.load_specs()
         shebang = shebang_of(body)
-        text = redis_shebang(shebang) + b"\n" + self.prelude + body[shebang.end :]
+        text = redis_shebang(shebang) + b"\n" + prelude(self.specs, body) + body[shebang.end :]
         wrapped = self.wrapped[sha] = Wrapped(sha1_hex(text), text)
         return wrapped
 
