@@ -1,4 +1,4 @@
-"""`jobq gateway`: the Upstash-compatible REST gateway on a Redis server or the embedded stand-in."""
+"""`jobq gateway`: the Upstash-compatible REST gateway on Redis, a Redis Cluster or the embedded stand-in."""
 
 from __future__ import annotations
 
@@ -18,6 +18,20 @@ def gateway(
         str | None,
         typer.Option(envvar="JOBQ_GATEWAY_REDIS_URL", help="Redis to forward to; embedded if unset."),
     ] = None,
+    redis_cluster: Annotated[
+        str | None,
+        typer.Option(
+            envvar="JOBQ_GATEWAY_REDIS_CLUSTER",
+            help="A Redis Cluster node to start from (redis://host:port); commands are routed by key slot.",
+        ),
+    ] = None,
+    strict_locking: Annotated[
+        bool,
+        typer.Option(
+            envvar="JOBQ_GATEWAY_STRICT_LOCKING",
+            help="Refuse scripts without `#!lua flags=allow-key-locking` (they take Upstash's global lock).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the Upstash REST protocol (POST /, /pipeline, /multi-exec) in front of Redis."""
     import uvicorn
@@ -26,10 +40,14 @@ def gateway(
 
     if not token:
         raise typer.BadParameter("must not be empty", param_hint="--token")
-    backend = redis_url or "embedded fakeredis"
-    typer.echo(f"jobq gateway on http://{host}:{port} -> {backend}", err=True)
+    if redis_url and redis_cluster:
+        message = "give --redis-url or --redis-cluster, not both"
+        raise typer.BadParameter(message, param_hint="--redis-cluster")
+    backend = redis_url or (f"Redis Cluster {redis_cluster}" if redis_cluster else "embedded fakeredis")
+    locking = " (strict locking)" if strict_locking else ""
+    typer.echo(f"jobq gateway on http://{host}:{port} -> {backend}{locking}", err=True)
     uvicorn.run(
-        create_app(token, redis_url),
+        create_app(token, redis_url, cluster_url=redis_cluster, strict_locking=strict_locking),
         host=host,
         port=port,
         log_level="warning",

@@ -1,28 +1,27 @@
-"""Where the gateway's commands run: a Redis server by URL, or an embedded fakeredis server in a thread.
+"""Where the gateway's commands run: the `Backend` contract, and a Redis server by URL.
 
-Both are reached the same way, over RESP2 with redis-py's connection pool, reading raw replies: no response
-callbacks reshape them (HGETALL stays a flat list), and error replies keep Redis's own prefix (ERR, NOSCRIPT,
-WRONGTYPE, ...), which redis-py's stock parser strips.
+Replies are raw RESP2 (redis-py's connection pool, no response callbacks: HGETALL stays a flat list), and
+error replies keep Redis's own prefix (ERR, NOSCRIPT, WRONGTYPE, ...), which redis-py's stock parser strips.
+The embedded backend (embedded.py) and the cluster backend (cluster.py) give the same shapes.
 """
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from fakeredis import FakeServer
-from fakeredis._helpers import SimpleError
-from fakeredis._socket import FakeSocket
-from redis import Redis
 from redis._parsers.resp2 import _AsyncRESP2Parser
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.connection import Connection
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
+
+from infra.local.keyguard import RedisScripts, Wrapped
+from infra.local.keyspecs import KeySpecs, text_from_command_reply
+from infra.local.protocol import Command
+from infra.local.scripts import ScriptRegistry
 
 Reply = Any  # bytes | int | None | list[Reply] | ResponseError (inside EXEC replies)
 BACKEND_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -30,6 +29,10 @@ BACKEND_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 class BackendUnavailableError(Exception):
     """Redis could not be reached or dropped the connection; the request may be retried."""
+
+
+class BackendFailedError(Exception):
+    """Redis answered something the gateway cannot read (a protocol error): a 502, the connection dropped."""
 
 
 class RawErrorParser(_AsyncRESP2Parser):
@@ -44,27 +47,25 @@ class RawErrorParser(_AsyncRESP2Parser):
 
 
 class Backend:
-    """Runs batches of commands on one connection; subclasses provide `_run` and `close`."""
+    """Runs batches of commands; subclasses provide `_run` (in order, one connection) and `close`.
+
+    `scripts`, when set, rewrites key-locking scripts for a server that rejects Upstash's flag.
+    """
+
+    scripts: RedisScripts | None = None
 
     async def close(self) -> None:
         raise NotImplementedError
 
-    async def _run(self, commands: list[list[bytes]]) -> list[Reply]:
+    async def _run(self, commands: list[Command]) -> list[Reply]:
         raise NotImplementedError
 
-    async def execute(self, command: list[bytes]) -> Reply:
-        replies = await self._run([command])
-        reply = replies[0]
-        if isinstance(reply, ResponseError):
-            raise reply
-        return reply
+    async def _transact(self, commands: list[Command]) -> list[Reply]:
+        """MULTI, commands, EXEC in one write on one connection: the server applies all or none.
 
-    async def pipeline(self, commands: list[list[bytes]]) -> list[Reply]:
-        """Every reply in order; an error reply is returned as a ResponseError and does not stop the rest."""
-        return await self._run(commands)
-
-    async def transaction(self, commands: list[list[bytes]]) -> list[Reply]:
-        """MULTI, commands, EXEC on one connection; raises the queue-time error if Redis refused one."""
+        If the connection drops before EXEC arrives, Redis discards the queued commands with the client;
+        after it, EXEC runs whole. A reply lost on the way back is a 503 whose outcome is unknown, never half.
+        """
         replies = await self._run([[b"MULTI"], *commands, [b"EXEC"]])
         queued, exec_reply = replies[1:-1], replies[-1]
         for reply in queued:
@@ -76,12 +77,48 @@ class Backend:
             raise ResponseError("EXECABORT Transaction discarded")
         return exec_reply
 
+    async def execute(self, command: Command) -> Reply:
+        reply = (await self.pipeline([command]))[0]
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    async def pipeline(self, commands: list[Command]) -> list[Reply]:
+        """Every reply in order; an error reply is returned as a ResponseError and does not stop the rest."""
+        if self.scripts is None:
+            return await self._run(commands)
+        sent, rewritten = await self.scripts.translate(commands)
+        return self._client_replies(commands, rewritten, await self._run(sent))
+
+    async def transaction(self, commands: list[Command]) -> list[Reply]:
+        """The commands atomically; raises the queue-time error if Redis refused one (then nothing ran)."""
+        if self.scripts is None:
+            return await self._transact(commands)
+        sent, rewritten = await self.scripts.translate(commands)
+        return self._client_replies(commands, rewritten, await self._transact(sent))
+
+    def _client_replies(
+        self, commands: list[Command], rewritten: dict[int, Wrapped], replies: list[Reply]
+    ) -> list[Reply]:
+        if rewritten and self.scripts is not None:
+            self.scripts.client_shas(commands, rewritten, replies)
+        return replies
+
 
 class RedisBackend(Backend):
     """A pool of RESP2 connections to one Redis server; each call holds one connection for its duration."""
 
-    def __init__(self, url: str, *, max_connections: int = 64, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        registry: ScriptRegistry | None = None,
+        *,
+        max_connections: int = 64,
+        timeout: float = 30.0,
+    ) -> None:
         self.url = url
+        if registry is not None:
+            self.scripts = RedisScripts(registry, self.key_specs)
         self.pool = BlockingConnectionPool.from_url(
             url,
             protocol=2,
@@ -97,7 +134,14 @@ class RedisBackend(Backend):
     async def close(self) -> None:
         await self.pool.disconnect()
 
-    async def _run(self, commands: list[list[bytes]]) -> list[Reply]:
+    async def key_specs(self) -> KeySpecs:
+        """This server's key specs (`COMMAND`), read once, when a key-locking script first needs them."""
+        reply = (await self._run([[b"COMMAND"]]))[0]
+        if isinstance(reply, ResponseError):
+            raise reply
+        return KeySpecs(text_from_command_reply(reply))
+
+    async def _run(self, commands: list[Command]) -> list[Reply]:
         try:
             connection: Connection = await self.pool.get_connection()  # type: ignore[no-untyped-call]
         except BACKEND_DOWN as exc:
@@ -113,59 +157,13 @@ class RedisBackend(Backend):
         except BACKEND_DOWN as exc:
             await connection.disconnect()
             raise BackendUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+        except RedisError as exc:  # a reply redis-py cannot parse: the stream is out of step, drop it
+            await connection.disconnect()
+            raise BackendFailedError(f"{type(exc).__name__}: {exc}") from exc
         except BaseException:
             # Cancelled or failed half-way: replies may still be in flight, so drop the connection.
             await connection.disconnect()
             raise
         finally:
             await self.pool.release(connection)
-        return replies
-
-
-class _RawFakeSocket(FakeSocket):
-    """fakeredis's in-memory connection, handing back error replies with their full text."""
-
-    def _decode_error(self, error: SimpleError) -> ResponseError:
-        return ResponseError(error.value)
-
-
-def _normalise(reply: Any) -> Reply:
-    """fakeredis's Python values as the raw RESP2 shapes a real server's replies parse to."""
-    if isinstance(reply, bool):
-        return int(reply)
-    if isinstance(reply, str):
-        return reply.encode()
-    if isinstance(reply, float):
-        return repr(reply).encode()
-    if isinstance(reply, (list, tuple, set)):
-        return [_normalise(item) for item in reply]
-    return reply
-
-
-class EmbeddedBackend(Backend):
-    """fakeredis (with Lua) in this process: one fake connection, driven from one worker thread.
-
-    One thread keeps the event loop free while a script runs, and runs each batch whole, so a MULTI ... EXEC
-    never interleaves with another request's commands.
-    """
-
-    def __init__(self) -> None:
-        self.server = FakeServer()
-        self.socket = _RawFakeSocket(self.server, db=0, client_class=Redis)
-        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobq-embedded-redis")
-
-    async def close(self) -> None:
-        self.worker.shutdown(wait=False)
-
-    async def _run(self, commands: list[list[bytes]]) -> list[Reply]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.worker, self._run_sync, commands)
-
-    def _run_sync(self, commands: list[list[bytes]]) -> list[Reply]:
-        replies: list[Reply] = []
-        responses = self.socket.responses
-        assert responses is not None  # only None once the socket is closed
-        for command in commands:
-            self.socket._process_command(command)
-            replies.append(_normalise(responses.get_nowait()))
         return replies

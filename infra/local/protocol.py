@@ -44,17 +44,24 @@ class RequestError(Exception):
 Command = list[bytes]
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_json(body: bytes) -> Any:
     if len(body) > MAX_BODY_BYTES:
         raise RequestError("ERR max request size exceeded", 413)
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        # Numbers stay the text the client wrote (no float rounding, no 1e20 -> "1e+20"); Python's json would
+        # also read NaN and Infinity, which JSON has not.
+        return json.loads(body, parse_int=str, parse_float=str, parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise RequestError(f"ERR failed to parse command: invalid JSON ({exc})") from exc
 
 
 def parse_command(raw: Any) -> Command:
-    """One JSON command array as Redis arguments; strings as UTF-8, numbers as decimal text."""
+    """One JSON command array as Redis arguments; strings as UTF-8, numbers as decimal text, booleans as
+    `true`/`false` (the SDK sends Python booleans as JSON booleans: Upstash takes them as that text)."""
     if not isinstance(raw, list):
         raise RequestError("ERR failed to parse command: a command must be a JSON array")
     if not raw:
@@ -75,19 +82,23 @@ def parse_commands(raw: Any) -> list[Command]:
 
 
 def _argument(item: Any, index: int) -> bytes:
-    # bool is an int subclass: test it first so `true` is refused rather than sent as "True".
-    if isinstance(item, bool) or item is None or isinstance(item, (dict, list)):
-        kind = "null" if item is None else type(item).__name__
-        raise RequestError(
-            f"ERR failed to parse command: argument {index} is a {kind}, not a string or number"
-        )
     if isinstance(item, str):
         return item.encode()
+    # bool is an int subclass: test it first, or `true` would become "True".
+    if isinstance(item, bool):
+        return b"true" if item else b"false"
     if isinstance(item, int):
         return str(item).encode()
     if isinstance(item, float):
         return repr(item).encode()
-    raise RequestError(f"ERR failed to parse command: argument {index} has an unsupported type")
+    # The SDK never sends these: it turns None, dicts and lists into JSON text first. What Upstash does with
+    # them is undocumented, so they are refused rather than guessed at.
+    kinds: dict[type, str] = {dict: "object", list: "array"}
+    kind = "null" if item is None else kinds.get(type(item), type(item).__name__)
+    raise RequestError(
+        f"ERR failed to parse command: argument {index} is {'an' if kind[0] in 'ao' else 'a'} {kind}, "
+        "not a string, number or boolean"
+    )
 
 
 def name_of(args: Command) -> str:

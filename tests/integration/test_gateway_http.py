@@ -1,9 +1,8 @@
-"""What the SDK hides: status codes, raw JSON and base64 bodies, headers. Direct httpx, both backends."""
+"""What the SDK hides: status codes, raw JSON and base64 bodies, headers. Direct httpx, all three backends."""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -12,11 +11,10 @@ import pytest
 from tests.support.gateway import ThreadGateway
 
 
-@pytest.fixture
-async def http(gateway: ThreadGateway) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"Authorization": f"Bearer {gateway.token}"}
-    async with httpx.AsyncClient(base_url=gateway.url, headers=headers, timeout=10) as client:
-        yield client
+@pytest.fixture(scope="session")
+def gateway(every_gateway: ThreadGateway) -> ThreadGateway:
+    """These tests run on all three backends: embedded, Redis and Redis Cluster."""
+    return every_gateway
 
 
 def b64(text: str | bytes) -> str:
@@ -154,8 +152,21 @@ async def test_7_numbers_are_decimal_text(http: httpx.AsyncClient, unique_name: 
     assert (await http.post("/", json=["EXPIRE", unique_name, 100])).json() == {"result": 1}
 
 
-@pytest.mark.parametrize("bad", [True, False, None, {"a": 1}, ["x"]])
-async def test_7_booleans_objects_null_are_400(
+async def test_7_booleans_are_their_json_text(http: httpx.AsyncClient, unique_name: str) -> None:
+    assert (await http.post("/", json=["SET", unique_name, True])).json() == {"result": "OK"}
+    assert (await http.post("/", json=["GET", unique_name])).json() == {"result": "true"}
+    await http.post("/", json=["SET", unique_name, False])
+    assert (await http.post("/", json=["GET", unique_name])).json() == {"result": "false"}
+
+
+async def test_7_numbers_keep_the_text_sent(http: httpx.AsyncClient, unique_name: str) -> None:
+    body = b'["SET", "%s", 1e20]' % unique_name.encode()
+    await http.post("/", content=body, headers={"Content-Type": "application/json"})
+    assert (await http.post("/", json=["GET", unique_name])).json() == {"result": "1e20"}
+
+
+@pytest.mark.parametrize("bad", [None, {"a": 1}, ["x"]])
+async def test_7_objects_arrays_null_are_400(
     http: httpx.AsyncClient, gateway: ThreadGateway, unique_name: str, bad: Any
 ) -> None:
     gateway.reset_commands()
@@ -166,6 +177,13 @@ async def test_7_booleans_objects_null_are_400(
     assert response.status_code == 400
     assert (await http.post("/", json=["EXISTS", unique_name])).json() == {"result": 0}
     assert gateway.command_count() == 1  # only the EXISTS
+
+
+async def test_7_nan_and_infinity_are_not_json(http: httpx.AsyncClient, unique_name: str) -> None:
+    for literal in (b"NaN", b"Infinity", b"-Infinity"):
+        body = b'["SET", "%s", %s]' % (unique_name.encode(), literal)
+        response = await http.post("/", content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400 and "invalid JSON" in response.json()["error"]
 
 
 async def test_9_refused_is_400_and_never_sent(http: httpx.AsyncClient, gateway: ThreadGateway) -> None:

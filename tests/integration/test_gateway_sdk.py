@@ -1,7 +1,7 @@
-"""The gateway's protocol through the real upstash-redis SDK, sync and async clients, on both backends.
+"""The gateway's protocol through the real upstash-redis SDK, sync and async clients, on every backend.
 
-Each test runs four times: {redis, embedded} x {sync, async}. Numbers in test names refer to the protocol
-points of issue 2.
+Each test runs six times: {redis, embedded, cluster} x {sync, async}. Numbers in test names refer to the
+protocol points of issue 2.
 """
 
 from __future__ import annotations
@@ -16,6 +16,12 @@ from upstash_redis.asyncio import Redis as AsyncRedis
 from upstash_redis.errors import UpstashError
 
 from tests.support.gateway import ThreadGateway
+
+
+@pytest.fixture(scope="session")
+def gateway(every_gateway: ThreadGateway) -> ThreadGateway:
+    """These tests run on all three backends: embedded, Redis and Redis Cluster."""
+    return every_gateway
 
 
 async def run(value: Any) -> Any:
@@ -77,13 +83,14 @@ async def test_3_multi_exec_is_atomic_with_per_entry_results(client: Any, unique
 
 
 async def test_3_multi_exec_runtime_error_is_per_entry(client: Any, unique_name: str) -> None:
+    key = f"{{{unique_name}}}"  # a hash tag: one slot, so the cluster takes the transaction too
     tx = client.multi()
-    tx.set(unique_name, "text")
-    tx.incr(unique_name)  # fails at run time, inside EXEC: the others still apply
-    tx.set(unique_name + ":after", "ran")
+    tx.set(key, "text")
+    tx.incr(key)  # fails at run time, inside EXEC: the others still apply
+    tx.set(key + ":after", "ran")
     with pytest.raises(UpstashError, match="not an integer"):
         await run(tx.exec())
-    assert await run(client.get(unique_name + ":after")) == "ran"
+    assert await run(client.get(key + ":after")) == "ran"
 
 
 async def test_3_multi_exec_queue_time_error_runs_nothing(client: Any, unique_name: str) -> None:

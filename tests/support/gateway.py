@@ -61,18 +61,35 @@ class GatewayClientMixin:
     def reset_commands(self) -> None:
         httpx.post(f"{self.url}/_jobq/commands/reset", headers=self.auth, timeout=5).raise_for_status()
 
+    def counts(self) -> dict[str, int]:
+        """Billed commands and scripts that would have taken Upstash's global lock."""
+        response = httpx.get(f"{self.url}/_jobq/commands", headers=self.auth, timeout=5)
+        response.raise_for_status()
+        return {name: int(value) for name, value in response.json().items()}
+
+    def global_lock_scripts(self) -> int:
+        return self.counts()["global_lock_scripts"]
+
 
 class ThreadGateway(GatewayClientMixin):
     """uvicorn serving the gateway app from a daemon thread of the test process."""
 
-    def __init__(self, redis_url: str | None, token: str | None = None) -> None:
+    def __init__(
+        self,
+        redis_url: str | None,
+        token: str | None = None,
+        *,
+        cluster_url: str | None = None,
+        strict_locking: bool = False,
+    ) -> None:
         self.redis_url = redis_url
-        self.backend = "embedded" if redis_url is None else "redis"
+        self.backend = "cluster" if cluster_url else "embedded" if redis_url is None else "redis"
         self.token = token or secrets.token_hex(16)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        app = create_app(self.token, redis_url, cluster_url=cluster_url, strict_locking=strict_locking)
         config = uvicorn.Config(
-            create_app(self.token, redis_url),
+            app,
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
@@ -108,8 +125,16 @@ class ThreadGateway(GatewayClientMixin):
 class GatewayProcess(GatewayClientMixin):
     """`jobq gateway` as a subprocess on a fixed port: stop and start it again at the same URL."""
 
-    def __init__(self, redis_url: str | None, token: str | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        redis_url: str | None,
+        token: str | None = None,
+        port: int | None = None,
+        *,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.redis_url = redis_url
+        self.extra_args = extra_args  # e.g. ("--redis-cluster", url) or ("--strict-locking",)
         self.backend = "embedded" if redis_url is None else "redis"
         self.token = token or secrets.token_hex(16)
         self.port = port or free_port()
@@ -123,6 +148,7 @@ class GatewayProcess(GatewayClientMixin):
         args = [*jobq, "gateway", "--port", str(self.port)]
         if self.redis_url is not None:
             args += ["--redis-url", self.redis_url]
+        args += self.extra_args
         if base:  # another gateway command may only take its token as an option
             args += ["--token", self.token]
         return args

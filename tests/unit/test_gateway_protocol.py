@@ -34,7 +34,22 @@ def test_bad_commands(raw: Any) -> None:
     assert caught.value.status == 400 and caught.value.message.startswith("ERR ")
 
 
-@pytest.mark.parametrize("bad", [True, False, None, {}, [], ["x"]])
+def test_booleans_are_their_json_text() -> None:
+    assert protocol.parse_command(["SET", "k", True, False]) == [b"SET", b"k", b"true", b"false"]
+
+
+def test_json_numbers_keep_their_text() -> None:
+    raw = protocol.parse_json(b'["SET", "k", 1e20, 12345678901234567890123, 0.1, -3]')
+    assert protocol.parse_command(raw)[2:] == [b"1e20", b"12345678901234567890123", b"0.1", b"-3"]
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
+def test_nan_is_not_json(literal: bytes) -> None:
+    with pytest.raises(RequestError, match="invalid JSON"):
+        protocol.parse_json(b'["SET", "k", ' + literal + b"]")
+
+
+@pytest.mark.parametrize("bad", [None, {}, [], ["x"]])
 def test_bad_arguments_name_their_position(bad: Any) -> None:
     with pytest.raises(RequestError, match="argument 1"):
         protocol.parse_command(["GET", bad])
