@@ -29,7 +29,8 @@ from pydantic import ValidationError as PydanticValidationError
 
 from shared.errors import UnknownJobTypeError, ValidationError
 from shared.lanes import Lanes
-from shared.models import DEFAULT_PRIORITY, NAME_PATTERN, Backoff, QueueOptions
+from shared.models import NAME_PATTERN, Backoff, QueueOptions
+from shared.priorities import DEFAULT_PRIORITY
 
 if TYPE_CHECKING:
     from shared.context import JobContext

@@ -12,15 +12,14 @@ from shared.apikeys import parse_rate
 from shared.limits import utc_run_at
 from shared.models import (
     MAX_TAGS,
-    PRIORITIES,
     TAG_PATTERN,
     Backoff,
     ErrorKind,
     Job,
     QueueStats,
     State,
-    priority_value,
 )
+from shared.priorities import PRIORITIES, priority_value
 from shared.registry import Registry
 
 
