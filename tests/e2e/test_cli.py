@@ -122,6 +122,7 @@ def test_submit_status_list_cancel_retry(cli: Cli) -> None:
         [other["id"], "echo", "delayed"],
         [job_id, "echo", "waiting"],
     ]
+    assert "hidden at 80 columns: queue, prio, progress, attempts" in " ".join(narrow.stdout.split())
     page = cli.json("list", "--state", "delayed", key=alice)
     assert [j["id"] for j in page["jobs"]] == [other["id"]]
     first = cli.json("list", "--limit", "1", key=alice)
@@ -231,6 +232,10 @@ def test_stats_and_queue_actions(cli: Cli) -> None:
     narrow_rows = {cells[0]: cells for cells in table_rows(narrow.stdout)}
     assert narrow_rows["echo (paused)"][1:] == ["3", "0", "0", "0", "0", "0"]
     assert "…" not in narrow.stdout
+    assert "hidden at 80 columns: total completed, total failed, total retried, total cancelled, avg run" in (
+        " ".join(narrow.stdout.split())  # the caption wraps at the table's width
+    )
+    assert "hidden" not in cli("stats").stdout  # 200 columns: every column
     assert cli.json("queues", "resume", "echo") == {"queue": "echo", "paused": False, "count": None}
     assert cli.json("stats", "echo")["paused"] is False
 
