@@ -13,8 +13,10 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.limits import MAX_JSON_DEPTH
+from shared.logs import ACCESS_LOGGER
 
 log = logging.getLogger("jobq.api")
+access_log = logging.getLogger(ACCESS_LOGGER)
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
@@ -94,7 +96,7 @@ def _access_log(scope: Scope, status: int, began: float, request_id: str) -> Non
     owner = scope["state"].get("owner")
     if owner is not None:
         fields["owner"] = owner
-    log.log(logging.ERROR if status >= 500 else logging.INFO, "request", extra=fields)
+    access_log.log(logging.ERROR if status >= 500 else logging.INFO, "request", extra=fields)
 
 
 class BodyLimitMiddleware:
