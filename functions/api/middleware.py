@@ -150,11 +150,15 @@ class BodyRefusedError(Exception):
         self.status, self.code, self.message, self.field = status, code, message, field
 
 
+NOT_JSON = "the body must be JSON: send Content-Type: application/json"
+
+
 class StrictJsonMiddleware:
-    """Refuses, before any route runs, JSON bodies that Python's parser would let through but that are not
-    JSON or cannot be stored: NaN and Infinity (400 invalid_json), duplicate member names (400: which one
-    wins differs between parsers), text that is not UTF-8 (400), numbers too large for a float, lone UTF-16
-    surrogates and nesting deeper than MAX_JSON_DEPTH (422, naming the field).
+    """Refuses, before any route runs, a body sent without a JSON Content-Type (415: `curl -d` sends a
+    form's) and JSON bodies that Python's parser would let through but that are not JSON or cannot be
+    stored: NaN and Infinity (400 invalid_json), duplicate member names (400: which one wins differs between
+    parsers), text that is not UTF-8 (400), numbers too large for a float, lone UTF-16 surrogates and
+    nesting deeper than MAX_JSON_DEPTH (422, naming the field).
 
     Sits inside BodyLimitMiddleware, so the body it buffers is already bounded.
     """
@@ -177,8 +181,10 @@ class StrictJsonMiddleware:
             body += message.get("body", b"")
             if not message.get("more_body", False):
                 break
-        if body.strip() and (not content_type or "json" in content_type):
+        if body.strip():
             try:
+                if "json" not in content_type:  # every body this API takes is JSON
+                    raise BodyRefusedError(415, "unsupported_media_type", NOT_JSON, "content-type")
                 check_json(body)
             except BodyRefusedError as refused:
                 request_id = scope.get("state", {}).get("request_id")
