@@ -288,3 +288,51 @@ def test_dashboard_falls_back_to_polling_and_reports_outages(stack: tuple[Served
             expect(page.locator("#banner")).to_be_hidden()
         finally:
             browser.close()
+
+
+NARROW = {"width": 420, "height": 860}  # a phone held upright
+
+
+def scrolls_sideways(page: Any) -> bool:
+    return bool(page.evaluate("document.documentElement.scrollWidth > document.documentElement.clientWidth"))
+
+
+def test_dashboard_at_420_px_fits_and_signs_in_cleanly(stack: tuple[ServedApp, Switches]) -> None:
+    """At a phone's width nothing scrolls sideways, before or after signing in; the sign-in page shows
+    neither the job search (it needs a credential) nor an "Offline" badge (nothing is followed yet)."""
+    executable = chromium_path()
+    from playwright.sync_api import expect, sync_playwright
+
+    served, _ = stack
+    ARTIFACTS.mkdir(exist_ok=True)
+    expect.set_options(timeout=WAIT_MS)
+    with (
+        httpx.Client(base_url=served.url, headers=ADMIN_HEADERS, timeout=10) as api,
+        sync_playwright() as playwright,
+    ):
+        job = submit(api, "dash_echo", "narrow")
+        wait_state(api, job, "completed")
+        browser = playwright.chromium.launch(executable_path=executable)
+        page = browser.new_page(viewport=NARROW)
+        try:
+            page.goto(f"{served.url}/dashboard")
+            expect(page.get_by_label("Admin API key, admin token or JWT")).to_be_visible()
+            expect(page.locator("#search")).to_be_hidden()
+            expect(page.locator("#live")).to_be_hidden()
+            assert not scrolls_sideways(page)
+
+            page.get_by_label("Admin API key, admin token or JWT").fill(ADMIN_TOKEN)
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.locator('#queues tr[data-queue="dash"]')).to_be_visible()
+            expect(page.get_by_placeholder("Find a job by id")).to_be_visible()
+            expect(page.locator("#live")).to_have_text("Live")
+            assert not scrolls_sideways(page)
+            header = page.locator("header.top").bounding_box()
+            assert header is not None and header["width"] <= NARROW["width"]
+
+            page.goto(f"{served.url}/dashboard#/job/{job}")
+            expect(page.locator("#job-state")).to_have_text("completed")
+            assert not scrolls_sideways(page)
+        finally:
+            page.screenshot(path=str(ARTIFACTS / "dashboard-420px.png"), full_page=True)
+            browser.close()
