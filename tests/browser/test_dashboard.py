@@ -14,6 +14,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -144,20 +145,30 @@ def wait_state(api: httpx.Client, job_id: str, state: str) -> None:
         timer.cancel()
 
 
-def test_dashboard_in_chromium(stack: tuple[ServedApp, Switches]) -> None:
+@contextmanager
+def chromium(served: ServedApp) -> Iterator[tuple[httpx.Client, Any, Any]]:
+    """An admin API client, Chromium, and Playwright's `expect` waiting up to WAIT_MS."""
     executable = chromium_path()
     from playwright.sync_api import expect, sync_playwright
 
-    served, switches = stack
     ARTIFACTS.mkdir(exist_ok=True)
     expect.set_options(timeout=WAIT_MS)
     with (
         httpx.Client(base_url=served.url, headers=ADMIN_HEADERS, timeout=10) as api,
         sync_playwright() as playwright,
     ):
+        browser = playwright.chromium.launch(executable_path=executable)
+        try:
+            yield api, browser, expect
+        finally:
+            browser.close()
+
+
+def test_dashboard_in_chromium(stack: tuple[ServedApp, Switches]) -> None:
+    served, switches = stack
+    with chromium(served) as (api, browser, expect):
         seed = submit(api, "dash_echo")  # the queue exists before the page opens
         wait_state(api, seed, "completed")
-        browser = playwright.chromium.launch(executable_path=executable)
         page = browser.new_page(viewport={"width": 1360, "height": 900})
         problems: list[str] = []
         page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
@@ -166,7 +177,6 @@ def test_dashboard_in_chromium(stack: tuple[ServedApp, Switches]) -> None:
             run_scenario(page, api, switches, served.url, expect)
         finally:
             page.screenshot(path=str(ARTIFACTS / "dashboard-last.png"), full_page=True)
-            browser.close()
         # 401s from the deliberate bad login are the only errors the page may log.
         assert [p for p in problems if "401" not in p] == []
 
@@ -300,19 +310,10 @@ def scrolls_sideways(page: Any) -> bool:
 def test_dashboard_at_420_px_fits_and_signs_in_cleanly(stack: tuple[ServedApp, Switches]) -> None:
     """At a phone's width nothing scrolls sideways, before or after signing in; the sign-in page shows
     neither the job search (it needs a credential) nor an "Offline" badge (nothing is followed yet)."""
-    executable = chromium_path()
-    from playwright.sync_api import expect, sync_playwright
-
     served, _ = stack
-    ARTIFACTS.mkdir(exist_ok=True)
-    expect.set_options(timeout=WAIT_MS)
-    with (
-        httpx.Client(base_url=served.url, headers=ADMIN_HEADERS, timeout=10) as api,
-        sync_playwright() as playwright,
-    ):
+    with chromium(served) as (api, browser, expect):
         job = submit(api, "dash_echo", "narrow")
         wait_state(api, job, "completed")
-        browser = playwright.chromium.launch(executable_path=executable)
         page = browser.new_page(viewport=NARROW)
         try:
             page.goto(f"{served.url}/dashboard")
@@ -335,4 +336,3 @@ def test_dashboard_at_420_px_fits_and_signs_in_cleanly(stack: tuple[ServedApp, S
             assert not scrolls_sideways(page)
         finally:
             page.screenshot(path=str(ARTIFACTS / "dashboard-420px.png"), full_page=True)
-            browser.close()
