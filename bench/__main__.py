@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ("engine", "api", "compare", "stack")
+SUITES = ("engine", "api", "compare", "stack", "startup")
 DEFAULT = ("engine", "api", "compare")  # compare runs stack's rows too
 
 

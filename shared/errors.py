@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+# pydantic's messages for "not an object" name the model class ("... or instance of SleepPayload"), which
+# is our code's name, not the caller's: these say what was expected in JSON terms instead.
+_OBJECT_EXPECTED = frozenset({"model_type", "model_attributes_type", "dict_type"})
+
 
 class JobqError(Exception):
     """Base of every error jobq raises on purpose."""
@@ -19,6 +26,13 @@ class JobqError(Exception):
         if self.field is not None:
             body["field"] = self.field
         return body
+
+
+def validation_message(error: Mapping[str, Any]) -> str:
+    """A caller's message for one of pydantic's validation errors (`ValidationError.errors()` items)."""
+    if error.get("type") in _OBJECT_EXPECTED:
+        return "Input should be a JSON object"
+    return str(error.get("msg", "invalid value"))
 
 
 class ValidationError(JobqError):

@@ -34,6 +34,7 @@ MIN_SECRET_CHARS = 6  # shorter settings values would mask ordinary words
 # Attributes every LogRecord has: anything else on a record came from `extra=`.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 _QUIET = {"httpx": logging.WARNING, "httpcore": logging.WARNING}  # a line per Redis call is noise
+ACCESS_LOGGER = "jobq.api.access"  # the API's line per request; 5xx answers are errors, logged always
 
 
 def extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -154,4 +155,5 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> lo
     root.setLevel(settings.log_level.upper())
     for name, level in _QUIET.items():
         logging.getLogger(name).setLevel(level)
+    logging.getLogger(ACCESS_LOGGER).setLevel(logging.NOTSET if settings.access_log else logging.WARNING)
     return target

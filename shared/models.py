@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.limits import MAX_TAGS, utc_run_at
+from shared.priorities import DEFAULT_PRIORITY
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,127}$"
@@ -28,22 +29,6 @@ class State(StrEnum):
 
 TERMINAL_STATES = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
 UNSUCCESSFUL_STATES = frozenset({State.FAILED, State.CANCELLED})
-
-# Named priority levels; lower runs first. Any integer in [0, 9] is accepted too. "urgent" is "critical"
-# under the name some of our users' systems give their top level.
-PRIORITIES: dict[str, int] = {"critical": 0, "urgent": 0, "high": 3, "normal": 5, "low": 8}
-DEFAULT_PRIORITY = PRIORITIES["normal"]
-
-
-def priority_value(priority: int | str) -> int:
-    """Turn a named level or an integer into the integer form, rejecting anything else."""
-    if isinstance(priority, str):
-        if priority in PRIORITIES:
-            return PRIORITIES[priority]
-        raise ValueError(f"unknown priority {priority!r}; use one of {sorted(PRIORITIES)} or 0-9")
-    if isinstance(priority, bool) or not 0 <= priority <= 9:
-        raise ValueError("priority must be an integer from 0 (first) to 9 (last)")
-    return priority
 
 
 class ErrorKind(StrEnum):

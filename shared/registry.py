@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel, SecretBytes, SecretStr
 from pydantic import ValidationError as PydanticValidationError
 
-from shared.errors import UnknownJobTypeError, ValidationError
+from shared.errors import UnknownJobTypeError, ValidationError, validation_message
 from shared.lanes import Lanes
-from shared.models import DEFAULT_PRIORITY, NAME_PATTERN, Backoff, JobSpec, QueueOptions
+from shared.models import NAME_PATTERN, Backoff, JobSpec, QueueOptions
+from shared.priorities import DEFAULT_PRIORITY
 
 if TYPE_CHECKING:
     from shared.context import JobContext
@@ -63,7 +64,7 @@ class JobType:
         except PydanticValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in ("payload", *first["loc"]))
-            raise ValidationError(first["msg"], field=where) from exc
+            raise ValidationError(validation_message(first), field=where) from exc
 
     def spec(
         self,

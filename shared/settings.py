@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     # Logging.
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"
+    access_log: bool = True  # a line per request (`jobq dev` turns it off: --access-log turns it back on)
 
     @property
     def is_local(self) -> bool:

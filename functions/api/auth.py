@@ -13,8 +13,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import jwt
-
 from shared.apikeys import KEY_PATTERN, ApiKeyStore
 from shared.errors import AuthError
 from shared.settings import Settings
@@ -89,6 +87,8 @@ class Authenticator:
     def _jwt(self, token: str) -> Principal:
         settings = self._settings
         assert self._jwt_key is not None
+        import jwt  # PyJWT and cryptography load at the first JWT, not at every cold start without one
+
         try:
             claims = jwt.decode(
                 token,

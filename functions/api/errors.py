@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from functions.api.middleware import printable
-from shared.errors import JobqError, RateLimitedError, StoreUnavailableError
+from shared.errors import JobqError, RateLimitedError, StoreUnavailableError, validation_message
 
 log = logging.getLogger("jobq.api")
 
@@ -97,7 +97,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
     if first.get("type") == "json_invalid":
         return error_response(400, "invalid_json", "the request body is not valid JSON", field="body")
-    message = str(first.get("msg", "invalid value"))
+    message = validation_message(first)
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more)"
     return error_response(422, "invalid", message, field=field_name(first.get("loc", ())) or "body")
@@ -107,7 +107,10 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "error")
     headers = dict(exc.headers or {})
-    return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+    message = str(exc.detail)
+    if exc.status_code == 405 and headers.get("Allow"):
+        message = f"{request.method} is not allowed on {request.url.path}; allowed: {headers['Allow']}"
+    return error_response(exc.status_code, code, message, headers=headers)
 
 
 async def _transport_error(request: Request, exc: Exception) -> JSONResponse:

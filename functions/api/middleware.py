@@ -13,8 +13,10 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.limits import MAX_JSON_DEPTH
+from shared.logs import ACCESS_LOGGER
 
 log = logging.getLogger("jobq.api")
+access_log = logging.getLogger(ACCESS_LOGGER)
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
@@ -94,7 +96,7 @@ def _access_log(scope: Scope, status: int, began: float, request_id: str) -> Non
     owner = scope["state"].get("owner")
     if owner is not None:
         fields["owner"] = owner
-    log.log(logging.ERROR if status >= 500 else logging.INFO, "request", extra=fields)
+    access_log.log(logging.ERROR if status >= 500 else logging.INFO, "request", extra=fields)
 
 
 class BodyLimitMiddleware:
@@ -148,11 +150,15 @@ class BodyRefusedError(Exception):
         self.status, self.code, self.message, self.field = status, code, message, field
 
 
+NOT_JSON = "the body must be JSON: send Content-Type: application/json"
+
+
 class StrictJsonMiddleware:
-    """Refuses, before any route runs, JSON bodies that Python's parser would let through but that are not
-    JSON or cannot be stored: NaN and Infinity (400 invalid_json), duplicate member names (400: which one
-    wins differs between parsers), text that is not UTF-8 (400), numbers too large for a float, lone UTF-16
-    surrogates and nesting deeper than MAX_JSON_DEPTH (422, naming the field).
+    """Refuses, before any route runs, a body sent without a JSON Content-Type (415: `curl -d` sends a
+    form's) and JSON bodies that Python's parser would let through but that are not JSON or cannot be
+    stored: NaN and Infinity (400 invalid_json), duplicate member names (400: which one wins differs between
+    parsers), text that is not UTF-8 (400), numbers too large for a float, lone UTF-16 surrogates and
+    nesting deeper than MAX_JSON_DEPTH (422, naming the field).
 
     Sits inside BodyLimitMiddleware, so the body it buffers is already bounded.
     """
@@ -175,8 +181,10 @@ class StrictJsonMiddleware:
             body += message.get("body", b"")
             if not message.get("more_body", False):
                 break
-        if body.strip() and (not content_type or "json" in content_type):
+        if body.strip():
             try:
+                if "json" not in content_type:  # every body this API takes is JSON
+                    raise BodyRefusedError(415, "unsupported_media_type", NOT_JSON, "content-type")
                 check_json(body)
             except BodyRefusedError as refused:
                 request_id = scope.get("state", {}).get("request_id")

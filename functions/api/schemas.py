@@ -11,15 +11,14 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, fiel
 from shared.apikeys import parse_rate
 from shared.limits import MAX_TAGS, utc_run_at
 from shared.models import (
-    PRIORITIES,
     TAG_PATTERN,
     Backoff,
     ErrorKind,
     Job,
     QueueStats,
     State,
-    priority_value,
 )
+from shared.priorities import PRIORITIES, priority_value
 from shared.registry import Registry
 
 

@@ -2,6 +2,8 @@
 
 mangum cannot infer a handler for an EventBridge event, so this small dispatcher decides first.
 One event loop per warm instance keeps the Redis client's connection pool usable across invocations.
+The HTTP side (FastAPI, mangum, QStash's verifier) is imported by the first HTTP event: a scheduled
+run's cold start does not pay for it.
 Each lane (shared/lanes.py) is one such function, with JOBQ_LANE naming it and a timeout that holds it.
 """
 
@@ -12,14 +14,14 @@ import logging
 import os
 from dataclasses import asdict
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mangum import Mangum
-
-from functions.consumer.push import PUSH_PATH, create_push_app
-from functions.consumer.runtime import ConsumerRuntime, build_runtime, run_bounded, run_budget
+from functions.consumer.runtime import PUSH_PATH, ConsumerRuntime, build_runtime, run_bounded, run_budget
 from shared.errors import JobqError
 from shared.settings import get_settings
+
+if TYPE_CHECKING:
+    from mangum import Mangum
 
 log = logging.getLogger("jobq.consumer")
 
@@ -53,6 +55,10 @@ def own_push_url(function_name: str, client: Any = None) -> str | None:
 
 @lru_cache(maxsize=1)
 def adapter() -> Mangum:
+    from mangum import Mangum
+
+    from functions.consumer.push import create_push_app
+
     return Mangum(create_push_app(runtime()), lifespan="off")
 
 

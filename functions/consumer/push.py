@@ -22,13 +22,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from functions.consumer.auth import PushAuth, signed_identity
-from functions.consumer.runtime import ConsumerRuntime, run_bounded, run_budget
+from functions.consumer.runtime import PUSH_PATH, ConsumerRuntime, run_bounded, run_budget
 from shared.codec import ms
 from shared.errors import AuthError, JobqError
 
 log = logging.getLogger("jobq.consumer")
 
-PUSH_PATH = "/consume"
 DEDUPE_SECONDS = 24 * 3600  # the most a dedupe mark is kept (a signature's own expiry is far sooner)
 RETRY_AFTER = "10"
 

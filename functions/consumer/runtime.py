@@ -24,6 +24,7 @@ from shared.triggers import Trigger, build_trigger
 
 log = logging.getLogger("jobq.consumer")
 
+PUSH_PATH = "/consume"  # where pushes arrive (push.py), on each lane function's own URL
 SAFETY_MARGIN = 5.0  # seconds kept after the run's grace period for the final finish and the reply
 
 

@@ -20,7 +20,7 @@ class EchoPayload(RootModel[Any]):
 class SleepPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    seconds: float = Field(ge=0, le=10)
+    seconds: float = Field(ge=0, le=10, description="How long to sleep: at most 10 s (its timeout is 12 s).")
 
 
 @job_type("echo", payload=EchoPayload, timeout=5)

@@ -12,47 +12,15 @@ from typing import Any
 
 import httpx
 
-DEFAULT_URL = "http://127.0.0.1:8000"
-DEFAULT_TIMEOUT = 30.0
+from infra.cli.errors import ApiError, CliError, UnreachableError, UsageError
+
 # A bearer credential is a token68-like string; anything else would be rejected by the HTTP layer with
 # an error message quoting the header, so refuse it here without echoing it.
 _KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,4096}$")
 
 
-class CliError(Exception):
-    """A failure the CLI reports as one line on stderr with `exit_code`."""
-
-    exit_code = 1
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class UsageError(CliError):
-    exit_code = 2
-
-
-class ApiError(CliError):
-    """The API answered with an error: `{"error": {"code", "message", "field"?}}` and its status."""
-
-    exit_code = 1
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.field = field
-
-
-class UnreachableError(CliError):
-    """No usable answer: connection refused, timeout, or a response that is not the jobq API's."""
-
-    exit_code = 3
-
-
 class ApiClient:
-    def __init__(self, url: str, key: str | None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, url: str, key: str | None, *, timeout: float) -> None:
         if not re.match(r"^https?://[^\s/]+", url):
             raise UsageError(f"--url must be an http(s) URL, got {url!r}")
         headers = {"Accept": "application/json", "User-Agent": "jobq-cli"}

@@ -18,8 +18,8 @@ import typer
 from rich.text import Text
 
 from infra.cli import app
-from infra.cli.api_client import CliError, UsageError
-from infra.cli.options import DEFAULT_TIMEOUT, DEFAULT_URL, Json, Key, Timeout, Url, Yes, connect, duration
+from infra.cli.errors import CliError, UsageError
+from infra.cli.options import ApiOptions, Yes, api_options, duration
 from infra.cli.output import (
     handled,
     job_panel,
@@ -29,8 +29,7 @@ from infra.cli.output import (
     queues_table,
     state_text,
 )
-from infra.cli.watch import follow
-from shared.models import PRIORITIES
+from shared.priorities import PRIORITIES
 
 
 class StateChoice(StrEnum):
@@ -53,6 +52,7 @@ class FinishedState(StrEnum):
 
 @app.command()
 def submit(
+    ctx: typer.Context,
     type: Annotated[
         str, typer.Argument(metavar="TYPE", help="A registered job type, e.g. echo.", show_default=False)
     ],
@@ -72,10 +72,6 @@ def submit(
         int | None, typer.Option(min=1, max=100, help="Attempts before it fails.")
     ] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="A tag to list by (repeatable).")] = None,
-    url: Url = DEFAULT_URL,
-    key: Key = None,
-    timeout: Timeout = DEFAULT_TIMEOUT,
-    as_json: Json = False,
 ) -> None:
     """Submit a job; print its id and state."""
     with handled():
@@ -88,9 +84,10 @@ def submit(
             "tags": tag or None,
         }
         body.update({name: value for name, value in optional.items() if value is not None})
-        with connect(url, key, timeout) as api:
+        options = api_options(ctx)
+        with options.connect() as api:
             job, created = api.submit(body)
-        if as_json:
+        if options.as_json:
             print_json(job)
             return
         line = Text(job["id"], style="bold")
@@ -133,6 +130,7 @@ def parse_priority(value: str | None) -> int | str | None:
 
 @app.command()
 def status(
+    ctx: typer.Context,
     job_id: Annotated[str, typer.Argument(metavar="ID", help="The job's id.", show_default=False)],
     watch: Annotated[
         bool,
@@ -146,26 +144,26 @@ def status(
     within: Annotated[
         float | None, typer.Option(min=0, help="With --watch: give up after this many seconds (exit 6).")
     ] = None,
-    url: Url = DEFAULT_URL,
-    key: Key = None,
-    timeout: Timeout = DEFAULT_TIMEOUT,
-    as_json: Json = False,
 ) -> None:
     """Show a job (state, progress, attempts, result or errors, logs); --watch follows it live."""
-    with handled(), connect(url, key, timeout) as api:
+    options = api_options(ctx)
+    with handled(), options.connect() as api:
         if not watch:
             job = api.job(job_id)
-            if as_json:
+            if options.as_json:
                 print_json(job)
             else:
                 out().print(job_panel(job))
             return
-        code = follow(api, job_id, as_json=as_json, within=within)
+        from infra.cli.watch import follow  # rich's live progress, for this command alone
+
+        code = follow(api, job_id, as_json=options.as_json, within=within)
     raise typer.Exit(code)
 
 
 @app.command("list")
 def list_jobs(
+    ctx: typer.Context,
     state: Annotated[StateChoice | None, typer.Option(help="Only jobs in this state.")] = None,
     type: Annotated[str | None, typer.Option("--type", help="Only jobs of this type.")] = None,
     queue: Annotated[
@@ -173,16 +171,13 @@ def list_jobs(
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=200, help="Jobs per page.")] = 50,
     cursor: Annotated[str | None, typer.Option(help="The cursor a previous page printed.")] = None,
-    url: Url = DEFAULT_URL,
-    key: Key = None,
-    timeout: Timeout = DEFAULT_TIMEOUT,
-    as_json: Json = False,
 ) -> None:
     """List your jobs, newest first (or a queue's jobs with --queue, admin)."""
-    with handled(), connect(url, key, timeout) as api:
+    options = api_options(ctx)
+    with handled(), options.connect() as api:
         params = {"state": state.value if state else None, "type": type, "limit": limit, "cursor": cursor}
         page = api.queue_jobs(queue, **params) if queue else api.jobs(**params)
-    if as_json:
+    if options.as_json:
         print_json(page)
         return
     console = out()
@@ -196,16 +191,14 @@ def list_jobs(
 
 @app.command()
 def cancel(
+    ctx: typer.Context,
     job_id: Annotated[str, typer.Argument(metavar="ID", show_default=False)],
-    url: Url = DEFAULT_URL,
-    key: Key = None,
-    timeout: Timeout = DEFAULT_TIMEOUT,
-    as_json: Json = False,
 ) -> None:
     """Cancel a job: at once when it is waiting or delayed; a running job's consumer is asked to stop."""
-    with handled(), connect(url, key, timeout) as api:
+    options = api_options(ctx)
+    with handled(), options.connect() as api:
         job = api.cancel(job_id)
-    if as_json:
+    if options.as_json:
         print_json(job)
     elif job["state"] == "cancelled":
         out().print(Text.assemble((job["id"], "bold"), " ", state_text("cancelled")))
@@ -215,16 +208,14 @@ def cancel(
 
 @app.command()
 def retry(
+    ctx: typer.Context,
     job_id: Annotated[str, typer.Argument(metavar="ID", show_default=False)],
-    url: Url = DEFAULT_URL,
-    key: Key = None,
-    timeout: Timeout = DEFAULT_TIMEOUT,
-    as_json: Json = False,
 ) -> None:
     """Run a failed or cancelled job again."""
-    with handled(), connect(url, key, timeout) as api:
+    options = api_options(ctx)
+    with handled(), options.connect() as api:
         job = api.retry(job_id)
-    if as_json:
+    if options.as_json:
         print_json(job)
     else:
         out().print(Text.assemble((job["id"], "bold"), " ", state_text(job["state"]), " (retried)"))
@@ -235,16 +226,14 @@ def retry(
 
 @app.command()
 def stats(
+    ctx: typer.Context,
     queue: Annotated[str | None, typer.Argument(help="One queue; all queues when omitted.")] = None,
-    url: Url = DEFAULT_URL,
-    key: Key = None,
-    timeout: Timeout = DEFAULT_TIMEOUT,
-    as_json: Json = False,
 ) -> None:
     """A table of queues: jobs per state, paused, totals, mean run and wait times (admin)."""
-    with handled(), connect(url, key, timeout) as api:
+    options = api_options(ctx)
+    with handled(), options.connect() as api:
         body = api.queue(queue) if queue else api.queues()
-    if as_json:
+    if options.as_json:
         print_json(body)
         return
     queues = [body] if queue else body["queues"]
@@ -275,30 +264,25 @@ def confirm(question: str, yes: bool) -> None:
 
 @queues_app.command("pause")
 def pause_queue(
+    ctx: typer.Context,
     queue: QueueArg,
-    url: Url = DEFAULT_URL,
-    key: Key = None,
-    timeout: Timeout = DEFAULT_TIMEOUT,
-    as_json: Json = False,
 ) -> None:
     """Stop consumers from claiming the queue's jobs (submits are still accepted)."""
-    queue_action(queue, "pause", None, url, key, timeout, as_json, f"queue {queue} paused")
+    queue_action(api_options(ctx), queue, "pause", None, f"queue {queue} paused")
 
 
 @queues_app.command("resume")
 def resume_queue(
+    ctx: typer.Context,
     queue: QueueArg,
-    url: Url = DEFAULT_URL,
-    key: Key = None,
-    timeout: Timeout = DEFAULT_TIMEOUT,
-    as_json: Json = False,
 ) -> None:
     """Let consumers claim the queue's jobs again."""
-    queue_action(queue, "resume", None, url, key, timeout, as_json, f"queue {queue} resumed")
+    queue_action(api_options(ctx), queue, "resume", None, f"queue {queue} resumed")
 
 
 @queues_app.command("clean")
 def clean_queue(
+    ctx: typer.Context,
     queue: QueueArg,
     state: Annotated[FinishedState, typer.Option(help="Which finished jobs to remove.")],
     older_than: Annotated[
@@ -306,49 +290,35 @@ def clean_queue(
     ] = "0",
     limit: Annotated[int, typer.Option(min=1, max=10000, help="Remove at most this many.")] = 1000,
     yes: Yes = False,
-    url: Url = DEFAULT_URL,
-    key: Key = None,
-    timeout: Timeout = DEFAULT_TIMEOUT,
-    as_json: Json = False,
 ) -> None:
     """Remove finished jobs (asks first unless --yes)."""
     with handled():
         age = duration(older_than)
         confirm(f"Remove up to {limit} {state.value} jobs older than {older_than} from queue {queue}?", yes)
     body = {"state": state.value, "older_than_seconds": age, "limit": limit}
-    queue_action(queue, "clean", body, url, key, timeout, as_json, "removed {count} jobs from queue " + queue)
+    queue_action(api_options(ctx), queue, "clean", body, "removed {count} jobs from queue " + queue)
 
 
 @queues_app.command("retry-failed")
 def retry_failed(
+    ctx: typer.Context,
     queue: QueueArg,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Retry at most this many.")] = 1000,
     yes: Yes = False,
-    url: Url = DEFAULT_URL,
-    key: Key = None,
-    timeout: Timeout = DEFAULT_TIMEOUT,
-    as_json: Json = False,
 ) -> None:
     """Move the queue's failed jobs back to waiting (asks first unless --yes)."""
     with handled():
         confirm(f"Run up to {limit} failed jobs of queue {queue} again?", yes)
     done = "{count} failed jobs of queue " + queue + " moved back to waiting"
-    queue_action(queue, "retry-failed", {"limit": limit}, url, key, timeout, as_json, done)
+    queue_action(api_options(ctx), queue, "retry-failed", {"limit": limit}, done)
 
 
 def queue_action(
-    queue: str,
-    action: str,
-    body: dict[str, Any] | None,
-    url: str,
-    key: str | None,
-    timeout: float,
-    as_json: bool,
-    done: str,
+    options: ApiOptions, queue: str, action: str, body: dict[str, Any] | None, done: str
 ) -> None:
-    with handled(), connect(url, key, timeout) as api:
+    with handled(), options.connect() as api:
         reply = api.queue_action(queue, action, body)
-    if as_json:
+    if options.as_json:
         print_json(reply)
     else:
         out().print(done.format(count=reply.get("count")))

@@ -9,7 +9,7 @@ from rich.text import Text
 
 from infra.cli import app
 from infra.cli.client import confirm
-from infra.cli.options import DEFAULT_TIMEOUT, DEFAULT_URL, Json, Key, Timeout, Url, Yes, connect
+from infra.cli.options import Yes, api_options
 from infra.cli.output import err, handled, keys_table, out, print_json
 
 keys_app = typer.Typer(help="Create, list and revoke API keys (admin).", no_args_is_help=True)
@@ -18,6 +18,7 @@ app.add_typer(keys_app, name="keys")
 
 @keys_app.command("create")
 def create_key(
+    ctx: typer.Context,
     owner: Annotated[str, typer.Option(help="Who the key belongs to; they own the jobs it submits.")],
     admin: Annotated[
         bool, typer.Option("--admin", help="An admin key (queues, keys, anyone's jobs).")
@@ -25,18 +26,15 @@ def create_key(
     rate: Annotated[
         str | None, typer.Option(help="Submit rate limit, e.g. 100/min or 10/s (default: the API's).")
     ] = None,
-    url: Url = DEFAULT_URL,
-    key: Key = None,
-    timeout: Timeout = DEFAULT_TIMEOUT,
-    as_json: Json = False,
 ) -> None:
     """Create a key and print its secret: it is shown this once and never stored by jobq."""
     body: dict[str, Any] = {"owner": owner, "admin": admin}
     if rate is not None:
         body["rate"] = rate
-    with handled(), connect(url, key, timeout) as api:
+    options = api_options(ctx)
+    with handled(), options.connect() as api:
         created = api.create_key(body)
-    if as_json:
+    if options.as_json:
         print_json(created)
         return
     kind = "admin key" if created["admin"] else "key"
@@ -47,16 +45,12 @@ def create_key(
 
 
 @keys_app.command("list")
-def list_keys(
-    url: Url = DEFAULT_URL,
-    key: Key = None,
-    timeout: Timeout = DEFAULT_TIMEOUT,
-    as_json: Json = False,
-) -> None:
+def list_keys(ctx: typer.Context) -> None:
     """List keys (ids, owners, rates; never secrets), revoked ones included."""
-    with handled(), connect(url, key, timeout) as api:
+    options = api_options(ctx)
+    with handled(), options.connect() as api:
         body = api.keys()
-    if as_json:
+    if options.as_json:
         print_json(body)
     elif not body["keys"]:
         out().print("no keys")
@@ -66,19 +60,17 @@ def list_keys(
 
 @keys_app.command("revoke")
 def revoke_key(
+    ctx: typer.Context,
     key_id: Annotated[str, typer.Argument(metavar="ID", help="The key's id (from `jobq keys list`).")],
     yes: Yes = False,
-    url: Url = DEFAULT_URL,
-    key: Key = None,
-    timeout: Timeout = DEFAULT_TIMEOUT,
-    as_json: Json = False,
 ) -> None:
     """Revoke a key (asks first unless --yes); other warm API instances notice within 30 s."""
     with handled():
         confirm(f"Revoke key {key_id}? Clients using it will get 401.", yes)
-        with connect(url, key, timeout) as api:
+        options = api_options(ctx)
+        with options.connect() as api:
             revoked = api.revoke_key(key_id)
-    if as_json:
+    if options.as_json:
         print_json(revoked)
     else:
         out().print(Text.assemble("revoked key ", (revoked["id"], "bold"), f" of {revoked['owner']}"))

@@ -1,15 +1,22 @@
-"""Options shared by every command that talks to a jobq API: where it is, the credential, `--json`."""
+"""The options every API command shares, given once before the command (`jobq --json stats`): where the API
+is, the credential, the timeout and `--json`. The root callback keeps them in `ctx.obj` as `ApiOptions`."""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from infra.cli.api_client import DEFAULT_TIMEOUT, DEFAULT_URL, ApiClient, UsageError
+from infra.cli.errors import UsageError
 
-API = "Connection"
+if TYPE_CHECKING:
+    from infra.cli.api_client import ApiClient
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT = 30.0
+API = "Connection (the API commands)"
 
 Url = Annotated[
     str,
@@ -35,14 +42,28 @@ Timeout = Annotated[
         rich_help_panel=API,
     ),
 ]
-Json = Annotated[bool, typer.Option("--json", help="Print the API's JSON (for scripts).")]
+Json = Annotated[
+    bool, typer.Option("--json", help="Print the API's JSON (for scripts).", rich_help_panel=API)
+]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
-__all__ = ["DEFAULT_TIMEOUT", "DEFAULT_URL", "Json", "Key", "Timeout", "Url", "Yes", "connect", "duration"]
+
+@dataclass(frozen=True)
+class ApiOptions:
+    url: str = DEFAULT_URL
+    key: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    as_json: bool = False
+
+    def connect(self) -> ApiClient:
+        from infra.cli.api_client import ApiClient  # httpx is loaded by the commands that call the API
+
+        return ApiClient(self.url, self.key, timeout=self.timeout)
 
 
-def connect(url: str, key: str | None, timeout: float) -> ApiClient:
-    return ApiClient(url, key, timeout=timeout)
+def api_options(ctx: typer.Context) -> ApiOptions:
+    """The options the root callback read (`jobq --url ... COMMAND`)."""
+    return ctx.ensure_object(ApiOptions)
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")

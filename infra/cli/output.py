@@ -19,7 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from infra.cli.api_client import ApiError, CliError
+from infra.cli.errors import ApiError, CliError
 
 STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 STATE_STYLES = {
@@ -154,23 +154,31 @@ def _error(error: dict[str, Any]) -> str:
 
 
 # Tables are laid out for the console's width: below these, only the essential columns are shown (the
-# rest is one `--json` away) instead of squeezing every column into ellipses.
+# rest is one `--json` away) instead of squeezing every column into ellipses, and a caption names them.
 WIDE_JOBS = 120
 WIDE_QUEUES = 150
+JOB_EXTRAS = ("queue", "prio", "progress", "attempts")
+QUEUE_TOTALS = ("completed_total", "failed_total", "retried_total", "cancelled_total")
+QUEUE_TIMES = ("avg run", "avg wait", "oldest waiting")
+
+
+def hidden_caption(columns: list[str], width: int) -> str:
+    return f"hidden at {width} columns: {', '.join(columns)}; widen the terminal or use --json"
 
 
 def jobs_table(jobs: list[dict[str, Any]], width: int = WIDE_JOBS) -> Table:
     wide = width >= WIDE_JOBS
-    table = Table()
+    caption = None if wide else hidden_caption(list(JOB_EXTRAS), width)
+    table = Table(caption=caption, caption_style="dim", caption_justify="left")
     table.add_column("id", no_wrap=True, min_width=26)
     table.add_column("type", no_wrap=True)
+    queue, *numbers = JOB_EXTRAS
     if wide:
-        table.add_column("queue", no_wrap=True)
+        table.add_column(queue, no_wrap=True)
     table.add_column("state", no_wrap=True)
     if wide:
-        table.add_column("prio", justify="right")
-        table.add_column("progress", justify="right")
-        table.add_column("attempts", justify="right")
+        for name in numbers:
+            table.add_column(name, justify="right")
     table.add_column("created", no_wrap=True, min_width=19)
     for job in jobs:
         middle: list[str | Text] = [state_text(job["state"])]
@@ -190,24 +198,21 @@ def queues_table(queues: list[dict[str, Any]], width: int = WIDE_QUEUES) -> Tabl
     """Jobs per state now, with a footer summing every queue; on a wide console also the paused flag as a
     column, the all-time totals, mean run and wait times and the oldest waiting job's age."""
     wide = width >= WIDE_QUEUES
-    table = Table(show_footer=len(queues) > 1)
+    labels = ["total " + name.removesuffix("_total") for name in QUEUE_TOTALS]
+    caption = None if wide else hidden_caption([*labels, *QUEUE_TIMES], width)  # "paused" follows the name
+    table = Table(show_footer=len(queues) > 1, caption=caption, caption_style="dim", caption_justify="left")
     sums = {state: sum(q["counts"].get(state, 0) for q in queues) for state in STATES}
-    totals = {
-        name: sum(q.get(name, 0) for q in queues)
-        for name in ("completed_total", "failed_total", "retried_total", "cancelled_total")
-    }
+    totals = {name: sum(q.get(name, 0) for q in queues) for name in QUEUE_TOTALS}
     table.add_column("queue", footer="all queues", no_wrap=True)
     if wide:
         table.add_column("paused")
     for state in STATES:
         table.add_column(state, justify="right", footer=str(sums[state]), style=STATE_STYLES[state])
     if wide:
-        for name in totals:  # all-time counters, as opposed to the jobs in each state now
-            label = "total\n" + name.removesuffix("_total")
-            table.add_column(label, justify="right", footer=str(totals[name]))
-        table.add_column("avg run", justify="right")
-        table.add_column("avg wait", justify="right")
-        table.add_column("oldest waiting", justify="right")
+        for name, label in zip(QUEUE_TOTALS, labels, strict=True):  # all-time, not the jobs in each state now
+            table.add_column(label.replace(" ", "\n"), justify="right", footer=str(totals[name]))
+        for label in QUEUE_TIMES:
+            table.add_column(label, justify="right")
     for queue in queues:
         paused = Text("paused", style="bold yellow") if queue["paused"] else Text("no")
         title = Text(queue["queue"])

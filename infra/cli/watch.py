@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import (
@@ -22,8 +22,11 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from infra.cli.api_client import ApiClient, CliError
+from infra.cli.errors import CliError
 from infra.cli.output import err, out, print_json, state_text
+
+if TYPE_CHECKING:
+    from infra.cli.api_client import ApiClient
 
 WATCH_WAIT = 20.0  # seconds per long poll (the API allows up to 25, below API Gateway's 30 s timeout)
 EXIT_CODES = {"completed": 0, "failed": 4, "cancelled": 5}

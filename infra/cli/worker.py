@@ -1,21 +1,20 @@
-"""`jobq worker`: run jobs continuously on a server (any timeout), waking when work is due; graceful stop."""
+"""`jobq worker`: run jobs continuously on a server (any timeout), waking when work is due; graceful stop.
+
+The consumer and asyncio are imported inside the command, so other commands do not load them.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from dataclasses import asdict
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from functions.consumer.runtime import build_runtime
-from infra.cli import app
-from shared.consumer import ConsumerConfig
-from shared.consumer.worker import Worker, WorkerStats
-from shared.logs import configure_logging
-from shared.runner import run as run_loop
-from shared.settings import get_settings
+from infra.cli import app, import_from_working_directory
+
+if TYPE_CHECKING:
+    from shared.consumer import ConsumerConfig
+    from shared.consumer.worker import WorkerStats
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -35,6 +34,13 @@ def worker(
     grace: Annotated[float, typer.Option(min=0, help="On stop, grace for running jobs (s).")] = 10.0,
 ) -> None:
     """Run jobs continuously. Ctrl-C (or SIGTERM) hands unstarted jobs back and lets running ones finish."""
+
+    from shared.consumer import ConsumerConfig
+    from shared.logs import configure_logging
+    from shared.runner import run as run_loop
+    from shared.settings import get_settings
+
+    import_from_working_directory()  # JOBQ_JOB_MODULES may name modules right here
     configure_logging(get_settings())  # JSON unless JOBQ_LOG_FORMAT=console
     config = ConsumerConfig(batch_size=batch, concurrency=concurrency, queues=_split(queues), grace=grace)
     stats = run_loop(_run(config, idle_max))
@@ -42,6 +48,12 @@ def worker(
 
 
 async def _run(config: ConsumerConfig, idle_max: float) -> WorkerStats:
+    import asyncio
+    import signal
+
+    from functions.consumer.runtime import build_runtime
+    from shared.consumer.worker import Worker
+
     runtime = build_runtime(config=config)
     runner = Worker(runtime.consumer, idle_min=min(0.5, idle_max), idle_max=idle_max)
     loop = asyncio.get_running_loop()

@@ -14,6 +14,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -144,20 +145,30 @@ def wait_state(api: httpx.Client, job_id: str, state: str) -> None:
         timer.cancel()
 
 
-def test_dashboard_in_chromium(stack: tuple[ServedApp, Switches]) -> None:
+@contextmanager
+def chromium(served: ServedApp) -> Iterator[tuple[httpx.Client, Any, Any]]:
+    """An admin API client, Chromium, and Playwright's `expect` waiting up to WAIT_MS."""
     executable = chromium_path()
     from playwright.sync_api import expect, sync_playwright
 
-    served, switches = stack
     ARTIFACTS.mkdir(exist_ok=True)
     expect.set_options(timeout=WAIT_MS)
     with (
         httpx.Client(base_url=served.url, headers=ADMIN_HEADERS, timeout=10) as api,
         sync_playwright() as playwright,
     ):
+        browser = playwright.chromium.launch(executable_path=executable)
+        try:
+            yield api, browser, expect
+        finally:
+            browser.close()
+
+
+def test_dashboard_in_chromium(stack: tuple[ServedApp, Switches]) -> None:
+    served, switches = stack
+    with chromium(served) as (api, browser, expect):
         seed = submit(api, "dash_echo")  # the queue exists before the page opens
         wait_state(api, seed, "completed")
-        browser = playwright.chromium.launch(executable_path=executable)
         page = browser.new_page(viewport={"width": 1360, "height": 900})
         problems: list[str] = []
         page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
@@ -166,7 +177,6 @@ def test_dashboard_in_chromium(stack: tuple[ServedApp, Switches]) -> None:
             run_scenario(page, api, switches, served.url, expect)
         finally:
             page.screenshot(path=str(ARTIFACTS / "dashboard-last.png"), full_page=True)
-            browser.close()
         # 401s from the deliberate bad login are the only errors the page may log.
         assert [p for p in problems if "401" not in p] == []
 
@@ -288,3 +298,41 @@ def test_dashboard_falls_back_to_polling_and_reports_outages(stack: tuple[Served
             expect(page.locator("#banner")).to_be_hidden()
         finally:
             browser.close()
+
+
+NARROW = {"width": 420, "height": 860}  # a phone held upright
+
+
+def scrolls_sideways(page: Any) -> bool:
+    return bool(page.evaluate("document.documentElement.scrollWidth > document.documentElement.clientWidth"))
+
+
+def test_dashboard_at_420_px_fits_and_signs_in_cleanly(stack: tuple[ServedApp, Switches]) -> None:
+    """At a phone's width nothing scrolls sideways, before or after signing in; the sign-in page shows
+    neither the job search (it needs a credential) nor an "Offline" badge (nothing is followed yet)."""
+    served, _ = stack
+    with chromium(served) as (api, browser, expect):
+        job = submit(api, "dash_echo", "narrow")
+        wait_state(api, job, "completed")
+        page = browser.new_page(viewport=NARROW)
+        try:
+            page.goto(f"{served.url}/dashboard")
+            expect(page.get_by_label("Admin API key, admin token or JWT")).to_be_visible()
+            expect(page.locator("#search")).to_be_hidden()
+            expect(page.locator("#live")).to_be_hidden()
+            assert not scrolls_sideways(page)
+
+            page.get_by_label("Admin API key, admin token or JWT").fill(ADMIN_TOKEN)
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.locator('#queues tr[data-queue="dash"]')).to_be_visible()
+            expect(page.get_by_placeholder("Find a job by id")).to_be_visible()
+            expect(page.locator("#live")).to_have_text("Live")
+            assert not scrolls_sideways(page)
+            header = page.locator("header.top").bounding_box()
+            assert header is not None and header["width"] <= NARROW["width"]
+
+            page.goto(f"{served.url}/dashboard#/job/{job}")
+            expect(page.locator("#job-state")).to_have_text("completed")
+            assert not scrolls_sideways(page)
+        finally:
+            page.screenshot(path=str(ARTIFACTS / "dashboard-420px.png"), full_page=True)

@@ -67,12 +67,13 @@ class Output:
 
 
 def interrupt(proc: subprocess.Popen[str]) -> int:
-    """Ctrl-C, as a developer stops `jobq dev`; kill it if it does not stop in time."""
-    proc.send_signal(signal.SIGINT)
+    """Ctrl-C, as a developer stops `jobq dev` (the terminal signals the whole foreground process group,
+    `make` and its `jobq dev` alike); kill it if it does not stop in time."""
+    os.killpg(proc.pid, signal.SIGINT)
     try:
         return proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         raise
 
 
@@ -80,9 +81,11 @@ class DevStack:
     """`jobq dev` on free loopback ports, run from `cwd` (so no .env of the checkout applies).
 
     `redis_url` puts a real Redis behind the gateway (under a key prefix of its own, so tests never share
-    keys); `modules` are loaded through JOBQ_JOB_MODULES; `pythonpath` is put in front of PYTHONPATH. Used
-    as a context manager: entering waits for the ready banner and the generated admin token; leaving sends
-    Ctrl-C and keeps the exit code and the whole output in `code` and `printed`.
+    keys); without it the stack keeps its data in `cwd/.jobq/`. `modules` are loaded through
+    JOBQ_JOB_MODULES; `pythonpath` is put in front of PYTHONPATH; `command` replaces `jobq dev` (e.g. with
+    `make dev`: it gets the ports as PORT and GATEWAY_PORT). Used as a context manager: entering waits for
+    the ready banner and the admin token it prints; leaving sends Ctrl-C and keeps the exit code and the
+    whole output in `code` and `printed`.
     """
 
     def __init__(
@@ -94,10 +97,15 @@ class DevStack:
         modules: str | None = None,
         pythonpath: Path | None = None,
         env: dict[str, str] | None = None,
+        command: list[str] | None = None,
     ) -> None:
         self.port, self.gateway_port = free_port(), free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.command = [str(JOBQ), "dev", "--port", str(self.port), "--gateway-port", str(self.gateway_port)]
+        if command is None:
+            ports = ["--port", str(self.port), "--gateway-port", str(self.gateway_port)]
+            self.command = [str(JOBQ), "dev", *ports]
+        else:
+            self.command = [*command, f"PORT={self.port}", f"GATEWAY_PORT={self.gateway_port}"]
         if redis_url is not None:
             self.command += ["--redis-url", redis_url]
         self.command += list(args)
@@ -123,11 +131,12 @@ class DevStack:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,  # a process group of its own, as a terminal's foreground job
         )
         self.output = Output(self.proc)
         try:
             self.output.wait_for(r"Press Ctrl-C to stop\.", START_DEADLINE)
-            if match := re.search(r"admin token \(generated for this run\): (\S+)", self.output.seen):
+            if match := re.search(r"admin token \(kept in \.jobq/admin-token\): (\S+)", self.output.seen):
                 self.token = match.group(1)
         except BaseException:
             self.__exit__(None, None, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +14,8 @@ from shared.models import ErrorKind, JobError, Outcome
 from tests.support.api_fixtures import MakeUser
 
 pytestmark = pytest.mark.realredis
+
+API_DOCS = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
 
 def engine_of(app: FastAPI) -> Engine:
@@ -236,8 +239,41 @@ async def test_malformed_json_and_wrong_content_are_400_or_422(
     not_json = await api.post(
         "/v1/jobs", content=b"type=echo", headers={**user, "Content-Type": "text/plain"}
     )
-    assert 400 <= not_json.status_code < 500
-    assert "error" in not_json.json()
+    assert (not_json.status_code, error_of(not_json)["code"]) == (415, "unsupported_media_type")
+
+
+async def test_errors_name_the_field_and_the_problem_in_the_callers_terms(
+    api: httpx.AsyncClient, make_user: MakeUser
+) -> None:
+    user = await make_user()
+    body = b'{"type": "echo", "payload": {"message": "hi"}}'
+    no_header = await api.post("/v1/jobs", content=body, headers=user)  # no Content-Type at all
+    form = await api.post(  # what `curl -d` sends without -H 'Content-Type: application/json'
+        "/v1/jobs", content=body, headers={**user, "Content-Type": "application/x-www-form-urlencoded"}
+    )
+    for refused in (no_header, form):
+        detail = error_of(refused)
+        assert (refused.status_code, detail["code"], detail["field"]) == (
+            415,
+            "unsupported_media_type",
+            "content-type",
+        )
+        assert "Content-Type: application/json" in detail["message"]
+
+    for payload in ({}, {"payload": None}):  # a payload left out, or null, where a model wants an object
+        missing = await api.post("/v1/jobs", json={"type": "fetch", **payload}, headers=user)
+        detail = error_of(missing)
+        assert (missing.status_code, detail["field"]) == (422, "payload"), missing.text
+        assert detail["message"] == "Input should be a JSON object"  # not the model's class name
+
+    wrong_method = await api.put("/v1/jobs", headers=user)
+    detail = error_of(wrong_method)
+    assert (wrong_method.status_code, detail["code"]) == (405, "method_not_allowed")
+    assert wrong_method.headers["Allow"] == "POST"
+    assert detail["message"] == "PUT is not allowed on /v1/jobs; allowed: POST"
+    documented = API_DOCS.read_text()
+    for row in ("| 405 | `method_not_allowed` |", "| 415 | `unsupported_media_type` |"):
+        assert row in documented, f"docs/api.md's error table lacks {row}"
 
 
 async def test_oversize_bodies_and_payloads_are_413(

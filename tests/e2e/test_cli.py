@@ -70,7 +70,7 @@ class Cli:
         return self.runner.invoke(app, list(args), env=env, input=input)
 
     def json(self, *args: str, key: str | None = ADMIN_TOKEN) -> Any:
-        result = self(*args, "--json", key=key)
+        result = self("--json", *args, key=key)
         assert result.exit_code == 0, (result.stdout, result.stderr)
         return json.loads(result.stdout)
 
@@ -122,6 +122,7 @@ def test_submit_status_list_cancel_retry(cli: Cli) -> None:
         [other["id"], "echo", "delayed"],
         [job_id, "echo", "waiting"],
     ]
+    assert "hidden at 80 columns: queue, prio, progress, attempts" in " ".join(narrow.stdout.split())
     page = cli.json("list", "--state", "delayed", key=alice)
     assert [j["id"] for j in page["jobs"]] == [other["id"]]
     first = cli.json("list", "--limit", "1", key=alice)
@@ -152,7 +153,7 @@ def test_payload_from_file_stdin_and_idempotent_repeat(cli: Cli, tmp_path: Path)
     from_file = cli.json("submit", "echo", "--payload", f"@{payload}", key=key)
     assert from_file["payload"]["value"] == {"from": "file"}
 
-    from_stdin = cli("submit", "echo", "--payload", "-", "--json", key=key, input='{"value": "stdin"}')
+    from_stdin = cli("--json", "submit", "echo", "--payload", "-", key=key, input='{"value": "stdin"}')
     assert from_stdin.exit_code == 0, from_stdin.stderr
     assert json.loads(from_stdin.stdout)["payload"]["value"] == "stdin"
 
@@ -231,6 +232,10 @@ def test_stats_and_queue_actions(cli: Cli) -> None:
     narrow_rows = {cells[0]: cells for cells in table_rows(narrow.stdout)}
     assert narrow_rows["echo (paused)"][1:] == ["3", "0", "0", "0", "0", "0"]
     assert "…" not in narrow.stdout
+    assert "hidden at 80 columns: total completed, total failed, total retried, total cancelled, avg run" in (
+        " ".join(narrow.stdout.split())  # the caption wraps at the table's width
+    )
+    assert "hidden" not in cli("stats").stdout  # 200 columns: every column
     assert cli.json("queues", "resume", "echo") == {"queue": "echo", "paused": False, "count": None}
     assert cli.json("stats", "echo")["paused"] is False
 
@@ -275,9 +280,13 @@ def test_errors_are_clean_lines_with_exit_codes(cli: Cli) -> None:
     wrong = cli("list", key="jq_nothing_here")
     assert_clean_error(wrong, 1, "unauthorized")
     assert "jq_nothing_here" not in wrong.stdout + wrong.stderr
-    helped = cli("list", "--help", key="jq_help_must_not_show_this")
+    helped = cli("--help", key="jq_help_must_not_show_this")
     assert helped.exit_code == 0 and "JOBQ_API_KEY" in helped.stdout
     assert "must_not_show" not in helped.stdout
+    # The connection options and --json are the root's, given once before the command.
+    assert cli("--key", user, "--timeout", "5", "list", key=None).exit_code == 0
+    after = cli("list", "--json", key=user)
+    assert after.exit_code == 2 and "No such option: --json" in after.stderr
     spaced = cli("list", key="has a space secret")
     assert_clean_error(spaced, 2, "invalid characters")
     assert "secret" not in spaced.stderr
@@ -371,7 +380,7 @@ def test_status_watch_follows_jobs_to_their_end(cli: Cli, worker: None) -> None:
     assert "100%" in watched.stdout  # the progress bar's last frame
 
     failing = cli.json("submit", "permanent", key=user)
-    lines = cli("status", failing["id"], "--watch", "--json", "--within", "60", key=user)
+    lines = cli("--json", "status", failing["id"], "--watch", "--within", "60", key=user)
     assert lines.exit_code == 4, (lines.stdout, lines.stderr)
     changes = [json.loads(line) for line in lines.stdout.splitlines()]
     assert changes[-1]["terminal"] is True and changes[-1]["status"]["state"] == "failed"
@@ -398,7 +407,7 @@ def test_installed_jobq_script_smoke(cli: Cli) -> None:
     script = Path(sys.executable).parent / "jobq"
     env = {**os.environ, "JOBQ_API_URL": cli.url, "JOBQ_API_KEY": ADMIN_TOKEN}
     run = subprocess.run(
-        [str(script), "submit", "echo", "--payload", '{"value": 1}', "--json"],
+        [str(script), "--json", "submit", "echo", "--payload", '{"value": 1}'],
         capture_output=True,
         text=True,
         env=env,
@@ -408,7 +417,7 @@ def test_installed_jobq_script_smoke(cli: Cli) -> None:
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["state"] == "waiting"
     down = subprocess.run(
-        [str(script), "stats", "--url", "http://127.0.0.1:9"],
+        [str(script), "--url", "http://127.0.0.1:9", "stats"],
         capture_output=True,
         text=True,
         env=env,

@@ -4,11 +4,15 @@ idle poll, and a timeout no lane holds is refused at submit."""
 
 from __future__ import annotations
 
+import shutil
 import socket
+import stat
 import subprocess
 import textwrap
 import time
 from pathlib import Path
+
+import pytest
 
 from tests.e2e.devstack import JOBQ, DevStack, free_port, wait_settled
 from tests.support.gateway_fixtures import require_real_redis
@@ -115,6 +119,45 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert f"API port 127.0.0.1:{port} is not available" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_jobs_and_the_admin_token_survive_a_restart(tmp_path: Path) -> None:
+    """What a developer keeps across a Ctrl-C: the printed token (kept in .jobq/, readable by its owner
+    only) and, on the redis-server that `jobq dev` runs with its data in .jobq/, every job."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed: jobq dev keeps jobs in memory then")
+    with DevStack(tmp_path) as first, first.client() as client:
+        assert "redis-server, data kept in .jobq/redis" in first.output.seen
+        done = client.post("/v1/jobs", json={"type": "echo", "payload": {"n": 1}})
+        assert done.status_code == 201, done.text
+        assert wait_settled(client, done.json()["id"])["state"] == "completed"
+        later = client.post("/v1/jobs", json={"type": "echo", "payload": {}, "delay_seconds": 3600})
+        assert later.status_code == 201, later.text
+    assert first.code == 0, first.printed
+    token_file = tmp_path / ".jobq" / "admin-token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert token_file.read_text().strip() == first.token
+
+    with DevStack(tmp_path) as second, second.client() as client:
+        assert second.token == first.token
+        kept = client.get(f"/v1/jobs/{done.json()['id']}").json()
+        assert (kept["state"], kept["result"]) == ("completed", {"n": 1}), kept
+        assert client.get(f"/v1/jobs/{later.json()['id']}").json()["state"] == "delayed"
+    assert second.code == 0, second.printed
+    assert "Traceback" not in first.printed + second.printed
+
+
+def test_in_memory_says_so_and_requests_are_logged_only_when_asked(tmp_path: Path) -> None:
+    with DevStack(tmp_path, args=("--in-memory",)) as quiet, quiet.client() as client:
+        assert "embedded backend, in memory" in quiet.output.seen
+        assert client.get("/v1/jobs").status_code == 200
+        assert client.get("/v1/no-such-route").status_code == 404
+    assert "jobq.api.access" not in quiet.printed, quiet.printed
+
+    with DevStack(tmp_path, args=("--in-memory", "--access-log")) as loud, loud.client() as client:
+        assert client.get("/v1/jobs").status_code == 200
+        loud.output.wait_for(r"jobq\.api\.access\s+request\s+method=GET path=/v1/jobs status=200", 10)
+    assert loud.token == quiet.token  # the same .jobq/admin-token
 
 
 def test_a_token_set_by_the_developer_is_never_echoed(tmp_path: Path) -> None:

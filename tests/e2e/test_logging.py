@@ -55,7 +55,7 @@ async def test_one_access_line_per_request(
     submit = next(e for e in requests if e["request_id"] == "req-0123456789" and e["method"] == "POST")
     assert submit["path"] == "/v1/jobs"  # no query string
     assert submit["status"] == 201 and submit["owner"] == "alice" and submit["duration_ms"] >= 0
-    assert submit["logger"] == "jobq.api" and submit["level"] == "info"
+    assert submit["logger"] == "jobq.api.access" and submit["level"] == "info"
     not_found = next(e for e in requests if e["method"] == "GET" and e["path"] == "/v1/jobs/nope")
     assert not_found["status"] == 404 and not_found["request_id"] == missing.headers["x-request-id"]
     unauthenticated = await api.get("/v1/queues")

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from qstash import AsyncQStash, Receiver
 
-from functions.consumer.push import PUSH_PATH, create_push_app
-from functions.consumer.runtime import ConsumerRuntime, build_runtime, run_bounded
+from functions.consumer.push import create_push_app
+from functions.consumer.runtime import PUSH_PATH, ConsumerRuntime, build_runtime, run_bounded
 from shared.consumer import ConsumerConfig
 from shared.models import State
 from shared.registry import Registry

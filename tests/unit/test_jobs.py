@@ -79,6 +79,25 @@ def test_builtins_register_on_load() -> None:
     assert caught.value.field == "payload.seconds"
 
 
+@pytest.mark.parametrize(
+    ("payload", "field", "message"),
+    [
+        (None, "payload", "Input should be a JSON object"),  # a submit without a payload
+        ([], "payload", "Input should be a JSON object"),
+        ({}, "payload.seconds", "Field required"),
+        ({"seconds": 11}, "payload.seconds", "Input should be less than or equal to 10"),  # the 10 s cap
+    ],
+)
+def test_a_bad_sleep_payload_names_the_field_not_the_model(payload: object, field: str, message: str) -> None:
+    Registry().load([])
+    from shared.registry import registry as default
+
+    with pytest.raises(ValidationError) as caught:
+        default.get("sleep").parse(payload)
+    assert (caught.value.field, caught.value.message) == (field, message)
+    assert "SleepPayload" not in caught.value.message
+
+
 # Demo types.
 
 

@@ -30,7 +30,8 @@ from shared.errors import (
     ValidationError,
 )
 from shared.limits import MAX_METADATA_BYTES
-from shared.models import NAME_PATTERN, TAG_PATTERN, JobSpec, State, priority_value
+from shared.models import NAME_PATTERN, TAG_PATTERN, JobSpec, State
+from shared.priorities import priority_value
 from shared.triggers import Trigger
 
 log = logging.getLogger("jobq.api")

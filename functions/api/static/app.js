@@ -169,6 +169,7 @@ function showLogin(message) {
   $("#view").replaceChildren();
   $("#logout").hidden = true;
   $("#search").hidden = true;
+  $("#live").hidden = true; // nothing is followed before sign-in: no "Offline" for an API that is up
   const box = $("#login-error");
   box.textContent = message || "";
   box.hidden = !message;
@@ -211,6 +212,7 @@ function start() {
   $("#login").hidden = true;
   $("#logout").hidden = false;
   $("#search").hidden = false;
+  $("#live").hidden = false;
   route();
   live.start();
 }

@@ -1,0 +1,152 @@
+"""Start-up benchmark: `python -m bench startup` (or `make bench BENCH=startup`).
+
+What a user waits for before anything happens: the `jobq` CLI (`jobq version`, wall clock of the installed
+script), and a Lambda cold start, i.e. importing the handler module plus its first event through mangum,
+for the API (an unauthenticated `GET /v1/jobs`: 401 without a Redis call), the consumer (import alone, and
+with a first push that is refused 401), and, as the yardstick, a bare FastAPI + mangum app answering one
+route. Each figure is the median of BENCH_STARTUP_RUNS (default 9) fresh interpreters; nothing is cached
+between them but the operating system's file cache (Python's bytecode cache is warm, as on Lambda).
+
+The Lambda rows run as the Lambda package does: without the CLI's and the local stack's packages (rich,
+click, typer, uvicorn, redis, fakeredis), which requirements-lambda.txt leaves out; httpx, for one, imports
+rich and click for its own command line when they are installed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+RUNS = int(os.environ.get("BENCH_STARTUP_RUNS", "9"))
+JOBQ = Path(sys.executable).with_name("jobq")
+CLI_TARGET = 0.3  # seconds for `jobq version`
+LAMBDA_TARGET = 1.3  # a handler's cold start over the bare app's
+NOT_IN_LAMBDA = ("rich", "click", "typer", "uvicorn", "redis", "fakeredis")
+
+# Run first in every Lambda subprocess: hide what the Lambda package lacks, and build the event.
+PRELUDE = f"""
+import importlib.abc, sys, time
+class _NotInLambda(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {NOT_IN_LAMBDA!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (not in the Lambda package)")
+        return None
+sys.meta_path.insert(0, _NotInLambda())
+
+def event(method, path):
+    http = {{"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.7"}}
+    return {{
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
+        "headers": {{"host": "abc.execute-api.eu-west-1.amazonaws.com", "content-type": "application/json"}},
+        "requestContext": {{"http": http, "requestId": "r1", "stage": "$default", "routeKey": "$default"}},
+        "body": None, "isBase64Encoded": False,
+    }}
+
+class Context:
+    function_name = "bench"
+    aws_request_id = "r1"
+    def get_remaining_time_in_millis(self):
+        return 60_000
+
+started = time.perf_counter()
+"""
+
+BARE = """
+from fastapi import FastAPI
+from mangum import Mangum
+
+app = FastAPI()
+
+@app.get("/health")
+def health():
+    return {"ok": True}
+
+reply = Mangum(app, lifespan="off")(event("GET", "/health"), Context())
+assert reply["statusCode"] == 200, reply
+"""
+
+API = """
+from functions.api.lambda_handler import handler
+
+reply = handler(event("GET", "/v1/jobs"), Context())
+assert reply["statusCode"] == 401, reply
+"""
+
+CONSUMER_IMPORT = """
+import functions.consumer.lambda_handler
+"""
+
+CONSUMER_PUSH = """
+from functions.consumer.lambda_handler import handler
+
+reply = handler(event("POST", "/consume"), Context())
+assert reply["statusCode"] == 401, reply
+"""
+
+ROWS = (
+    ("bare FastAPI + mangum: import + first request", BARE),
+    ("API handler: import + first request", API),
+    ("consumer handler: import", CONSUMER_IMPORT),
+    ("consumer handler: import + first push", CONSUMER_PUSH),
+)
+
+
+def lambda_environment() -> dict[str, str]:
+    """A production configuration whose Redis is never reached (the measured requests need none)."""
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("JOBQ_", "UPSTASH_"))}
+    return {
+        **keep,
+        "JOBQ_ENV": "production",
+        "JOBQ_ADMIN_TOKEN": secrets.token_hex(16),
+        "JOBQ_REDIS_REST_URL": "http://127.0.0.1:9",
+        "JOBQ_REDIS_REST_TOKEN": "unused",
+        "JOBQ_CONSUMER_SECRET": secrets.token_hex(16),
+    }
+
+
+def cold_start(body: str, env: dict[str, str]) -> float:
+    """Seconds from the handler's first import to its first answer, in a fresh interpreter."""
+    program = PRELUDE + textwrap.dedent(body) + "\nprint(time.perf_counter() - started)\n"
+    done = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"cold start failed:\n{done.stderr}")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def cli_run(*args: str) -> float:
+    """Wall-clock seconds of the installed `jobq` script, interpreter start-up included."""
+    started = time.perf_counter()
+    subprocess.run([str(JOBQ), *args], capture_output=True, check=True)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    env = lambda_environment()
+    cold_start(BARE, env)  # warm the bytecode and file caches once; every measured run is fresh after
+    samples: dict[str, list[float]] = {name: [] for name, _ in ROWS}
+    for _ in range(RUNS):  # rows take turns, so a busy moment of the machine weighs on all of them
+        for name, body in ROWS:
+            samples[name].append(cold_start(body, env))
+    figures = {name: statistics.median(values) for name, values in samples.items()}
+    bare = figures[ROWS[0][0]]
+    cli = statistics.median(cli_run("version") for _ in range(RUNS))
+    width = max(len(name) for name, _ in ROWS)
+    write = sys.stdout.write
+    write(f"{f'start-up (median of {RUNS} fresh processes)':<{width}}  {'ms':>6}  {'vs bare':>7}  target\n")
+    for row, (name, seconds) in enumerate(figures.items()):
+        target = f"{LAMBDA_TARGET}x" if row else ""
+        write(f"{name:<{width}}  {seconds * 1000:>6.0f}  {seconds / bare:>6.2f}x  {target}\n")
+    cli_name = "jobq version (wall clock)"
+    write(f"{cli_name:<{width}}  {cli * 1000:>6.0f}  {'':>7}  {CLI_TARGET * 1000:.0f} ms\n")
+
+
+if __name__ == "__main__":
+    main()
