@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -270,6 +271,12 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def marked_sections(document: str) -> list[tuple[str, str]]:
+    """The `<!-- bench NAME: begin -->` ... `end -->` blocks of a report (other suites' sections)."""
+    pattern = re.compile(r"<!-- bench ([\w-]+): begin -->.*?<!-- bench \1: end -->", re.S)
+    return [(match.group(1), match.group(0)) for match in pattern.finditer(document)]
+
+
 def machine() -> str:
     cpu = platform.processor() or "unknown CPU"
     with contextlib.suppress(OSError):
@@ -405,7 +412,9 @@ def main(argv: list[str] | None = None) -> None:
         # A run without the stack keeps the stack section of an earlier run (it carries its own date).
         kept = stack.section(stack_rows, command.strip(), machine(), ratio) if stack_rows else None
         kept = kept or stack.section_of(previous)
-        REPORT.write_text(stack.replace_section(text, kept) if kept else text)
+        text = stack.replace_section(text, kept) if kept else text
+        others = [block for name, block in marked_sections(previous) if name != "stack"]
+        REPORT.write_text("\n\n".join([text.rstrip("\n"), *others]) + "\n")
         print(f"written to {REPORT.relative_to(ROOT)}")
 
 

@@ -86,3 +86,12 @@ def test_table_shows_both_phases_and_gaps() -> None:
     assert "| end-to-end jobs/s | 91.8 | n/a |" in text
     assert "| submit latency p50 / p99 ms | n/a | 150 / 240 |" in text
     assert "| submit-to-completion p50 / p99 ms | n/a | n/a |" in text
+
+
+def test_a_compare_report_keeps_the_other_suites_sections() -> None:
+    from bench.compare import marked_sections
+
+    stack = "<!-- bench stack: begin -->\nS\n<!-- bench stack: end -->"
+    startup = "<!-- bench startup: begin -->\nU\n<!-- bench startup: end -->"
+    previous = f"# old\n{stack}\n\n{startup}\n"
+    assert marked_sections(previous) == [("stack", stack), ("startup", startup)]
