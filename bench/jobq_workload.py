@@ -25,7 +25,7 @@ import httpx
 import redis
 from pydantic import BaseModel, SecretStr
 
-from bench.compare import free_port, server_commands, used_memory
+from bench.compare import free_port, process_rate, server_commands, used_memory
 from bench.proxy import ProxyProcess
 from functions.consumer.runtime import ConsumerRuntime, build_runtime
 from shared.consumer import ConsumerConfig
@@ -39,6 +39,7 @@ from shared.settings import Settings
 TYPE = "bench_noop"
 BATCH = 100
 CONCURRENCY = 10
+PROCESS_PASSES = 3  # processing is timed this many times; the median pass is the figure
 
 
 class NoopPayload(BaseModel):
@@ -150,6 +151,18 @@ async def workload(url: str, token: str, meter: Meter, jobs: int, idle: float) -
         await rt.consumer.drain()
     figures["process_s"] = time.perf_counter() - clock
     marks["processed"] = meter.snapshot()
+    # More processing passes (jobs enqueued in batches, not counted in the cost figures): the rate is
+    # the median pass, as for bullmq-py, because this machine's speed moves between passes.
+    runs = [figures["process_s"]]
+    for _ in range(PROCESS_PASSES - 1):
+        for first in range(0, jobs, BATCH):
+            await rt.engine.enqueue([spec(i) for i in range(first, min(first + BATCH, jobs))])
+        starts.expect(jobs)
+        clock = time.perf_counter()
+        while starts.calls < jobs:
+            await rt.consumer.drain()
+        runs.append(time.perf_counter() - clock)
+    figures["process_runs_s"] = runs
     await rt.redis.close()
 
     meter.direct.flushall()
@@ -261,7 +274,8 @@ def run(redis_port: int, jobs: int, idle: float) -> dict[str, Any]:
         "transport": "HTTP (REST gateway)",
         "enqueue_single_per_s": jobs / f["enqueue_single_s"],
         "enqueue_bulk_per_s": jobs / f["enqueue_bulk_s"],
-        "process_per_s": jobs / f["process_s"],
+        "process_per_s": process_rate(f, jobs),
+        "process_runs_s": f["process_runs_s"],
         "e2e_s": f["e2e_s"],
         "commands_per_job_single": delta("start", "processed", 0) / jobs,
         "commands_per_job_bulk": delta("reset_e2e", "e2e_done", 0) / jobs,

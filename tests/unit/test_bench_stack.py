@@ -95,3 +95,10 @@ def test_a_compare_report_keeps_the_other_suites_sections() -> None:
     startup = "<!-- bench startup: begin -->\nU\n<!-- bench startup: end -->"
     previous = f"# old\n{stack}\n\n{startup}\n"
     assert marked_sections(previous) == [("stack", stack), ("startup", startup)]
+
+
+def test_the_processing_rate_is_the_median_pass() -> None:
+    from bench.compare import process_rate
+
+    assert process_rate({"process_s": 9.0, "process_runs_s": [9.0, 4.0, 5.0]}, 1000) == 200.0
+    assert process_rate({"process_s": 4.0}, 1000) == 250.0  # a script that times one pass
