@@ -44,6 +44,13 @@ DEFAULT_TIMEOUT = 300.0  # seconds, of a type that sets none (and of a queue no 
 DEFAULT_CONCURRENCY = 10
 
 
+def _invalid(exc: PydanticValidationError, *prefix: str) -> ValidationError:
+    """pydantic's first error as ours: the field as a dotted path (under `prefix`), the caller's message."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in (*prefix, *first["loc"]))
+    return ValidationError(validation_message(first), field=where or None)
+
+
 @dataclass(frozen=True)
 class JobType:
     name: str
@@ -62,9 +69,7 @@ class JobType:
         try:
             return self.payload_model.model_validate(payload)
         except PydanticValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in ("payload", *first["loc"]))
-            raise ValidationError(validation_message(first), field=where) from exc
+            raise _invalid(exc, "payload") from exc
 
     def spec(
         self,
@@ -102,8 +107,7 @@ class JobType:
         try:
             return JobSpec(**fields)
         except PydanticValidationError as exc:
-            first = exc.errors()[0]
-            raise ValidationError(first["msg"], field=".".join(str(p) for p in first["loc"]) or None) from exc
+            raise _invalid(exc) from exc
 
     @cached_property
     def has_secrets(self) -> bool:

@@ -23,8 +23,8 @@ local max_timeout = tonumber(ARGV[8])
 -- The wait counters are read here and written back with the claim time ('lc') in one HSET at the end.
 local WAIT_FIELDS = {'wait_ms'}
 for i = 1, #RUN_BOUNDS + 1 do WAIT_FIELDS[#WAIT_FIELDS + 1] = 'hw' .. i end
-local meta = redis.call('HMGET', k_meta(q), 'paused', 'rlw', 'rlc', 'pol', 'vc', unpack(WAIT_FIELDS))
-local W = 5 -- meta[W + i] is WAIT_FIELDS[i]
+local meta = redis.call('HMGET', k_meta(q), 'paused', 'rlw', 'rlc', 'pol', 'vc', 'seq', unpack(WAIT_FIELDS))
+local W = 6 -- meta[W + i] is WAIT_FIELDS[i]
 local pol = policy(meta[4])
 local rate_n, rate_ms, keep_failed, limit, per_owner = pol.rn, pol.ri, pol.kf, pol.cc, pol.oc
 local owner_delta = {} -- active jobs per owner gained (claimed) and lost (reaped), with a limit per owner
@@ -82,7 +82,7 @@ if #ready > 0 then
     ids[#ids + 1] = ready[i]
   end
   zrem(k_state(q, 'delayed'), ids)
-  zadd(k_state(q, 'waiting'), arrival_scores(q, items, per_owner))
+  zadd(k_state(q, 'waiting'), arrival_scores(q, items, per_owner, meta[5], meta[6]))
   add_event(q, now, 'waiting', ids)
 end
 

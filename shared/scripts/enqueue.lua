@@ -70,9 +70,9 @@ for i, job in ipairs(jobs) do
 end
 
 for q, g in pairs(per_queue) do
-  local meta = redis.call('HMGET', k_meta(q), 'paused', 'pol')
+  local meta = redis.call('HMGET', k_meta(q), 'paused', 'pol', 'vc', 'seq')
   local pol = policy(meta[2])
-  if #g.wids > 0 then zadd(k_state(q, 'waiting'), arrival_scores(q, g.wids, pol.oc)) end
+  if #g.wids > 0 then zadd(k_state(q, 'waiting'), arrival_scores(q, g.wids, pol.oc, meta[3], meta[4])) end
   zadd(k_state(q, 'delayed'), g.delayed)
   redis.call('SADD', K_QUEUES, q)
   -- A queue at its concurrency limit stays due at its next lease deadline for new waiting jobs.

@@ -111,8 +111,9 @@ local function zrem(key, ids) if #ids > 0 then batch('ZREM', key, ids) end end
 -- job takes the next of that owner's virtual sequence (`fair` hash), started at the queue's virtual clock
 -- `vc` (the furthest sequence claimed), so one owner's backlog cannot delay another owner's first job:
 -- it lands beside the jobs being claimed now, not behind the backlog. items = {{priority, id, owner}}
--- (owner nil when unknown: the clock's next). Returns flattened ZADD pairs.
-local function arrival_scores(q, items, oc)
+-- (owner nil when unknown: the clock's next). `vc` and `seq` are the meta fields as the caller already
+-- read them (a queue turned fair goes on from its seq). Returns flattened ZADD pairs.
+local function arrival_scores(q, items, oc, vc, seq)
   local pairs_ = {}
   if oc == 0 then
     local seq = redis.call('HINCRBY', k_meta(q), 'seq', #items) - #items
@@ -123,8 +124,7 @@ local function arrival_scores(q, items, oc)
     end
     return pairs_
   end
-  local clock = redis.call('HMGET', k_meta(q), 'vc', 'seq')
-  local vc = tonumber(clock[1]) or tonumber(clock[2]) or 0 -- a queue turned fair goes on from its seq
+  vc = tonumber(vc) or tonumber(seq) or 0
   local owners, last = {}, {}
   for _, item in ipairs(items) do
     local o = item[3]

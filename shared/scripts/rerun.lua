@@ -8,10 +8,10 @@
 -- The last token is kept so a late re-send of the old attempt's outcome stays a harmless no-op.
 local now = now_ms()
 local function requeue(q, ids, prios, owners, from, tokens)
-  local meta = redis.call('HMGET', k_meta(q), 'paused', 'pol')
+  local meta = redis.call('HMGET', k_meta(q), 'paused', 'pol', 'vc', 'seq')
   local items = {}
   for i, id in ipairs(ids) do items[i] = {prios[i], id, owners[i]} end
-  local pairs_ = arrival_scores(q, items, policy(meta[2]).oc)
+  local pairs_ = arrival_scores(q, items, policy(meta[2]).oc, meta[3], meta[4])
   for i, id in ipairs(ids) do
     redis.call('HSET', k_job(id), 'm', pack_m({s = 'queued', a = 0, ra = now, k = tokens[i]}))
     redis.call('HDEL', k_job(id), 'r')
