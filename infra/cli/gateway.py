@@ -32,6 +32,14 @@ def gateway(
             help="Refuse scripts without `#!lua flags=allow-key-locking` (they take Upstash's global lock).",
         ),
     ] = False,
+    replica_lag_ms: Annotated[
+        int,
+        typer.Option(
+            envvar="JOBQ_GATEWAY_REPLICA_LAG_MS",
+            help="Plain reads miss writes younger than this unless they send the write's sync token "
+            "(a lagging read replica); 0 is off.",
+        ),
+    ] = 0,
 ) -> None:
     """Serve the Upstash REST protocol (POST /, /pipeline, /multi-exec) in front of Redis."""
     import uvicorn
@@ -43,11 +51,21 @@ def gateway(
     if redis_url and redis_cluster:
         message = "give --redis-url or --redis-cluster, not both"
         raise typer.BadParameter(message, param_hint="--redis-cluster")
+    if replica_lag_ms < 0:
+        raise typer.BadParameter("must be 0 (off) or more", param_hint="--replica-lag-ms")
     backend = redis_url or (f"Redis Cluster {redis_cluster}" if redis_cluster else "embedded fakeredis")
     locking = " (strict locking)" if strict_locking else ""
-    typer.echo(f"jobq gateway on http://{host}:{port} -> {backend}{locking}", err=True)
+    lag = f" (replica lag {replica_lag_ms} ms)" if replica_lag_ms else ""
+    typer.echo(f"jobq gateway on http://{host}:{port} -> {backend}{locking}{lag}", err=True)
+    app = create_app(
+        token,
+        redis_url,
+        cluster_url=redis_cluster,
+        strict_locking=strict_locking,
+        replica_lag_ms=replica_lag_ms,
+    )
     uvicorn.run(
-        create_app(token, redis_url, cluster_url=redis_cluster, strict_locking=strict_locking),
+        app,
         host=host,
         port=port,
         log_level="warning",

@@ -6,6 +6,8 @@ POST /multi-exec  commands atomically  -> same shape, or 400 {"error"} if Redis 
 GET  /_jobq/commands        billed-command count (Upstash's rules: one per command, PING free) and the
                             scripts that would have taken Upstash's global lock
 POST /_jobq/commands/reset  set both counts back to zero
+
+With `replica_lag_ms`, plain reads lag behind recent writes as a read replica's would (replica.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from infra.local.backends import Backend, BackendFailedError, BackendUnavailable
 from infra.local.cluster import ClusterBackend
 from infra.local.embedded import EmbeddedBackend
 from infra.local.protocol import Command, RequestError
+from infra.local.replica import ReplicaLag
 from infra.local.scripts import ScriptRegistry
 
 # Idle keep-alive connections are held longer than any client keeps one (httpx: 5 s), so a client never
@@ -63,16 +66,22 @@ def _backend(redis_url: str | None, cluster_url: str | None, registry: ScriptReg
 
 
 class Gateway:
-    """The state behind one app: token, backend, counters and the sync-token sequence."""
+    """The state behind one app: token, backend, counters, the sync-token sequence and the replica lag."""
 
     def __init__(
-        self, token: str, redis_url: str | None, cluster_url: str | None, strict_locking: bool
+        self,
+        token: str,
+        redis_url: str | None,
+        cluster_url: str | None,
+        strict_locking: bool,
+        replica_lag_ms: int = 0,
     ) -> None:
         self.token = token.encode()
         self.scripts = ScriptRegistry(strict=strict_locking)
         self.backend = _backend(redis_url, cluster_url, self.scripts)
         self.counter = CommandCounter()
         self.sync_tokens = itertools.count(1)
+        self.replica = ReplicaLag(replica_lag_ms) if replica_lag_ms else None
 
     def counts(self) -> dict[str, int]:
         return {"commands": self.counter.count, "global_lock_scripts": self.scripts.global_lock_scripts}
@@ -86,8 +95,21 @@ class Gateway:
         # compare_digest on bytes: constant time whatever the supplied token's content.
         return scheme.lower() == "bearer" and hmac.compare_digest(supplied.strip().encode(), self.token)
 
-    def reply(self, body: Any, status: int = 200) -> JSONResponse:
-        return JSONResponse(body, status, headers={"Upstash-Sync-Token": f"{next(self.sync_tokens):016d}"})
+    def as_replica(self, request: Request, commands: list[Command]) -> list[Command]:
+        """The commands to send to the backend, lagging reads rewritten when replica lag is on.
+
+        They are kept on the request, so that `reply` notes their writes under the token it answers with."""
+        request.state.commands = commands
+        if self.replica is None:
+            return commands
+        return self.replica.reads(commands, request.headers.get("upstash-sync-token"))
+
+    def reply(self, body: Any, status: int = 200, request: Request | None = None) -> JSONResponse:
+        token = next(self.sync_tokens)
+        if self.replica is not None and request is not None:
+            # Noted under the token this answer carries: a client that sends it back reads these writes.
+            self.replica.wrote(getattr(request.state, "commands", []), token)
+        return JSONResponse(body, status, headers={"Upstash-Sync-Token": f"{token:016d}"})
 
 
 def _error_text(error: ResponseError) -> str:
@@ -106,14 +128,19 @@ def create_app(
     *,
     cluster_url: str | None = None,
     strict_locking: bool = False,
+    replica_lag_ms: int = 0,
 ) -> Starlette:
     """The gateway app: on a Redis server, a Redis Cluster, or (neither URL) the embedded fakeredis server.
 
     `strict_locking` refuses every script that would take Upstash's global lock (no `allow-key-locking`).
+    `replica_lag_ms` > 0 answers plain reads of keys written less than that long ago as a lagging read
+    replica would, unless the request's sync token covers the write (replica.py); 0 is off.
     """
     if not token:
         raise ValueError("the gateway needs a non-empty token")
-    gateway = Gateway(token, redis_url, cluster_url, strict_locking)
+    if replica_lag_ms < 0:
+        raise ValueError("the replica lag must be 0 (off) or a positive number of milliseconds")
+    gateway = Gateway(token, redis_url, cluster_url, strict_locking, replica_lag_ms)
 
     def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
@@ -121,20 +148,21 @@ def create_app(
                 return gateway.reply({"error": "Unauthorized"}, 401)
             base64_encoding = request.headers.get("upstash-encoding", "").lower() == "base64"
             try:
-                return gateway.reply(await handler(request, base64_encoding))
+                return gateway.reply(await handler(request, base64_encoding), request=request)
             except RequestError as exc:
-                return gateway.reply({"error": exc.message}, exc.status)
+                return gateway.reply({"error": exc.message}, exc.status, request)
             except ResponseError as exc:
-                return gateway.reply({"error": _error_text(exc)}, 400)
+                return gateway.reply({"error": _error_text(exc)}, 400, request)
             except BackendUnavailableError as exc:
                 log.warning("backend unavailable: %s", exc)
-                return gateway.reply({"error": f"ERR Redis backend unavailable: {exc}"}, 503)
+                return gateway.reply({"error": f"ERR Redis backend unavailable: {exc}"}, 503, request)
             except BackendFailedError as exc:
                 log.warning("backend failed: %s", exc)
-                return gateway.reply({"error": f"ERR Redis backend failed: {exc}"}, 502)
+                return gateway.reply({"error": f"ERR Redis backend failed: {exc}"}, 502, request)
             except Exception as exc:  # a defect of the gateway: still a JSON error the SDK can show
                 log.exception("gateway error")
-                return gateway.reply({"error": f"ERR gateway error: {type(exc).__name__}: {exc}"}, 500)
+                message = f"ERR gateway error: {type(exc).__name__}: {exc}"
+                return gateway.reply({"error": message}, 500, request)
 
         return run
 
@@ -162,8 +190,9 @@ def create_app(
     async def single(request: Request, base64_encoding: bool) -> Any:
         command = protocol.parse_command(await body_of(request))
         admit([command])
+        [sent] = gateway.as_replica(request, [command])
         try:
-            reply = await gateway.backend.execute(command)
+            reply = await gateway.backend.execute(sent)
         except ResponseError as error:
             gateway.scripts.count([command], [error], transaction=False)
             raise
@@ -173,13 +202,14 @@ def create_app(
     async def pipeline(request: Request, base64_encoding: bool) -> Any:
         commands = protocol.parse_commands(await body_of(request))
         admit(commands)
-        replies = await gateway.backend.pipeline(commands)
+        replies = await gateway.backend.pipeline(gateway.as_replica(request, commands))
         gateway.scripts.count(commands, replies, transaction=False)
         return [_entry(reply, base64_encoding) for reply in replies]
 
     async def multi_exec(request: Request, base64_encoding: bool) -> Any:
         commands = protocol.parse_commands(await body_of(request))
         admit(commands)
+        request.state.commands = commands  # a transaction runs on the primary: its reads never lag
         replies = await gateway.backend.transaction(commands)
         gateway.scripts.count(commands, replies, transaction=True)  # Upstash: scripts in MULTI lock globally
         return [_entry(reply, base64_encoding) for reply in replies]

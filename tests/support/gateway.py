@@ -81,13 +81,21 @@ class ThreadGateway(GatewayClientMixin):
         *,
         cluster_url: str | None = None,
         strict_locking: bool = False,
+        replica_lag_ms: int = 0,
     ) -> None:
         self.redis_url = redis_url
         self.backend = "cluster" if cluster_url else "embedded" if redis_url is None else "redis"
         self.token = token or secrets.token_hex(16)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        app = create_app(self.token, redis_url, cluster_url=cluster_url, strict_locking=strict_locking)
+        app = create_app(
+            self.token,
+            redis_url,
+            cluster_url=cluster_url,
+            strict_locking=strict_locking,
+            replica_lag_ms=replica_lag_ms,
+        )
+        self.app = app
         config = uvicorn.Config(
             app,
             host="127.0.0.1",

@@ -131,10 +131,16 @@ def test_cli_gateway_refuses_an_empty_token() -> None:
     assert "--token" in result.output
 
 
+def test_cli_gateway_refuses_a_negative_replica_lag() -> None:
+    result = CliRunner().invoke(app, ["gateway", "--token", "t", "--replica-lag-ms", "-1"])
+    assert result.exit_code != 0
+    assert "--replica-lag-ms" in result.output
+
+
 def test_cli_gateway_help_names_the_options() -> None:
     result = CliRunner().invoke(app, ["gateway", "--help"])
     assert result.exit_code == 0
-    for option in ("--token", "--port", "--host", "--redis-url", "JOBQ_GATEWAY_TOKEN"):
+    for option in ("--token", "--port", "--host", "--redis-url", "--replica-lag-ms", "JOBQ_GATEWAY_TOKEN"):
         assert option in result.output
 
 
