@@ -172,7 +172,7 @@ async def test_body_limit_checks_declared_and_chunked_sizes_before_the_app_reads
 
         chunked = await client.post("/echo", content=chunks())
         assert chunked.status_code == 413
-        assert chunked.headers["x-request-id"]
+        assert chunked.headers.get_list("x-request-id") == [chunked.json()["error"]["request_id"]]
 
 
 async def test_an_unexpected_exception_is_a_bare_500_with_a_request_id(
