@@ -8,10 +8,16 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from functions.api.errors import install_error_handlers
-from functions.api.middleware import BodyLimitMiddleware, RequestIdMiddleware, StrictJsonMiddleware
+from functions.api.middleware import (
+    BodyLimitMiddleware,
+    RequestIdMiddleware,
+    StrictJsonMiddleware,
+    SyncTokenMiddleware,
+)
 from functions.api.routes import ROUTERS
 from functions.api.schemas import ErrorBody
 from functions.api.services import build_services
+from shared import freshness
 from shared.logs import configure_logging
 from shared.registry import Registry
 from shared.registry import registry as default_registry
@@ -78,13 +84,20 @@ def create_app(
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.add_middleware(SyncTokenMiddleware)  # Jobq-Sync-Token in and out: read-your-writes across instances
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
-            expose_headers=["Location", "Retry-After", "X-Request-ID"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "Last-Event-ID",
+                freshness.HEADER,
+            ],
+            expose_headers=["Location", "Retry-After", "X-Request-ID", freshness.HEADER],
         )
     app.add_middleware(StrictJsonMiddleware)  # inside the body limit: parses only bounded bodies
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request ids, access log and last-resort 500; a body bound enforced before parsing."""
+"""Pure ASGI middleware: request ids, access log and last-resort 500; a body bound enforced before parsing;
+the sync token of read-your-writes (shared/freshness.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared import freshness
 from shared.limits import MAX_JSON_DEPTH
 from shared.logs import ACCESS_LOGGER
 
@@ -142,6 +144,39 @@ class BodyLimitMiddleware:
 
     def _too_large(self) -> str:
         return f"request body exceeds {self.max_bytes} bytes"
+
+
+class SyncTokenMiddleware:
+    """Read-your-writes across instances: a request's `Jobq-Sync-Token` goes with its Redis calls, and its
+    answer carries the token of its last Redis call (none if it made none). A malformed token is a 400."""
+
+    header = freshness.HEADER.lower().encode()
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sent = [value for name, value in scope["headers"] if name == self.header]
+        try:
+            if len(sent) > 1:
+                raise ValueError(f"send one {freshness.HEADER} header, not {len(sent)}")
+            token = freshness.check_token(sent[0].decode("latin-1")) if sent else None
+        except ValueError as exc:
+            request_id = scope.get("state", {}).get("request_id")
+            await _send_error(send, 400, "invalid_header", str(exc), request_id, freshness.HEADER)
+            return
+        with freshness.session(token) as current:
+
+            async def send_with_token(message: Message) -> None:
+                if message["type"] == "http.response.start" and current.token:
+                    headers = [*message.get("headers", []), (self.header, current.token.encode("latin-1"))]
+                    message = {**message, "headers": headers}
+                await send(message)
+
+            await self.app(scope, receive, send_with_token)
 
 
 class BodyRefusedError(Exception):

@@ -7,6 +7,7 @@ from typing import Any
 
 from functions.api.auth import Authenticator
 from functions.api.ratelimit import SubmitLimiter
+from shared import freshness
 from shared.apikeys import ApiKeyStore
 from shared.engine import Engine
 from shared.keys import Keys
@@ -42,6 +43,7 @@ def build_services(
     trigger: Trigger | None = None,
 ) -> Services:
     redis = redis if redis is not None else make_redis(settings)
+    freshness.install(redis)  # a request's Jobq-Sync-Token reaches its Redis calls (SyncTokenMiddleware)
     store = Store(redis, timeout=settings.redis_timeout)
     keys = Keys(settings.key_prefix)
     engine = Engine.for_settings(settings, redis, registry.queue_options, registry.queues())
