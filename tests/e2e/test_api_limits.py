@@ -17,7 +17,7 @@ from functions.api.auth import Principal
 from functions.api.ratelimit import SubmitLimiter
 from shared.engine import Engine
 from shared.errors import RateLimitedError
-from shared.ids import new_id
+from shared.ids import job_id, new_id
 from shared.registry import Registry
 from shared.settings import Settings
 from tests.support.api_fixtures import ADMIN_HEADERS, MakeUser, asgi_client
