@@ -1,23 +1,28 @@
 """The queue engine: every state change is one idempotent, fenced Lua script run over the REST API.
 
-Each public method is exactly one round trip (a script by SHA, or one plain read). The scripts live in
-shared/scripts/ (one per state change); the key schema, the scripts' costs and the lease clock are
-described in docs/redis-schema.md, the allowed transitions in docs/states.md.
+Each script works on the keys of one queue, all declared in KEYS (shared/keys.py), so Upstash runs it
+under key locking and a Redis Cluster can route it; a job id names its queue (shared/ids.py). A method
+on one queue or one job is one round trip (a script by SHA, or one plain read); a method over several
+queues (outcomes of jobs of many queues, stats of every queue, an owner's listing) sends one call per
+queue at once. The scripts live in shared/scripts/ (one per state change); the key schema, the scripts'
+costs and the lease clock are described in docs/redis-schema.md, the allowed transitions in docs/states.md.
 
 Clock: by default the scripts read the Redis server's clock (TIME), which is the single authority on
-lease expiry, so consumers with skewed clocks cannot steal each other's jobs. Tests inject `clock`, whose
-reading is then sent with every call instead.
+lease expiry, so consumers with skewed clocks cannot steal each other's jobs. A submit is the exception:
+it carries the submitter's clock, which already dates the job's id. Tests inject `clock`, whose reading is
+then sent with every call instead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from shared.backoff import jitter_draw
 from shared.codec import (
@@ -35,8 +40,8 @@ from shared.errors import (
     PayloadTooLargeError,
     ValidationError,
 )
-from shared.ids import is_job_id, new_id
-from shared.keys import Keys
+from shared.ids import is_job_id, is_unique_id, job_id, new_id, split_id
+from shared.keys import BLOCK, Keys, QueueKeys
 from shared.lanes import DEFAULT_LANES, Lanes
 from shared.limits import (
     MAX_JSON_DEPTH,
@@ -71,7 +76,6 @@ from shared.store import Store
 
 _NAME = re.compile(NAME_PATTERN)
 _TAG = re.compile(TAG_PATTERN)
-_ID_CURSOR = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$")
 _QUEUE_CURSOR = re.compile(r"^[1-6]\.[0-9]{1,9}$")
 MAX_BATCH = 1000
 LEASE_MARGIN = 30.0  # seconds added to a job's timeout for its default lease
@@ -80,6 +84,7 @@ MAX_STREAM_PART = 2**64 - 1  # each half of a stream id is an unsigned 64-bit nu
 LISTING_CAP = 10_000  # an owner's (or tag's) listing index keeps its newest 10,000 jobs
 TRIGGER_TTL = 30.0  # a pending trigger is forgotten after this, so a lost one cannot block pushes
 TERMINAL_INDEXES = ("completed", "failed", "cancelled")
+QUEUES_TTL = 30.0  # seconds a consumer's tick trusts its list of queues before reading it again
 
 
 class Engine:
@@ -104,6 +109,7 @@ class Engine:
             timeout=settings.redis_timeout,
             lease_margin=settings.lease_margin,
             lanes=settings.lane_set,
+            cluster=settings.redis_cluster,
         )
 
     def __init__(
@@ -119,6 +125,7 @@ class Engine:
         timeout: float = 5.0,
         lease_margin: float = LEASE_MARGIN,
         lanes: Lanes | None = None,
+        cluster: bool = False,
     ) -> None:
         """`clock=None` (the default) lets Redis's clock decide; a callable is sent as "now" instead.
 
@@ -130,6 +137,10 @@ class Engine:
         reads them (publish_policies). Given `queue_options` without `queues`, it speaks for every queue
         it uses, publishing each before its first call there; with neither, it publishes nothing and
         the scripts apply what is stored (QueueOptions' defaults where nothing is).
+
+        `cluster`: Redis sits behind a Redis Cluster, where one command's keys must share a slot: reads
+        of many queues go one per queue (the due keys, the event streams) and a batch submit holds the
+        jobs of one queue.
         """
         self.keys = Keys(prefix)
         self.lanes = lanes or Lanes.of(DEFAULT_LANES)
@@ -139,37 +150,63 @@ class Engine:
         self.max_payload_bytes = max_payload_bytes
         self.idempotency_window = idempotency_window
         self.lease_margin = lease_margin
+        self.cluster = cluster
         self._known_queues = tuple(queues)
         self._publish_any = queue_options is not None and not queues
         self._published: set[str] = set()
+        self._named: set[str] = set()  # queues this engine added to the set of queues
+        self._queue_list: tuple[float, list[str]] | None = None  # (read at, SMEMBERS) for ticks
 
     # -- helpers -------------------------------------------------------------------------------
 
     def _now_arg(self) -> str:
         return "-1" if self.clock is None else str(ms(self.clock()))
 
-    def _base(self) -> list[str]:
-        return [f"{self.keys.prefix}:", self._now_arg()]
+    def _qk(self, queue: str) -> QueueKeys:
+        return self.keys.queue(queue)
+
+    async def _script(self, name: str, queue: str, args: Sequence[str], extra: Sequence[str] = ()) -> Any:
+        """Run a script of one queue: KEYS its block (and `extra`), ARGV the clock then `args`."""
+        keys = [*self._qk(queue).block(), *extra]
+        return await self.store.script(name, keys, [self._now_arg(), *args])
+
+    async def _script_json(
+        self, name: str, queue: str, args: Sequence[str], extra: Sequence[str] = ()
+    ) -> Any:
+        keys = [*self._qk(queue).block(), *extra]
+        return await self.store.script_json(name, keys, [self._now_arg(), *args])
 
     def _now_ms(self) -> int:
         return ms(self.clock() if self.clock is not None else time.time())
 
     async def publish_policies(self, queues: Iterable[str]) -> None:
-        """Write these queues' policies (queue_options) to Redis, where every script reads them. One call.
+        """Write these queues' policies (queue_options) to Redis, where every script reads them. One call
+        per queue, sent at once.
 
         Each engine does this before it first uses a queue, so every process applies one policy: the
         last one written (a deployment runs one registry; a rolling deploy converges as processes start).
         """
-        policies = {queue: dumps(self.queue_options(queue).stored()) for queue in queues}
-        if policies:
-            await self.store.script("policy", [*self._base(), dumps(policies)])
-            self._published.update(policies)
+        names = list(dict.fromkeys(queues))
+        if not names:
+            return
+        await asyncio.gather(
+            *(self._script("policy", queue, [dumps(self.queue_options(queue).stored())]) for queue in names)
+        )
+        self._published.update(names)
 
     async def _ensure_policies(self, queues: Iterable[str] = ()) -> None:
         """Publish, once per engine, the policies of the queues it speaks for (`queues` among them)."""
         missing = {*self._known_queues, *(queues if self._publish_any else ())} - self._published
         if missing:
             await self.publish_policies(sorted(missing))
+
+    async def _name_queues(self, queues: Iterable[str]) -> None:
+        """Add queues that get jobs to the set of queues, once per engine (no script touches that key:
+        it is every queue's, so it would tie all their scripts to one lock and one cluster slot)."""
+        unnamed = set(queues) - self._named
+        if unnamed:
+            await self.store.command("SADD", self.keys.queues(), *sorted(unnamed))
+            self._named.update(unnamed)
 
     def _lane_limit(self, lane: str) -> float:
         try:
@@ -223,14 +260,14 @@ class Engine:
             immutable["g"] = spec.tags
         request = {**immutable, "x": spec.payload, "delay": spec.delay, "run_at": run_at}
         d = dumps(immutable)[:-1] + ',"x":' + payload + "}"
-        job_id = new_id(self._now_ms())
+        qk = self._qk(queue)
         idem = None
         if spec.idempotency_key is not None:
-            idem = self.keys.idempotency(queue, spec.owner, spec.idempotency_key)
-        tag_keys = (self.keys.tag_jobs(spec.owner, tag) for tag in spec.tags)
-        index_keys = [self.keys.owner_jobs(spec.owner), *tag_keys]
+            idem = qk.idempotency(spec.owner, spec.idempotency_key)
+        tag_keys = (qk.tag_jobs(spec.owner, tag) for tag in spec.tags)
         return {
-            "id": job_id,
+            "i": index,
+            "u": new_id(self._now_ms()),
             "q": queue,
             "d": d,
             "pr": spec.priority,
@@ -239,8 +276,8 @@ class Engine:
             "o": spec.owner,
             "ik": idem,
             "ih": hashlib.sha256(dumps(request).encode()).hexdigest()[:32],
-            "ix": index_keys,
-            "tk": self.keys.trigger(lane),
+            "ix": [qk.owner_jobs(spec.owner), *tag_keys],
+            "ln": lane,
         }
 
     async def enqueue(self, specs: Sequence[JobSpec]) -> EnqueueReply:
@@ -256,38 +293,78 @@ class Engine:
         if not 1 <= len(specs) <= MAX_BATCH:
             raise ValidationError(f"submit 1 to {MAX_BATCH} jobs per call", field="jobs")
         jobs = [self._plan_job(i, spec) for i, spec in enumerate(specs)]
-        await self._ensure_policies(job["q"] for job in jobs)
-        plan = {"w": ms(self.idempotency_window), "tr": ms(TRIGGER_TTL), "cap": LISTING_CAP, "jobs": jobs}
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for job in jobs:
+            groups.setdefault(job["q"], []).append(job)
+        if self.cluster and len(groups) > 1:
+            raise ValidationError("on a Redis Cluster a batch holds the jobs of one queue", field="jobs")
+        await asyncio.gather(self._ensure_policies(groups), self._name_queues(groups))
+        # KEYS: each queue's block, then every other key once; the plan points at them by position.
+        keys: list[str] = []
+        extra: dict[str, int] = {}
+
+        def at(key: str | None) -> int:
+            if key is None:
+                return 0
+            if key not in extra:
+                extra[key] = len(extra)
+            return extra[key] + 1 + len(groups) * len(BLOCK)
+
+        plan_groups = []
+        for base, (queue, members) in enumerate(groups.items()):
+            keys += self._qk(queue).block()
+            items = [{**job, "ik": at(job["ik"]), "ix": [at(key) for key in job["ix"]]} for job in members]
+            plan_groups.append({"q": queue, "b": base * len(BLOCK), "jobs": items})
+        keys += list(extra)
+        plan = {"w": ms(self.idempotency_window), "tr": ms(TRIGGER_TTL), "cap": LISTING_CAP, "g": plan_groups}
+        now = self._now_ms()
         try:
-            reply = await self.store.script_json("enqueue", [*self._base(), dumps(plan)])
+            reply = await self.store.script_json("enqueue", keys, [str(now), dumps(plan)])
         except IdempotencyConflictError as exc:  # the script names the item: "jobs[<index>]"
             raise IdempotencyConflictError(
                 "this idempotency key was already used for a different request",
                 field=f"{exc.message}.idempotency_key",
             ) from exc
-        now = int(reply["now"])
         results = []
         for job, item in zip(jobs, reply["r"], strict=True):
-            if item[1] == 1:
-                fields = {"d": job["d"], "m": item[3]}
-                results.append(EnqueueResult(job=decode_job(job["id"], fields, now), created=True))
+            if item[0] == 1:
+                fields = {"d": job["d"], "m": item[2]}
+                created = decode_job(job_id(job["u"], job["q"]), fields, now)
+                results.append(EnqueueResult(job=created, created=True))
             else:
-                existing = decode_job(item[0], as_fields(item[2]), now)
+                existing = decode_job(item[1], as_fields(item[2]), now)
                 results.append(EnqueueResult(job=existing, created=False))
-        lane_of_key = {self.keys.trigger(lane): lane for lane in self.lanes.names}
-        return EnqueueReply(results=results, triggers=[lane_of_key[key] for key in reply["t"] or []])
+        return EnqueueReply(results=results, triggers=list(reply["t"] or []))
 
     # -- consume -------------------------------------------------------------------------------
 
     async def due(self) -> dict[str, float]:
-        """Queues with work, mapped to the earliest time (epoch seconds) they have some. One read.
+        """Queues with work, mapped to the earliest time (epoch seconds) they have some. One read of the
+        queues' due keys (one per queue on a cluster), after the set of queues every QUEUES_TTL.
 
         Work means a waiting job, a delayed job's run-at time or an active job's lease deadline (to
         reap); a rate-limited queue shows the end of its window; paused queues are absent. Times may
         be in the future: compare with the current time to pick what is ready now.
         """
-        flat = await self.store.command("ZRANGE", self.keys.due(), 0, -1, "WITHSCORES")
-        return {queue: float(score) / 1000 for queue, score in as_fields(flat).items()}
+        queues = await self.tick_queues()
+        keys = [self._qk(queue).due() for queue in queues]
+        if not keys:
+            return {}
+        if self.cluster:
+            values = await self.store.pipeline([["GET", key] for key in keys])
+        else:
+            values = await self.store.command("MGET", *keys)
+        return {queue: float(value) / 1000 for queue, value in zip(queues, values, strict=True) if value}
+
+    async def tick_queues(self) -> list[str]:
+        """The queues a tick looks at: the ones this engine speaks for (its registry's: a consumer sees a
+        new queue of its own types at once), the ones it submitted to, and the set of queues, read again
+        after QUEUES_TTL (a queue no type of this engine names is seen within that time)."""
+        held = self._queue_list
+        if held is None or time.monotonic() - held[0] > QUEUES_TTL:
+            names = await self.store.command("SMEMBERS", self.keys.queues()) or []
+            held = self._queue_list = (time.monotonic(), sorted(names))
+        return sorted({*held[1], *self._named, *self._known_queues})
 
     async def claim(
         self,
@@ -305,12 +382,12 @@ class Engine:
         limit and queue-wide concurrency (QueueOptions.rate_limit, .concurrency). `max_timeout` takes
         only jobs whose own timeout is at most that many seconds; the others stay waiting in place.
         `lane` is the consumer lane the caller serves: it defaults `max_timeout` to the lane's limit,
-        and a claim that takes jobs clears that lane's pending-trigger flag (lane=None, a worker serving
-        every lane: every lane's flag), so the next submit asks for a new consumer run. A paused or
-        empty queue returns [] (one inner read).
+        and a claim that takes jobs clears that lane's pending trigger for the queue (lane=None, a
+        worker serving every lane: every lane's), so the next submit asks for a new consumer run. A
+        paused or empty queue returns [] (one inner read).
         """
         args = await self._claim_args(queue, n, lease, max_timeout, lane)
-        return self._claimed(await self.store.script_json("claim", [*self._base(), *args]))
+        return self._claimed(queue, await self._script_json("claim", queue, args))
 
     async def finish_and_claim(
         self,
@@ -321,19 +398,31 @@ class Engine:
         max_timeout: float | None = None,
         lane: str | None = None,
     ) -> tuple[list[FinishResult], list[ClaimedJob]]:
-        """`finish(outcomes)` then `claim(queue, n, ...)` in one atomic call: a consumer's refill in one
-        round trip instead of two (its finish frees the slots its claim then fills)."""
-        if not outcomes:
-            return [], await self.claim(queue, n, max_timeout=max_timeout, lane=lane)
-        plan = await self._finish_plan(outcomes)
+        """`finish(outcomes)` then `claim(queue, n, ...)`: a consumer's refill in one round trip instead
+        of two. The outcomes of `queue`'s jobs and the claim are one atomic call (its finish frees the
+        slots its claim then fills); outcomes of other queues' jobs go at the same time, one call each."""
+        mine = [o for o in outcomes if _queue_of(o.job_id) == queue]
+        if not mine:
+            finished, claimed = await asyncio.gather(
+                self.finish(outcomes), self.claim(queue, n, max_timeout=max_timeout, lane=lane)
+            )
+            return finished, claimed
+        others = [o for o in outcomes if _queue_of(o.job_id) != queue]
+        plan = await self._finish_plan(mine)
         args = await self._claim_args(queue, n, None, max_timeout, lane)
-        finished, claimed = await self.store.script_json("cycle", [*self._base(), plan, *args])
-        return self._finished(outcomes, finished), self._claimed(claimed)
+        cycle, rest = await asyncio.gather(
+            self._script_json("cycle", queue, [plan, *args]), self.finish(others)
+        )
+        finished, claimed = cycle
+        mine_results = iter(self._finished(mine, finished))
+        other_results = iter(rest)
+        results = [next(mine_results if _queue_of(o.job_id) == queue else other_results) for o in outcomes]
+        return results, self._claimed(queue, claimed)
 
     async def _claim_args(
         self, queue: str, n: int, lease: float | None, max_timeout: float | None, lane: str | None
     ) -> list[str]:
-        """claim.lua's arguments after the prefix and the clock (checked here, so the script needs not)."""
+        """claim.lua's arguments after the clock (checked here, so the script needs not)."""
         self._check_queue(queue)
         if not 1 <= n <= MAX_BATCH:
             raise ValidationError(f"claim 1 to {MAX_BATCH} jobs", field="n")
@@ -341,31 +430,27 @@ class Engine:
             raise ValidationError("lease must be in (0, 7 days]", field="lease")
         if lane is not None:
             max_timeout = self._lane_limit(lane) if max_timeout is None else max_timeout
-            triggers = [self.keys.trigger(lane)]
-        else:
-            triggers = [self.keys.trigger(name) for name in self.lanes.names]
         if max_timeout is not None and not max_timeout > 0:
             raise ValidationError("max_timeout must be > 0", field="max_timeout")
         await self._ensure_policies([queue])
         return [
-            queue,
             str(n),
             str(-1 if lease is None else ms(lease)),
             str(ms(self.lease_margin)),
             secrets.token_hex(8),
             "-1" if max_timeout is None else repr(float(max_timeout)),
-            *triggers,
+            lane or "*",
         ]
 
     @staticmethod
-    def _claimed(reply: Any) -> list[ClaimedJob]:
+    def _claimed(queue: str, reply: Any) -> list[ClaimedJob]:
         return [
             ClaimedJob(
-                job=decode_job(job_id, as_fields(flat), int(reply["now"])),
+                job=decode_job(job_id(unique, queue), as_fields(flat), int(reply["now"])),
                 token=token,
                 lease_until=dt(until) or datetime.now(UTC),
             )
-            for job_id, token, until, flat in reply["j"] or []
+            for unique, token, until, flat in reply["j"] or []
         ]
 
     async def book_wake(self, lane: str, at: float) -> bool:
@@ -376,19 +461,24 @@ class Engine:
         A pending wake is forgotten once its time has passed, so a lost one never blocks later ones.
         """
         self._lane_limit(lane)
-        args = [*self._base(), self.keys.wake(lane), str(ms(at))]
-        return int(await self.store.script("wake", args)) == 1
+        reply = await self.store.script("wake", [self.keys.wake(lane)], [self._now_arg(), str(ms(at))])
+        return int(reply) == 1
 
     async def finish(self, outcomes: Sequence[Outcome]) -> list[FinishResult]:
-        """Record outcomes (any queues) in one call; stale tokens change nothing and come back ok=False.
+        """Record outcomes (any queues: one call per queue, sent at once); stale tokens change nothing and
+        come back ok=False.
 
         Re-sending an outcome that was already applied (same token) reports ok=True and changes
         nothing. `state` is the job's state after the call (delayed for a scheduled retry).
         """
         if not outcomes:
             return []
-        plan = await self._finish_plan(outcomes)
-        return self._finished(outcomes, await self.store.script_json("finish", [*self._base(), plan]))
+
+        async def one(queue: str, group: list[Outcome]) -> list[FinishResult]:
+            reply = await self._script_json("finish", queue, [await self._finish_plan(group)])
+            return self._finished(group, reply)
+
+        return await _per_queue(outcomes, one)
 
     async def _finish_plan(self, outcomes: Sequence[Outcome]) -> str:
         """finish.lua's plan (JSON): each outcome checked (a result that is not JSON is refused)."""
@@ -409,7 +499,7 @@ class Engine:
                 error = {"kind": "retryable", "message": "failed"}
             plan_outcomes.append(
                 {
-                    "id": o.job_id,
+                    "id": split_id(o.job_id)[0],
                     "k": o.token,
                     "st": o.status,
                     "r": result,
@@ -430,49 +520,59 @@ class Engine:
         ]
 
     async def extend(self, leases: Sequence[Lease], seconds: float) -> list[LeaseStatus]:
-        """Heartbeat: each lease ends `seconds` from now (Redis clock). Reports cancel requests."""
+        """Heartbeat: each lease ends `seconds` from now (Redis clock). Reports cancel requests.
+        One call per queue, sent at once."""
         if not 0 < seconds <= 7 * 86400:
             raise ValidationError("seconds must be in (0, 7 days]", field="seconds")
-        if not leases:
-            return []
-        args = [*self._base(), str(ms(seconds))]
-        for lease in leases:
-            args += [lease.job_id, lease.token]
-        reply = await self.store.script_json("extend", args)
-        return [
-            LeaseStatus(job_id=lease.job_id, ok=ok == 1, cancel_requested=cancel == 1)
-            for lease, (ok, cancel) in zip(leases, reply, strict=True)
-        ]
+
+        async def one(queue: str, group: list[Lease]) -> list[LeaseStatus]:
+            args = [str(ms(seconds))]
+            for lease in group:
+                args += [split_id(lease.job_id)[0], lease.token]
+            reply = await self._script_json("extend", queue, args)
+            return [
+                LeaseStatus(job_id=lease.job_id, ok=ok == 1, cancel_requested=cancel == 1)
+                for lease, (ok, cancel) in zip(group, reply, strict=True)
+            ]
+
+        return await _per_queue(leases, one)
 
     async def report(self, updates: Sequence[ProgressUpdate]) -> list[LeaseStatus]:
-        """Progress and log lines of many running jobs in one call, fenced by token.
+        """Progress and log lines of many running jobs, fenced by token: one call per queue, sent at once.
 
         Logs keep the last MAX_LOG_LINES lines of at most MAX_LOG_LINE_BYTES each.
         """
-        if not updates:
-            return []
-        plan = [{"id": u.job_id, "k": u.token, "p": u.progress, "g": _bound_logs(u.logs)} for u in updates]
-        reply = await self.store.script_json("report", [*self._base(), dumps(plan)])
-        return [
-            LeaseStatus(job_id=u.job_id, ok=ok == 1, cancel_requested=cancel == 1)
-            for u, (ok, cancel) in zip(updates, reply, strict=True)
-        ]
+
+        async def one(queue: str, group: list[ProgressUpdate]) -> list[LeaseStatus]:
+            plan = [
+                {"id": split_id(u.job_id)[0], "k": u.token, "p": u.progress, "g": _bound_logs(u.logs)}
+                for u in group
+            ]
+            reply = await self._script_json("report", queue, [dumps(plan)])
+            return [
+                LeaseStatus(job_id=u.job_id, ok=ok == 1, cancel_requested=cancel == 1)
+                for u, (ok, cancel) in zip(group, reply, strict=True)
+            ]
+
+        return await _per_queue(updates, one)
 
     async def release(self, leases: Sequence[Lease]) -> list[FinishResult]:
         """Hand claimed-but-unstarted jobs back to waiting at once, attempt not counted.
 
         They go to the front of their priority level. Fenced like finish.
         """
-        if not leases:
-            return []
-        args = self._base()
-        for lease in leases:
-            args += [lease.job_id, lease.token]
-        reply = await self.store.script_json("release", args)
-        return [
-            FinishResult(job_id=lease.job_id, ok=ok == 1, state=State(state) if state else None)
-            for lease, (ok, state) in zip(leases, reply, strict=True)
-        ]
+
+        async def one(queue: str, group: list[Lease]) -> list[FinishResult]:
+            args: list[str] = []
+            for lease in group:
+                args += [split_id(lease.job_id)[0], lease.token]
+            reply = await self._script_json("release", queue, args)
+            return [
+                FinishResult(job_id=lease.job_id, ok=ok == 1, state=State(state) if state else None)
+                for lease, (ok, state) in zip(group, reply, strict=True)
+            ]
+
+        return await _per_queue(leases, one)
 
     # -- manage --------------------------------------------------------------------------------
 
@@ -481,10 +581,9 @@ class Engine:
 
         A terminal job is returned unchanged.
         """
-        job_id = _valid_id(job_id)
+        unique, queue = split_id(_valid_id(job_id))
         await self._ensure_policies()
-        args = [*self._base(), job_id, owner or ""]
-        reply = await self.store.script_json("cancel", args)
+        reply = await self._script_json("cancel", queue, [unique, owner or ""])
         return decode_job(job_id, as_fields(reply["j"]), int(reply["now"]))
 
     async def retry(self, job_id: str, *, owner: str | None = None) -> Job:
@@ -492,8 +591,8 @@ class Engine:
 
         Any other state: InvalidTransitionError.
         """
-        job_id = _valid_id(job_id)
-        reply = await self.store.script_json("rerun", [*self._base(), "job", job_id, owner or ""])
+        unique, queue = split_id(_valid_id(job_id))
+        reply = await self._script_json("rerun", queue, ["job", unique, owner or ""])
         return decode_job(job_id, as_fields(reply["j"]), int(reply["now"]))
 
     async def retry_failed(self, queue: str, *, limit: int = 1000) -> int:
@@ -501,14 +600,15 @@ class Engine:
         self._check_queue(queue)
         if not 1 <= limit <= MAX_BATCH:
             raise ValidationError(f"limit must be 1-{MAX_BATCH}", field="limit")
-        return int(await self.store.script("rerun", [*self._base(), "queue", queue, str(limit)]))
+        return int(await self._script("rerun", queue, ["queue", str(limit)]))
 
     async def pause(self, queue: str) -> None:
-        """Claims return nothing and the queue leaves the due index until resumed."""
-        await self.store.script("pause", [*self._base(), self._check_queue(queue), "1"])
+        """Claims return nothing and the queue has no due time until resumed."""
+        await self._ensure_policies([self._check_queue(queue)])
+        await self._script("pause", queue, ["1"])
 
     async def resume(self, queue: str) -> None:
-        await self.store.script("pause", [*self._base(), self._check_queue(queue), "0"])
+        await self._script("pause", self._check_queue(queue), ["0"])
 
     async def clean(self, queue: str, state: State, *, older_than: float, limit: int = 1000) -> int:
         """Delete up to `limit` jobs of a terminal state that finished more than `older_than` s ago."""
@@ -519,19 +619,26 @@ class Engine:
             raise ValidationError("older_than must be >= 0", field="older_than")
         if not 1 <= limit <= 10_000:
             raise ValidationError("limit must be 1-10000", field="limit")
-        args = [*self._base(), queue, State(state).value, str(ms(older_than)), str(limit)]
-        return int(await self.store.script("clean", args))
+        args = [State(state).value, str(ms(older_than)), str(limit)]
+        return int(await self._script("clean", queue, args))
 
     async def obliterate(self, queue: str) -> None:
-        """Delete a queue and every job in it (tests and admins; unbounded work in one script)."""
-        await self.store.script("obliterate", [*self._base(), self._check_queue(queue)])
+        """Delete a queue and every job in it (tests and admins; unbounded work in one script), then
+        drop it from the set of queues."""
+        await self._script("obliterate", self._check_queue(queue), [])
+        await self.store.command("SREM", self.keys.queues(), queue)
+        self._named.discard(queue)
+        self._queue_list = None
 
     # -- read ----------------------------------------------------------------------------------
 
     async def get(self, job_id: str, *, owner: str | None = None) -> Job:
-        """The job; JobNotFoundError if missing or (when owner given) owned by someone else."""
-        job_id = _valid_id(job_id)
-        fields = as_fields(await self.store.command("HGETALL", self.keys.job(job_id)))
+        """The job; JobNotFoundError if missing or (when owner given) owned by someone else. One read."""
+        unique, queue = split_id(_valid_id(job_id))
+        parts = ("d", "m", "e", "g", "r")
+        names = [unique, *(f"{unique}:{part}" for part in parts[1:])]
+        values = await self.store.command("HMGET", self._qk(queue).jobs(), *names)
+        fields = {part: value for part, value in zip(parts, values or [], strict=False) if value is not None}
         if "d" not in fields or "m" not in fields:
             raise JobNotFoundError("job not found")
         job = decode_job(job_id, fields, ms(time.time()) if self.clock is None else self._now_ms())
@@ -552,10 +659,12 @@ class Engine:
     ) -> JobPage:
         """Jobs of an owner (by tag when given: tag listings are per owner), else of a queue, newest first.
 
-        Owner and tag listings are newest created first (ids are time-ordered); a queue listing walks
-        its state indexes (the given state, or all of them in STATE_INDEXES order), newest entry first.
-        `cursor` is the opaque value of the previous page (None at the end). One round trip; a page may
-        come back short when the filters are sparse (the script scans at most 1000 entries).
+        Owner and tag listings are newest created first (ids are time-ordered), over every queue (one
+        call per queue, sent at once, merged) or the one given; a queue listing walks its state indexes
+        (the given state, or all of them in STATE_INDEXES order): waiting in claim order, delayed next
+        due first, the others newest first. `cursor` is the opaque value of the previous page (None at
+        the end). A page may come back short when the filters are sparse (a script scans at most 1000
+        entries).
         """
         if not 1 <= limit <= 1000:
             raise ValidationError("limit must be 1-1000", field="limit")
@@ -563,35 +672,69 @@ class Engine:
             raise ValidationError(f"type must match {NAME_PATTERN}", field="type")
         if tag is not None and not _TAG.match(tag):
             raise ValidationError(f"tags must match {TAG_PATTERN}", field="tag")
-        cursor_pattern = _ID_CURSOR
-        owner_filter = ""
-        if tag is not None:
+        if queue is not None:
+            self._check_queue(queue)
+        filters = [State(state).value if state is not None else "", type or ""]
+        if tag is not None or (owner is not None and queue is None):
             if owner is None:
                 raise ValidationError("a tag listing is an owner's: give the owner", field="owner")
-            mode, target = "index", self.keys.tag_jobs(owner, tag)
-        elif owner is not None and queue is None:
-            mode, target = "index", self.keys.owner_jobs(owner)
-        elif queue is not None:
-            mode, target, owner_filter = "queue", self._check_queue(queue), owner or ""
-            cursor_pattern = _QUEUE_CURSOR
-        else:
+            if cursor is not None and not is_unique_id(cursor):
+                raise ValidationError("invalid cursor", field="cursor")
+            queues = [queue] if queue is not None else await self.queue_names()
+            return await self._list_index(queues, owner, tag, cursor, limit, filters)
+        if queue is None:
             raise ValidationError("list by owner, queue or tag", field="owner")
-        if cursor is not None and not cursor_pattern.match(cursor):
+        if cursor is not None and not _QUEUE_CURSOR.match(cursor):
             raise ValidationError("invalid cursor", field="cursor")
-        args = [
-            *self._base(),
-            mode,
-            target,
-            cursor or "",
-            str(limit),
-            State(state).value if state is not None else "",
-            type or "",
-            owner_filter,
-        ]
-        reply = await self.store.script_json("list", args)
+        args = ["queue", cursor or "", str(limit), *filters, owner or ""]
+        reply = await self._script_json("list", queue, args)
         now = int(reply["now"])
-        jobs = [decode_job(job_id, as_fields(flat), now) for job_id, flat in reply["j"] or []]
+        jobs = [decode_job(job_id(unique, queue), as_fields(flat), now) for unique, flat in reply["j"] or []]
         return JobPage(jobs=jobs, cursor=reply["c"] or None)
+
+    async def _list_index(
+        self,
+        queues: list[str],
+        owner: str,
+        tag: str | None,
+        cursor: str | None,
+        limit: int,
+        filters: list[str],
+    ) -> JobPage:
+        """An owner's (or tag's) listing over `queues`: each queue's page, merged newest first. A queue
+        that stopped scanning early bounds the page (nothing older than where it stopped), so the next
+        page, from the cursor, misses nothing."""
+
+        async def page(queue: str) -> tuple[str, Any]:
+            qk = self._qk(queue)
+            index = qk.tag_jobs(owner, tag) if tag is not None else qk.owner_jobs(owner)
+            args = ["index", cursor or "", str(limit), *filters, ""]
+            return queue, await self._script_json("list", queue, args, extra=[index])
+
+        replies = await asyncio.gather(*(page(queue) for queue in queues))
+        stops = [reply["c"] for _, reply in replies if reply["c"]]
+        bound = max(stops, default="")
+        found = sorted(
+            (
+                (unique, queue, flat, int(reply["now"]))
+                for queue, reply in replies
+                for unique, flat in reply["j"] or []
+            ),
+            key=lambda entry: entry[0],
+            reverse=True,
+        )
+        found = [entry for entry in found if entry[0] >= bound]
+        jobs = [
+            decode_job(job_id(unique, queue), as_fields(flat), now)
+            for unique, queue, flat, now in found[:limit]
+        ]
+        if len(found) > limit:
+            next_cursor: str | None = found[limit - 1][0]
+        elif bound:
+            next_cursor = bound
+        else:
+            next_cursor = None
+        return JobPage(jobs=jobs, cursor=next_cursor)
 
     async def stats(self, queue: str) -> QueueStats:
         """Counts per state, paused flag, counters, backlog age, last claim and stall reason of one queue.
@@ -601,24 +744,33 @@ class Engine:
         return QueueStats.model_validate(metrics.model_dump(include=set(QueueStats.model_fields)))
 
     async def stats_all(self) -> list[QueueStats]:
-        """`stats` of every queue that has had a job, sorted by name. One round trip."""
+        """`stats` of every queue that has had a job, sorted by name: one call per queue, sent at once."""
         return [
             QueueStats.model_validate(m.model_dump(include=set(QueueStats.model_fields)))
-            for m in await self._metrics([])
+            for m in await self._metrics(await self.queue_names())
         ]
 
     async def metrics(self) -> list[QueueMetrics]:
-        """Stats plus histograms and per-minute throughput of every queue. One round trip."""
-        return await self._metrics([])
+        """Stats plus histograms and per-minute throughput of every queue: one call per queue, at once."""
+        return await self._metrics(await self.queue_names())
 
     async def _metrics(self, queues: list[str]) -> list[QueueMetrics]:
-        reply = await self.store.script_json("stats", [*self._base(), "1", *queues])
-        now = int(reply["now"])
-        at = datetime.fromtimestamp(now / 1000, UTC)
+        """One read-only call for all `queues` (their blocks in KEYS), one per queue on a cluster."""
+        if not queues:
+            return []
+        if self.cluster:
+            parts = await asyncio.gather(*(self._script_json("stats", queue, ["1"]) for queue in queues))
+            replies = [entry for part in parts for entry in part]
+        else:
+            keys = [key for queue in queues for key in self._qk(queue).block()]
+            replies = await self.store.script_json("stats", keys, [self._now_arg(), "1"])
         result = []
-        for entry in reply["q"] or []:
-            metrics = decode_metrics(entry, now)
-            metrics.stalled = stall_reason(metrics, at, self.queue_options(metrics.queue))
+        for queue, entry in zip(queues, replies, strict=True):
+            now = int(entry["now"])
+            metrics = decode_metrics({**entry, "q": queue}, now)
+            metrics.stalled = stall_reason(
+                metrics, datetime.fromtimestamp(now / 1000, UTC), self.queue_options(queue)
+            )
             result.append(metrics)
         return sorted(result, key=lambda m: m.queue)
 
@@ -629,20 +781,21 @@ class Engine:
     async def events(self, queue: str, *, after: str = "0-0", count: int = 100) -> list[Event]:
         """State changes of a queue's jobs after stream id `after`, oldest first. One read.
 
-        The scripts write one stream entry per call and state; it expands to one Event per job, all
+        The scripts write one stream entry per call; it expands to one Event per job and state, all
         with the entry's id (pass the last id back as `after`). The stream keeps ~1000 entries.
         """
         self._check_queue(queue)
         _check_stream_id(after)
         _check_count(count)
         entries = await self.store.command(
-            "XRANGE", self.keys.queue_events(queue), f"({after}", "+", "COUNT", count
+            "XRANGE", self._qk(queue).events(), f"({after}", "+", "COUNT", count
         )
-        return _events_of(entries)
+        return _events_of(queue, entries)
 
     async def events_since(self, positions: dict[str, str], *, count: int = 100) -> dict[str, list[Event]]:
         """`events` of many queues at once: queue -> stream id to read after. ONE read (XREAD) for all,
-        so a live view of every queue costs one command per poll, not one per queue."""
+        so a live view of every queue costs one command per poll, not one per queue (on a cluster, one
+        read per queue: XREAD's streams must share a slot there)."""
         if not positions:
             return {}
         for queue, after in positions.items():
@@ -650,16 +803,52 @@ class Engine:
             _check_stream_id(after)
         _check_count(count)
         queues = list(positions)
+        if self.cluster:
+            pages = await asyncio.gather(*(self.events(q, after=positions[q], count=count) for q in queues))
+            return dict(zip(queues, pages, strict=True))
+        streams = [self._qk(q).events() for q in queues]
         reply = await self.store.command(
-            "XREAD",
-            "COUNT",
-            count,
-            "STREAMS",
-            *(self.keys.queue_events(q) for q in queues),
-            *(positions[q] for q in queues),
+            "XREAD", "COUNT", count, "STREAMS", *streams, *(positions[q] for q in queues)
         )
         by_key = {key: entries for key, entries in reply or []}
-        return {q: _events_of(by_key.get(self.keys.queue_events(q))) for q in queues}
+        return {q: _events_of(q, by_key.get(key)) for q, key in zip(queues, streams, strict=True)}
+
+
+def _queue_of(job_id: str) -> str:
+    """The queue a job id names; ValidationError for anything that is not a job id."""
+    if not is_job_id(job_id):
+        raise ValidationError("not a job id", field="job_id")
+    return split_id(job_id)[1]
+
+
+class _HasJobId(Protocol):
+    @property
+    def job_id(self) -> str: ...
+
+
+H = TypeVar("H", bound=_HasJobId)
+R = TypeVar("R")
+
+
+def _by_queue(items: Sequence[H]) -> dict[str, list[H]]:
+    groups: dict[str, list[H]] = {}
+    for item in items:
+        groups.setdefault(_queue_of(item.job_id), []).append(item)
+    return groups
+
+
+async def _per_queue(items: Sequence[H], one: Callable[[str, list[H]], Awaitable[list[R]]]) -> list[R]:
+    """`one(queue, items of that queue)` for every queue at once; the results in `items` order."""
+    groups = _by_queue(items)
+    replies = await asyncio.gather(*(one(queue, group) for queue, group in groups.items()))
+    positions: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        positions.setdefault(_queue_of(item.job_id), []).append(index)
+    out: list[R | None] = [None] * len(items)
+    for queue, results in zip(groups, replies, strict=True):
+        for index, result in zip(positions[queue], results, strict=True):
+            out[index] = result
+    return [result for result in out if result is not None]
 
 
 def _check_stream_id(after: str) -> None:
@@ -695,24 +884,29 @@ def _check_count(count: int) -> None:
         raise ValidationError("count must be 1-1000", field="count")
 
 
-def _events_of(entries: Any) -> list[Event]:
-    """Stream entries (id, flat fields) as Events: one per job id the entry names."""
+def _events_of(queue: str, entries: Any) -> list[Event]:
+    """Stream entries (id, flat fields: t, then <state> -> unique ids, p -> progress values) as Events:
+    one per job and state the entry names."""
+    states = {state.value for state in State}
     events = []
     for entry_id, flat in entries or []:
-        fields = as_fields(flat)
-        ids = fields.get("j", "").split()
-        progress = fields.get("p", "").split()
-        at = dt(fields.get("t")) or datetime.now(UTC)
-        for i, job_id in enumerate(ids):
-            events.append(
-                Event(
-                    id=entry_id,
-                    job_id=job_id,
-                    state=State(fields["s"]),
-                    progress=int(progress[i]) if i < len(progress) else None,
-                    at=at,
+        fields = list(as_fields(flat).items())
+        at = dt(dict(fields).get("t")) or datetime.now(UTC)
+        for index, (name, value) in enumerate(fields):
+            if name not in states:
+                continue
+            following = fields[index + 1] if index + 1 < len(fields) else ("", "")
+            progress = following[1].split() if following[0] == "p" else []
+            for i, unique in enumerate(value.split()):
+                events.append(
+                    Event(
+                        id=entry_id,
+                        job_id=job_id(unique, queue),
+                        state=State(name),
+                        progress=int(progress[i]) if i < len(progress) else None,
+                        at=at,
+                    )
                 )
-            )
     return events
 
 

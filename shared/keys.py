@@ -1,9 +1,12 @@
 """Every Redis key jobq uses, built in one place under one deployment prefix.
 
-Every key the caller can name (a lane's trigger or wake key, idempotency and listing keys) is built here
-and passed to the scripts; the keys of jobs and queues a script discovers inside Redis (a claim pops
-ids it could not know in advance) are derived from the prefix by templates in shared/scripts/lib.lua.
-`tests/unit/test_keys.py` pins both; `docs/redis-schema.md` describes each key.
+Each queue's keys share one hash tag, `{<queue>}`, so they live in one Redis Cluster slot, and every
+script touches the keys of one queue only (enqueue: of the queues its batch names), all of them
+declared in KEYS: Upstash then runs the script under key locking instead of its global lock, and a
+Redis Cluster can route it. The scripts never build a key name: they use KEYS, laid out by
+`QueueKeys.block()` (shared/scripts/lib.lua `block` reads the same order). A job id carries its queue
+(shared/ids.py), so a read or change of one job knows its keys before it runs.
+`tests/unit/test_keys.py` pins the names; `docs/redis-schema.md` describes each key.
 """
 
 from __future__ import annotations
@@ -14,8 +17,63 @@ from dataclasses import dataclass
 
 PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 
-# The index states: each job id is in exactly one of these per queue.
+# The index states: each job is in exactly one of these per queue.
 STATE_INDEXES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
+
+# A queue's fixed block of keys, in the order every script receives them (lib.lua `block`).
+BLOCK = ("jobs", *STATE_INDEXES, "meta", "due", "events", "owners", "fair")
+
+
+@dataclass(frozen=True)
+class QueueKeys:
+    """The keys of one queue: `<prefix>:{<queue>}:<part>`."""
+
+    tag: str  # "<prefix>:{<queue>}"
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self.tag, *parts))
+
+    def block(self) -> list[str]:
+        """The queue's keys in BLOCK order: what every script of the queue gets first in KEYS.
+
+        - jobs: hash of every job record of the queue, fields `<unique id>` (immutable JSON) and
+          `<unique id>:<m|e|g|r>` (state, errors, logs, result);
+        - the six state indexes: sorted sets of unique ids (scores in docs/redis-schema.md);
+        - meta: hash of policy, paused flag, counters, histograms, throughput, due mirror, triggers;
+        - due: string, epoch ms when the queue next has work (absent: none, or paused), read by ticks;
+        - events: capped stream of state changes; owners, fair: per-owner counts (limit per owner).
+        """
+        return [self._key(part) for part in BLOCK]
+
+    def state(self, state: str) -> str:
+        if state not in STATE_INDEXES:
+            raise ValueError(f"unknown state {state!r}")
+        return self._key(state)
+
+    def jobs(self) -> str:
+        return self._key("jobs")
+
+    def meta(self) -> str:
+        return self._key("meta")
+
+    def due(self) -> str:
+        return self._key("due")
+
+    def events(self) -> str:
+        return self._key("events")
+
+    def owner_jobs(self, owner: str) -> str:
+        """Sorted set (scores 0, unique ids, so ordered by creation) of an owner's jobs in this queue."""
+        return self._key("owner", owner)
+
+    def tag_jobs(self, owner: str, tag: str) -> str:
+        """An owner's jobs of this queue under one tag: every owner has its own (the owner hashed, so no
+        owner text can reach into another's key)."""
+        return self._key("tag", _digest(owner), tag)
+
+    def idempotency(self, owner: str, key: str) -> str:
+        """String: job id and request hash for an idempotency key; hashed so any owner/key text is safe."""
+        return self._key("idem", _digest(owner, key))
 
 
 @dataclass(frozen=True)
@@ -31,59 +89,18 @@ class Keys:
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 
-    # Deployment-wide keys.
-    def due(self) -> str:
-        """Sorted set: queue -> earliest epoch ms it has work (waiting, a delayed job, a lease to reap)."""
-        return self._key("due")
+    def queue(self, queue: str) -> QueueKeys:
+        """The keys of one queue (queue names never hold braces: models.NAME_PATTERN)."""
+        return QueueKeys(f"{self.prefix}:{{{queue}}}")
 
-    def trigger(self, lane: str) -> str:
-        """String with a short expiry: a run of the lane's consumer has been asked for, no claim yet."""
-        return self._key("trigger", lane)
+    # Deployment-wide keys, never touched by a queue's scripts.
+    def queues(self) -> str:
+        """Set of every queue name that ever had a job (stats of all queues, ticks, owner listings)."""
+        return self._key("queues")
 
     def wake(self, lane: str) -> str:
         """String: epoch ms of the delayed wake-up of the lane's consumer that is pending, expiring then."""
         return self._key("wake", lane)
-
-    def queues(self) -> str:
-        """Set of every queue name that ever had a job (for stats of all queues)."""
-        return self._key("queues")
-
-    # Per job.
-    def job(self, job_id: str) -> str:
-        """Hash of one job (fields in docs/redis-schema.md)."""
-        return self._key("job", job_id)
-
-    def idempotency(self, queue: str, owner: str, key: str) -> str:
-        """String: job id and request hash for an idempotency key; hashed so any owner/key text is safe."""
-        return self._key("idem", _digest(queue, owner, key))
-
-    # Per queue.
-    def queue_state(self, queue: str, state: str) -> str:
-        """Sorted set of the queue's job ids in one state (scores in docs/redis-schema.md)."""
-        if state not in STATE_INDEXES:
-            raise ValueError(f"unknown state {state!r}")
-        return self._key("q", queue, state)
-
-    def queue_states(self, queue: str) -> list[str]:
-        """The six state indexes of a queue, in STATE_INDEXES order (scripts rely on this order)."""
-        return [self.queue_state(queue, state) for state in STATE_INDEXES]
-
-    def queue_meta(self, queue: str) -> str:
-        """Hash: paused flag, priority sequence, rate-limit window, counters, histograms, throughput."""
-        return self._key("q", queue, "meta")
-
-    def queue_events(self, queue: str) -> str:
-        """Capped stream of state changes of the queue's jobs."""
-        return self._key("q", queue, "events")
-
-    # Listing indexes (scores 0, members ordered by id, so by creation time).
-    def owner_jobs(self, owner: str) -> str:
-        return self._key("owner", owner)
-
-    def tag_jobs(self, owner: str, tag: str) -> str:
-        """An owner's jobs under one tag: every owner has its own (the owner hashed, so no owner text
-        can reach into another's key)."""
-        return self._key("tag", _digest(owner), tag)
 
     # --- API (issue 4, functions/api): credentials and submit rate limits. Owned by the API area. ---
     def api_keys(self) -> str:
@@ -91,7 +108,7 @@ class Keys:
         return self._key("apikeys")
 
     def rate_limits(self) -> str:
-        """Prefix of upstash-ratelimit's bucket keys (it appends ':<rate>:<credential>')."""
+        """Prefix of upstash-ratelimit's window keys (it appends ':<credential>:<window>')."""
         return self._key("ratelimit")
 
 

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     # Every key of a deployment starts with this, so two deployments can share one database.
     key_prefix: str = Field(default="jobq", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     redis_timeout: float = Field(default=5.0, gt=0, le=60)
+    # The REST endpoint fronts a Redis Cluster (the local gateway's --redis-cluster): reads over many queues
+    # go one per queue, and a batch submit holds one queue's jobs (docs/scaling.md).
+    redis_cluster: bool = False
 
     # Engine limits, checked at the edge.
     max_payload_bytes: int = Field(default=256 * 1024, gt=0)

@@ -72,20 +72,25 @@ def make_redis(settings: Settings) -> Redis:
     return redis
 
 
-# Scripts made of others: each part's body becomes a function of its own ARGV (`<part>_part(argv)`),
-# so one call runs several state changes atomically with each part's arguments unchanged.
+# Scripts made of others: each part's body becomes a function of its own ARGV (`<part>_part(argv)`), on
+# the same KEYS, so one call runs several state changes atomically with each part's arguments unchanged.
+# Inside a part `commit` does nothing: the composed script commits once, for all its parts (lib.lua).
 COMPOSED = {"cycle": ("finish", "claim")}
+# Scripts that only read: flagged no-writes and run with EVALSHA_RO, which a read replica may serve.
+READ_ONLY = frozenset({"list", "stats"})
 
 
 @cache
 def script_source(name: str) -> str:
-    """A script's source: the constants it shares with Python, lib.lua's helpers, then the script itself
-    (after the scripts it is made of, each wrapped as a function: COMPOSED)."""
+    """A script's source: its flags (every script declares its keys, so Upstash runs it under key
+    locking rather than its global lock), the constants it shares with Python, lib.lua's helpers, then
+    the script itself (after the scripts it is made of, each wrapped as a function: COMPOSED)."""
     folder = resources.files("shared.scripts")
-    parts = [constants_header(), folder.joinpath("lib.lua").read_text()]
+    flags = "allow-key-locking,no-writes" if name in READ_ONLY else "allow-key-locking"
+    parts = [f"#!lua flags={flags}", constants_header(), folder.joinpath("lib.lua").read_text()]
     for part in COMPOSED.get(name, ()):
         body = folder.joinpath(f"{part}.lua").read_text()
-        parts.append(f"local function {part}_part(ARGV)\n{body}\nend")
+        parts.append(f"local function {part}_part(ARGV)\nlocal commit = function() end\n{body}\nend")
     parts.append(folder.joinpath(f"{name}.lua").read_text())
     return "\n".join(parts)
 
@@ -145,19 +150,36 @@ class Store:
         """One raw command, e.g. `await store.command("HGETALL", key)`."""
         return await self.call(lambda: self.redis.execute(list(args)))
 
-    async def script(self, name: str, args: list[str]) -> Any:
-        """Run shared/scripts/<name>.lua by SHA; on NOSCRIPT send the source (which also caches it)."""
+    async def pipeline(self, commands: list[list[Any]]) -> list[Any]:
+        """Several commands in one request (not atomic: each is routed and answered on its own)."""
+
+        async def run() -> list[Any]:
+            pipe = self.redis.pipeline()
+            for command in commands:
+                pipe.execute(command)
+            return list(await pipe.exec())
+
+        return await self.call(run)
+
+    async def script(self, name: str, keys: list[str], args: list[str]) -> Any:
+        """Run shared/scripts/<name>.lua on `keys` (every key it touches) by SHA; on NOSCRIPT send the
+        source (which also caches it). Read-only scripts go by EVALSHA_RO / EVAL_RO."""
         sha = script_sha(name)
+        ro = name in READ_ONLY
         try:
-            return await self.call(lambda: self.redis.evalsha(sha, [], args))
+            if ro:
+                return await self.call(lambda: self.redis.evalsha_ro(sha, keys, args))
+            return await self.call(lambda: self.redis.evalsha(sha, keys, args))
         except StoreError as exc:
             if "NOSCRIPT" not in exc.message and "No matching script" not in exc.message:
                 raise
-        return await self.call(lambda: self.redis.eval(script_source(name), [], args))
+        if ro:
+            return await self.call(lambda: self.redis.eval_ro(script_source(name), keys, args))
+        return await self.call(lambda: self.redis.eval(script_source(name), keys, args))
 
-    async def script_json(self, name: str, args: list[str]) -> Any:
+    async def script_json(self, name: str, keys: list[str], args: list[str]) -> Any:
         """Run a script that replies with a JSON document, and decode it."""
-        return json.loads(await self.script(name, args))
+        return json.loads(await self.script(name, keys, args))
 
 
 async def retrying(

@@ -1,10 +1,12 @@
 """Submit rate limits per credential with upstash-ratelimit on the same Redis: one EVAL per checked call.
 
-"N per window" is a token bucket (upstash-ratelimit's TokenBucket): a credential holds at most N tokens,
-a submit takes one, and one token comes back every window/N. So a client that paces itself at N per window
-is never refused, an idle client may burst N at once, and over any span of T seconds at most
-N + N*T/window submits get through (docs/decisions.md). A refused submit is told exactly when the next
-token arrives: that is its Retry-After.
+"N per window" is a fixed window (upstash-ratelimit's FixedWindow): each credential's counter counts the
+submits of the current window and refuses beyond N. It is the cheapest of the library's limiters, two
+commands per submit (the EVAL and its INCRBY; the first of a window also sets the expiry) where its token
+bucket takes four, and the submit path's command count is our headline figure. The price: around a
+window's boundary a client may get up to 2N through in a short span (docs/decisions.md). A refused submit
+is told when its window ends: that is its Retry-After. The library's script carries Upstash's
+allow-key-locking flag and names its key, as every jobq script does.
 """
 
 from __future__ import annotations
@@ -14,31 +16,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from upstash_ratelimit.asyncio import Ratelimit, TokenBucket
+from upstash_ratelimit.asyncio import FixedWindow, Ratelimit
 
 from functions.api.auth import Principal
 from shared.apikeys import parse_rate
 from shared.errors import RateLimitedError
 from shared.store import Store
 
-_UPSTASH_FLAGS = "#!lua flags=allow-key-locking"
 
-
-class _PortableEval:
-    """upstash-ratelimit's scripts open with an Upstash-only shebang flag that Redis 7 refuses ("Unexpected
-    flag"); dropping that line (a locking hint only) runs the same limiter on Upstash and on plain Redis."""
-
-    def __init__(self, redis: Any) -> None:
-        self._redis = redis
-
-    async def eval(self, script: str, keys: list[str] | None = None, args: list[Any] | None = None) -> Any:
-        return await self._redis.eval(script.replace(_UPSTASH_FLAGS, "", 1), keys, args)
-
-
-def bucket(rate: str) -> TokenBucket:
-    """N tokens, one back every window/N (rounded up to the millisecond, never faster than the rate)."""
-    count, window = parse_rate(rate)
-    return TokenBucket(max_tokens=count, refill_rate=1, interval=math.ceil(window * 1000 / count), unit="ms")
+def window(rate: str) -> FixedWindow:
+    """N submits per window of the rate's length (in ms)."""
+    count, seconds = parse_rate(rate)
+    return FixedWindow(max_requests=count, window=math.ceil(seconds * 1000), unit="ms")
 
 
 class SubmitLimiter:
@@ -47,7 +36,7 @@ class SubmitLimiter:
     ) -> None:
         parse_rate(default_rate)
         self._store = store
-        self._redis: Any = _PortableEval(store.redis)  # all Ratelimit calls: eval
+        self._redis: Any = store.redis
         self._prefix = prefix
         self._default = default_rate
         self._clock = clock  # the limiter library reads the same wall clock for its "now"
@@ -59,15 +48,15 @@ class SubmitLimiter:
         limiter = self._limiter(rate)
         response = await self._store.call(lambda: limiter.limit(principal.credential))
         if not response.allowed:
-            # `reset` is when the next token arrives; Retry-After is whole seconds, so round up.
+            # `reset` is when the window ends; Retry-After is whole seconds, so round up.
             wait = max(1, math.ceil(response.reset - self._clock()))
             raise RateLimitedError(f"rate limit of {rate} exceeded; retry in {wait}s", retry_after=wait)
 
     def _limiter(self, rate: str) -> Ratelimit:
         limiter = self._limiters.get(rate)
         if limiter is None:
-            count, window = parse_rate(rate)
-            # Keyed by rate too, so a key whose rate changes starts with a full bucket of its new rate.
-            limiter = Ratelimit(self._redis, bucket(rate), f"{self._prefix}:tb:{count}/{window}")
+            count, seconds = parse_rate(rate)
+            # Keyed by rate too, so a key whose rate changes starts with an empty window of its new rate.
+            limiter = Ratelimit(self._redis, window(rate), f"{self._prefix}:fw:{count}/{seconds}")
             self._limiters[rate] = limiter
         return limiter

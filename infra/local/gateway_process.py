@@ -6,6 +6,7 @@ GIL) as the API and the consumer; here it runs on another core. The parent binds
 in use is a clear error) and hands it over; the child ignores Ctrl-C, which reaches the whole process
 group, because the stack stops it last, once the consumer has recorded its outcomes through it. It also
 stops when its parent is gone (the control pipe closes), so a killed stack leaves no gateway behind.
+It runs in strict locking mode (docs/gateway.md), so the local stack refuses what Upstash would lock globally.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def _serve(
 async def _main(
     conn: Connection, sock: socket.socket, token: str, redis_url: str | None, host: str, port: int
 ) -> None:
-    server = make_server(create_app(token, redis_url), host, port)
+    # Strict locking: a jobq script that would take Upstash's global lock fails here, not in production.
+    server = make_server(create_app(token, redis_url, strict_locking=True), host, port)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         await wait_started(server, task, "gateway")

@@ -1,30 +1,33 @@
 -- cancel.lua: waiting/delayed -> cancelled at once; active -> cancellation requested (its consumer
 -- records "cancelled" at its next heartbeat or finish); terminal -> unchanged.
--- KEYS: none (keys derive from the prefix; see lib.lua).
--- ARGV[1] prefix, ARGV[2] now ms or -1, ARGV[3] job id, ARGV[4] owner or "" (any).
--- A cancelled job is kept for its queue's policy's cancelled retention (lib.lua policy).
--- Returns the flat job hash after the change; error not_found when missing or owned by another.
-local now = now_ms()
-local id, owner = ARGV[3], ARGV[4]
-local key = k_job(id)
-local f = redis.call('HMGET', key, 'm', 'd')
-if not f[1] then return fail('not_found', 'job not found') end
-local h = head(f[2])
+-- KEYS: the queue's block (lib.lua block).
+-- ARGV[1] now ms or -1, ARGV[2] unique id, ARGV[3] owner or "" (any).
+-- A cancelled job is kept for its queue's cancelled retention (lib.lua apply_retention).
+-- Returns JSON {now, j: the flat record after the change}; error not_found when missing or owned by another.
+local now = now_ms(ARGV[1])
+local Q = block(0)
+local id, owner = ARGV[2], ARGV[3]
+local rec = records(Q, {id})[1]
+if not rec[1] or not rec[2] then return fail('not_found', 'job not found') end
+local h = head(rec[1])
 if owner ~= '' and h.o ~= owner then return fail('not_found', 'job not found') end
-local q = h.q
-local m = unpack_m(f[1])
+local m = unpack_m(rec[2])
 if m.s == 'queued' then
   -- A delayed job may already have been promoted to waiting: remove it from both.
-  redis.call('ZREM', k_state(q, 'waiting'), id)
-  redis.call('ZREM', k_state(q, 'delayed'), id)
-  redis.call('ZADD', k_state(q, 'cancelled'), n2s(now), id)
+  redis.call('ZREM', Q.state.waiting, id)
+  redis.call('ZREM', Q.state.delayed, id)
+  redis.call('ZADD', Q.state.cancelled, n2s(now), id)
   m.s, m.fa = 'cancelled', now
-  redis.call('HSET', key, 'm', pack_m(m))
-  redis.call('PEXPIRE', key, n2s(policy(redis.call('HGET', k_meta(q), 'pol')).kx))
-  redis.call('HINCRBY', k_meta(q), 'cancelled', 1)
-  add_event(q, now, 'cancelled', {id})
+  rec[2] = pack_m(m)
+  redis.call('HSET', Q.jobs, id .. ':m', rec[2])
+  local s = meta(Q, now)
+  madd(s, 'cancelled', 1)
+  emit(s, 'cancelled', {id})
+  apply_retention(s, {cancelled = true})
 elseif m.s == 'active' and m.x ~= '1' then
   m.x = '1'
-  redis.call('HSET', key, 'm', pack_m(m))
+  rec[2] = pack_m(m)
+  redis.call('HSET', Q.jobs, id .. ':m', rec[2])
 end
-return cjson.encode({now = now, j = redis.call('HGETALL', key)})
+commit()
+return cjson.encode({now = now, j = flat_record(rec)})

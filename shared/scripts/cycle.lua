@@ -1,10 +1,14 @@
--- cycle.lua: a consumer's refill in one round trip: record outcomes (finish.lua), then claim from a queue
--- (claim.lua), each part with its own arguments. One atomic call, so no reply is lost between the two and
--- the claim sees the slots the outcomes freed.
--- KEYS: none (keys derive from the prefix; see lib.lua).
--- ARGV[1] prefix, ARGV[2] now ms or -1, ARGV[3] finish's plan (its ARGV[3]), ARGV[4..] claim's ARGV[3..].
+-- cycle.lua: a consumer's refill in one round trip: record outcomes (finish.lua), then claim from the same
+-- queue (claim.lua), each part with its own arguments. One atomic call, so no reply is lost between the
+-- two and the claim sees the slots the outcomes freed; the parts share one read and one write of the
+-- queue's meta and one event entry (lib.lua commit).
+-- KEYS: the queue's block (lib.lua block).
+-- ARGV[1] now ms or -1, ARGV[2] finish's plan (its ARGV[2]), ARGV[3..] claim's ARGV[2..].
 -- Returns JSON [finish's reply, claim's reply].
-local claim_argv = {ARGV[1], ARGV[2]}
-for i = 4, #ARGV do claim_argv[#claim_argv + 1] = ARGV[i] end
-local finished = finish_part({ARGV[1], ARGV[2], ARGV[3]})
-return '[' .. finished .. ',' .. claim_part(claim_argv) .. ']'
+local now = n2s(now_ms(ARGV[1]))
+local claim_argv = {now}
+for i = 3, #ARGV do claim_argv[#claim_argv + 1] = ARGV[i] end
+local finished = finish_part({now, ARGV[2]})
+local claimed = claim_part(claim_argv)
+commit()
+return '[' .. finished .. ',' .. claimed .. ']'

@@ -1,20 +1,34 @@
--- extend.lua: heartbeat: move the lease deadline of many active jobs to now + ms, fenced by token.
--- KEYS: none (keys derive from the prefix; see lib.lua).
--- ARGV[1] prefix, ARGV[2] now ms or -1, ARGV[3] lease ms, ARGV[4..] job id, token pairs.
+-- extend.lua: heartbeat: move the lease deadline of many active jobs of one queue to now + ms, fenced by
+-- token.
+-- KEYS: the queue's block (lib.lua block).
+-- ARGV[1] now ms or -1, ARGV[2] lease ms, ARGV[3..] unique id, token pairs.
 -- Returns JSON [[ok 0|1, cancel requested 0|1], ...].
-local now = now_ms()
-local until_ = n2s(now + tonumber(ARGV[3]))
-local replies = {}
-for i = 4, #ARGV, 2 do
-  local id, token = ARGV[i], ARGV[i + 1]
-  local f = redis.call('HMGET', k_job(id), 'm', 'd')
-  local m = unpack_m(f[1])
+local now = now_ms(ARGV[1])
+local Q = block(0)
+local until_ = now + tonumber(ARGV[2])
+local ids = {}
+for i = 3, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
+local recs = records(Q, ids)
+local replies, moved = {}, {}
+for i, id in ipairs(ids) do
+  local m = unpack_m(recs[i][2])
   local cancel = m.x == '1' and 1 or 0
-  if m.s == 'active' and m.k == token then
-    redis.call('ZADD', k_state(head(f[2]).q, 'active'), 'XX', until_, id)
-    replies[#replies + 1] = {1, cancel}
+  if m.s == 'active' and m.k == ARGV[2 * i + 2] then
+    moved[#moved + 1] = n2s(until_)
+    moved[#moved + 1] = id
+    replies[i] = {1, cancel}
   else
-    replies[#replies + 1] = {0, cancel}
+    replies[i] = {0, cancel}
   end
 end
+if #moved > 0 then
+  redis.call('ZADD', Q.state.active, 'XX', unpack(moved))
+  -- A lease can move earlier than the claim set it: keep the reap time a lower bound, and the queue due.
+  local s = meta(Q, now)
+  if tonumber(s.v.nr) == nil or until_ < tonumber(s.v.nr) then
+    mlower(s, 'nr', until_)
+    due_by(s, until_)
+  end
+end
+commit()
 return cjson.encode(replies)

@@ -1,15 +1,18 @@
--- pause.lua: pause or resume a queue. Paused queues leave the due index, so claims and idle ticks skip
--- them; resuming recomputes the queue's due time from its indexes.
--- KEYS: none (keys derive from the prefix; see lib.lua).
--- ARGV[1] prefix, ARGV[2] now ms or -1, ARGV[3] queue, ARGV[4] "1" pause | "0" resume.
+-- pause.lua: pause or resume a queue. A paused queue has no due key, so claims and ticks skip it;
+-- resuming recomputes its due time.
+-- KEYS: the queue's block (lib.lua block).
+-- ARGV[1] now ms or -1, ARGV[2] "1" pause | "0" resume.
 -- Returns 1 when paused, 0 when running.
-local q = ARGV[3]
-if ARGV[4] == '1' then
-  redis.call('HSET', k_meta(q), 'paused', '1')
-  redis.call('ZREM', K_DUE, q)
-  redis.call('SADD', K_QUEUES, q)
+local Q = block(0)
+local s = meta(Q, now_ms(ARGV[1]))
+if ARGV[2] == '1' then
+  mset(s, 'paused', '1')
+  s.due = nil
+  commit()
   return 1
 end
-redis.call('HDEL', k_meta(q), 'paused')
-refresh_due(q, false, now_ms(), nil)
+mset(s, 'paused', nil)
+-- Due now if anything waits (a claim that finds the queue full or rate-limited settles the time).
+refresh_due(s, redis.call('ZCARD', Q.state.waiting) > 0, nil, false)
+commit()
 return 0

@@ -1,42 +1,34 @@
--- report.lua: progress and log lines of many active jobs in one call, fenced by token.
--- Logs keep the last 100 lines (Python bounds each line). One progress event per queue.
--- KEYS: none (keys derive from the prefix; see lib.lua).
--- ARGV[1] prefix, ARGV[2] now ms or -1, ARGV[3] JSON [{id, k: token, p: progress|null, g: [lines]}].
+-- report.lua: progress and log lines of many active jobs of one queue in one call, fenced by token.
+-- Logs keep the last LIMITS.log_lines lines (Python bounds each line). One progress event per call.
+-- KEYS: the queue's block (lib.lua block).
+-- ARGV[1] now ms or -1, ARGV[2] JSON [{id: unique id, k: token, p: progress|null, g: [lines]}].
 -- Returns JSON [[ok 0|1, cancel requested 0|1], ...].
-local now = now_ms()
-local updates = cjson.decode(ARGV[3])
-local replies = {}
-local events = {}
+local now = now_ms(ARGV[1])
+local Q = block(0)
+local updates = cjson.decode(ARGV[2])
+local ids = {}
+for i, u in ipairs(updates) do ids[i] = u.id end
+local recs = records(Q, ids)
+local replies, writes, moved, progress = {}, {}, {}, {}
 for i, u in ipairs(updates) do
-  local f = redis.call('HMGET', k_job(u.id), 'm', 'g', 'd')
-  local m = unpack_m(f[1])
+  local rec = recs[i]
+  local m = unpack_m(rec[2])
   local cancel = m.x == '1' and 1 or 0
   if m.s == 'active' and m.k == u.k then
-    local fields = {}
     if u.p ~= cjson.null and u.p then
       m.p = u.p
-      fields[#fields + 1] = 'm'; fields[#fields + 1] = pack_m(m)
+      writes[#writes + 1] = u.id .. ':m'; writes[#writes + 1] = pack_m(m)
+      moved[#moved + 1] = u.id
+      progress[#progress + 1] = n2s(u.p)
     end
-    if u.g and #u.g > 0 then
-      local list = {}
-      if f[2] then list = cjson.decode(f[2]) end
-      for _, line in ipairs(u.g) do list[#list + 1] = line end
-      while #list > LIMITS.log_lines do table.remove(list, 1) end
-      fields[#fields + 1] = 'g'; fields[#fields + 1] = cjson.encode(list)
-    end
-    if #fields > 0 then
-      redis.call('HSET', k_job(u.id), unpack(fields))
-      if u.p ~= cjson.null and u.p then
-        local q = head(f[3]).q
-        events[q] = events[q] or {ids = {}, p = {}}
-        table.insert(events[q].ids, u.id)
-        table.insert(events[q].p, n2s(u.p))
-      end
-    end
+    local logs = append_logs(rec[4], u.g)
+    if logs then writes[#writes + 1] = u.id .. ':g'; writes[#writes + 1] = logs end
     replies[i] = {1, cancel}
   else
     replies[i] = {0, cancel}
   end
 end
-for q, e in pairs(events) do add_event(q, now, 'active', e.ids, e.p) end
+hset_flat(Q.jobs, writes)
+if #moved > 0 then emit(meta(Q, now), 'active', moved, progress) end
+commit()
 return cjson.encode(replies)

@@ -1,43 +1,48 @@
--- stats.lua: per-queue counts of every state, paused flag and the oldest waiting job's eligible time;
--- with metrics, also the queue's whole meta hash (counters, histograms, throughput slots).
--- KEYS: none (keys derive from the prefix; see lib.lua).
--- ARGV[1] prefix, ARGV[2] now ms or -1, ARGV[3] "1" with metrics | "0", ARGV[4..] queues (none: all).
--- Returns JSON {now, q: [{q, c: [counts in lib.lua STATES order], paused, oldest: ms|null, m: flat}]}.
-local now = now_ms()
-local queues = {}
-for i = 4, #ARGV do queues[#queues + 1] = ARGV[i] end
-if #queues == 0 then queues = redis.call('SMEMBERS', K_QUEUES) end
+-- stats.lua (read-only): per queue, the counts of every state, paused flag and the oldest waiting job's
+-- eligible time; with metrics, also the queue's whole meta hash (counters, histograms, throughput slots).
+-- KEYS: one block per queue (lib.lua block); one call reads many queues where they share a server.
+-- ARGV[1] now ms or -1, ARGV[2] "1" with metrics | "0".
+-- Returns JSON [{now, c: [counts in lib.lua STATES order], paused, oldest: ms|null, m: flat meta}, ...]
+-- in block order.
+local now = now_ms(ARGV[1])
 local out = {}
-for _, q in ipairs(queues) do
+for base = 0, #KEYS - BLOCK_SIZE, BLOCK_SIZE do
+  local Q = block(base)
   local counts = {}
-  for i, s in ipairs(STATES) do counts[i] = redis.call('ZCARD', k_state(q, s)) end
-  local entry = {q = q, c = counts}
-  local meta
-  if ARGV[3] == '1' then
-    meta = redis.call('HGETALL', k_meta(q))
-    entry.m = meta
-    entry.paused = hash_to_table(meta).paused == '1'
+  for i, st in ipairs(STATES) do counts[i] = redis.call('ZCARD', Q.state[st]) end
+  local entry = {now = now, c = counts}
+  if ARGV[2] == '1' then
+    local flat = redis.call('HGETALL', Q.meta)
+    entry.m = flat
+    for i = 1, #flat, 2 do if flat[i] == 'paused' then entry.paused = flat[i + 1] == '1' end end
+    entry.paused = entry.paused or false
   else
-    entry.paused = redis.call('HGET', k_meta(q), 'paused') == '1'
+    entry.paused = redis.call('HGET', Q.meta, 'paused') == '1'
   end
   if counts[1] > 0 then
     -- The oldest waiting job is the first of some priority level's band (FIFO within each band): the
     -- level's first entry, and when that is a job handed back (front band), its first normal entry.
-    local oldest = nil
-    local function consider(min, max)
-      local first = redis.call('ZRANGEBYSCORE', k_state(q, 'waiting'), min, max, 'WITHSCORES', 'LIMIT', 0, 1)
-      if not first[1] then return nil end
-      local ra = tonumber(unpack_m(redis.call('HGET', k_job(first[1]), 'm')).ra)
-      if ra and (not oldest or ra < oldest) then oldest = ra end
-      return tonumber(first[2])
+    local firsts = {}
+    local function first(min, max)
+      local got = redis.call('ZRANGEBYSCORE', Q.state.waiting, min, max, 'WITHSCORES', 'LIMIT', 0, 1)
+      if not got[1] then return nil end
+      firsts[#firsts + 1] = got[1] .. ':m'
+      return tonumber(got[2])
     end
     for p = 0, 9 do
       local level = p * PRIO_SCALE
-      local score = consider(n2s(level - FRONT_BAND), '(' .. n2s(level + PRIO_SCALE - FRONT_BAND))
-      if score and score < level then consider(n2s(level), '(' .. n2s(level + PRIO_SCALE - FRONT_BAND)) end
+      local score = first(n2s(level - FRONT_BAND), '(' .. n2s(level + PRIO_SCALE - FRONT_BAND))
+      if score and score < level then first(n2s(level), '(' .. n2s(level + PRIO_SCALE - FRONT_BAND)) end
+    end
+    local oldest = nil
+    if #firsts > 0 then
+      for _, m in ipairs(redis.call('HMGET', Q.jobs, unpack(firsts))) do
+        local ra = tonumber(unpack_m(m or nil).ra)
+        if ra and (not oldest or ra < oldest) then oldest = ra end
+      end
     end
     entry.oldest = oldest
   end
   out[#out + 1] = entry
 end
-return cjson.encode({now = now, q = out})
+return cjson.encode(out)

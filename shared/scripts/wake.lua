@@ -3,11 +3,11 @@
 -- the pending one is later than `at` (then `at` is recorded); no when one at or before `at` is pending.
 -- A pending wake is forgotten once its time has passed (and its key expires then), so a wake that was
 -- lost never blocks later ones.
--- KEYS: none (the lane's wake key is built by shared/keys.py and passed in ARGV[3]).
--- ARGV[1] prefix, ARGV[2] now ms or -1, ARGV[3] wake key, ARGV[4] wake time, epoch ms.
+-- KEYS[1] the lane's wake key.
+-- ARGV[1] now ms or -1, ARGV[2] wake time, epoch ms.
 -- Returns 1 (publish a wake-up for `at`) or 0 (one at or before `at` is already pending).
-local now = now_ms()
-local key, at = ARGV[3], tonumber(ARGV[4])
+local now = now_ms(ARGV[1])
+local key, at = KEYS[1], tonumber(ARGV[2])
 local pending = tonumber(redis.call('GET', key))
 if pending and pending > now and pending <= at then return 0 end
 -- Kept until the wake's time (at least 1 ms: SET refuses a zero expiry).

@@ -18,6 +18,7 @@ from pydantic import BaseModel, SecretStr
 from functions.api.app import create_app
 from shared.codec import unpack_m
 from shared.engine import Engine
+from shared.ids import split_id
 from shared.limits import MAX_JSON_DEPTH, MAX_METADATA_BYTES
 from shared.models import Outcome
 from shared.registry import Registry
@@ -90,10 +91,11 @@ async def test_a_stored_run_at_beyond_datetime_breaks_no_read(
     user = await make_user("alice")
     job = (await api.post("/v1/jobs", json={**ECHO, "delay_seconds": 60}, headers=user)).json()
     engine = engine_of(api_app)
-    key = engine.keys.job(job["id"])
-    m = unpack_m(await engine.store.command("HGET", key, "m"))
+    unique, queue = split_id(job["id"])
+    jobs, field = engine.keys.queue(queue).jobs(), f"{unique}:m"
+    m = unpack_m(await engine.store.command("HGET", jobs, field))
     m["ra"] = str(253402300799000 + 12 * 3600 * 1000)  # 9999-12-31T23:59:59-12:00 as it used to be stored
-    await engine.store.command("HSET", key, "m", "|".join(m.values()))
+    await engine.store.command("HSET", jobs, field, "|".join(m.values()))
     reads = [
         ("GET", f"/v1/jobs/{job['id']}", user),
         ("GET", "/v1/jobs", user),

@@ -37,6 +37,7 @@ import redis
 
 from shared.consumer import ConsumerConfig
 from shared.engine import Engine
+from shared.ids import split_id
 from shared.keys import Keys
 from shared.models import TERMINAL_STATES, Job, JobSpec, State
 from tests.chaos.chaos_jobs import LEASE_SECONDS
@@ -236,7 +237,7 @@ async def test_killed_and_frozen_consumers_lose_nothing_and_complete_each_job_on
 
     client = private_redis.client()
     keys = Keys(chaos_prefix)
-    indexes = {key: index_members(client, key) for key in keys.queue_states("chaos")}
+    indexes = {key: index_members(client, key) for key in keys.queue("chaos").block()[1:7]}
     runs, standing, writes = read_ledger(client, ledger_key)
     client.close()
     totals = await chaos_engine.stats("chaos")
@@ -246,8 +247,8 @@ async def test_killed_and_frozen_consumers_lose_nothing_and_complete_each_job_on
         job = await chaos_engine.get(job_id)
         assert job.state in TERMINAL_STATES, (job_id, job.state)
         states[job.state] = states.get(job.state, 0) + 1
-        holding = [key for key, members in indexes.items() if job_id in members]
-        assert holding == [keys.queue_state("chaos", job.state.value)], (job_id, job.state, holding)
+        holding = [key for key, members in indexes.items() if split_id(job_id)[0] in members]
+        assert holding == [keys.queue("chaos").state(job.state.value)], (job_id, job.state, holding)
         mine = writes.get(job_id, [])
         assert runs.get(job_id, 0) == len(mine), (job_id, "ledger count and write log disagree")
         attempts = [w.attempt for w in mine]

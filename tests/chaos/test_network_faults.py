@@ -51,7 +51,10 @@ class FaultyTransport(httpx.AsyncBaseTransport):
 
 
 async def warm(engine: Engine) -> None:
-    """Load the scripts first, so the faulted call is the one that runs (not a NOSCRIPT probe)."""
+    """Load the scripts first, so the faulted call is the one that runs (not a NOSCRIPT probe), and name
+    the tests' queue (an engine's first submit to a queue adds it to the set of queues first)."""
+    await engine.publish_policies(["net"])
+    await engine._name_queues(["net"])
     await engine.enqueue([JobSpec(type="warm", queue="warm")])
     [claimed] = await engine.claim("warm", 1)
     await engine.finish([Outcome(job_id=claimed.job.id, token=claimed.token, status="completed")])

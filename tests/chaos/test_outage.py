@@ -40,9 +40,11 @@ def registry() -> Registry:
 
 
 def job_keys(server: PrivateRedis, prefix: str) -> set[str]:
+    """Every job record under the prefix: the record fields (named by a bare id) of each queue's jobs hash."""
     client = server.client()
     try:
-        return set(client.keys(Keys(prefix).job("*")))
+        hashes = client.keys(Keys(prefix).queue("*").jobs())
+        return {f"{key}/{field}" for key in hashes for field in client.hkeys(key) if ":" not in str(field)}
     finally:
         client.close()
 

@@ -17,7 +17,7 @@ from functions.api.auth import Principal
 from functions.api.ratelimit import SubmitLimiter
 from shared.engine import Engine
 from shared.errors import RateLimitedError
-from shared.ids import new_id
+from shared.ids import job_id, new_id
 from shared.registry import Registry
 from shared.settings import Settings
 from tests.support.api_fixtures import ADMIN_HEADERS, MakeUser, asgi_client
@@ -36,7 +36,7 @@ async def test_rate_limit_per_credential_with_retry_after(
     assert codes == [201, 201]
     assert limited.status_code == 429
     assert limited.json()["error"]["code"] == "rate_limited"
-    assert 29 <= int(limited.headers["retry-after"]) <= 30  # a token bucket: one back every 30 s
+    assert 1 <= int(limited.headers["retry-after"]) <= 60  # the end of the minute's window
     assert (await api.post("/v1/jobs", json=ECHO, headers=other)).status_code == 201  # per credential
     assert (await api.get("/v1/jobs", headers=slow)).status_code == 200  # reads are not limited
     batch = await api.post("/v1/jobs/batch", json={"jobs": [ECHO]}, headers=slow)
@@ -135,7 +135,7 @@ async def test_redis_unreachable_is_503_with_retry_after(
         for method, path, headers in [
             ("GET", "/health", {}),
             ("POST", "/v1/jobs", ADMIN_HEADERS),
-            ("GET", f"/v1/jobs/{new_id()}", ADMIN_HEADERS),
+            ("GET", f"/v1/jobs/{job_id(new_id(), 'echo')}", ADMIN_HEADERS),
             ("GET", "/v1/jobs", user),
             ("GET", "/v1/queues", ADMIN_HEADERS),
         ]:
@@ -214,19 +214,26 @@ async def allowed(limiter: SubmitLimiter, who: Principal) -> bool | float:
     return True
 
 
-async def test_n_per_minute_is_a_token_bucket_whose_retry_after_is_true(
+def window_start(clock: FakeClock, seconds: int) -> None:
+    """Move the clock to the start of the next window of `seconds` (windows are aligned to the epoch)."""
+    clock.now = (int(clock.now // seconds) + 1) * seconds
+
+
+async def test_n_per_minute_is_a_fixed_window_whose_retry_after_is_true(
     api: httpx.AsyncClient, api_app: FastAPI, clock: FakeClock, unique_name: str
 ) -> None:  # `api`: its teardown closes the app's Redis client
     services = api_app.state.services
     limiter = SubmitLimiter(services.store, services.engine.keys.rate_limits(), "100/minute", clock=clock)
     who = Principal(owner="o", admin=False, credential=f"key:{unique_name[-40:]}")
+    window_start(clock, 60)
     burst = [await allowed(limiter, who) for _ in range(100)]
-    assert burst == [True] * 100  # an idle credential may burst its whole rate
-    assert await allowed(limiter, who) == 1  # the next token is 0.6 s away: Retry-After rounds up to 1
-    clock.now += 0.6
-    assert await allowed(limiter, who) is True
-    assert await allowed(limiter, who) == 1
-    # A client pacing itself at the rate is never refused; over any 60 s no more than 100 + 100 get through.
+    assert burst == [True] * 100  # a window's whole rate, at once
+    assert await allowed(limiter, who) == 60  # refused until the window ends
+    clock.now += 59.5
+    assert await allowed(limiter, who) == 1  # Retry-After rounds up
+    clock.now += 0.5
+    assert await allowed(limiter, who) is True  # a new window
+    # A client pacing itself at the rate is never refused.
     passed = 0
     for _ in range(200):
         clock.now += 0.6
@@ -240,11 +247,11 @@ async def test_retry_after_is_when_the_next_submit_passes(
     services = api_app.state.services
     limiter = SubmitLimiter(services.store, services.engine.keys.rate_limits(), "2/minute", clock=clock)
     who = Principal(owner="o", admin=False, credential=f"key:{unique_name[-40:]}")
+    window_start(clock, 60)
     assert [await allowed(limiter, who) for _ in range(2)] == [True, True]
     clock.now += 10
-    wait = await allowed(limiter, who)
-    assert wait == 20  # one token every 30 s, the first due 30 s after the burst
-    clock.now += 19
+    assert await allowed(limiter, who) == 50  # the window ends 60 s after it began
+    clock.now += 49
     assert await allowed(limiter, who) == 1  # still refused a second early, and told so
     clock.now += 1
     assert await allowed(limiter, who) is True

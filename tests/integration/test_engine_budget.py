@@ -38,6 +38,7 @@ async def warm(engine: Engine) -> None:
     claimed = await engine.claim("echo", 10)
     await engine.finish([Outcome(job_id=c.job.id, token=c.token, status="completed") for c in claimed])
     await engine.stats("echo")
+    await engine.due()
 
 
 async def test_round_trips_per_operation(engine: Engine, gateway: Any) -> None:
@@ -55,6 +56,7 @@ async def test_round_trips_per_operation(engine: Engine, gateway: Any) -> None:
     assert await round_trips(gateway, lambda: engine.finish(outcomes)) == 1
     assert await round_trips(gateway, lambda: engine.get(claimed[0].job.id)) == 1
     assert await round_trips(gateway, lambda: engine.stats("echo")) == 1
+    # One MGET of the due keys (the list of queues read once by warm); on a cluster one GET per queue.
     assert await round_trips(gateway, engine.due) == 1
     assert await round_trips(gateway, lambda: engine.claim("empty", 100)) == 1
 
@@ -93,9 +95,9 @@ async def test_billed_commands_per_job_and_idle_due(engine: Engine, gateway: Any
         await engine.finish([Outcome(job_id=c.job.id, token=c.token, status="completed") for c in claimed])
 
     per_job = await billed(gateway.redis_url, lifecycle) / 100
-    assert per_job <= 10, f"{per_job} billed commands per job"
+    assert per_job <= 0.3, f"{per_job} billed commands per job"
     assert await billed(gateway.redis_url, engine.due) == 1
-    assert await billed(gateway.redis_url, lambda: engine.claim("empty", 100)) == 2  # EVALSHA + ZSCORE
+    assert await billed(gateway.redis_url, lambda: engine.claim("empty", 100)) == 3  # EVALSHA, TIME, HMGET
 
 
 async def billed_steps(engine: Engine, redis_url: str, tries: int = 5, **claim: Any) -> dict[str, int]:
@@ -121,10 +123,12 @@ async def billed_steps(engine: Engine, redis_url: str, tries: int = 5, **claim: 
 @pytest.mark.parametrize("gateway", ["redis"], indirect=True)
 async def test_billed_commands_per_step_are_pinned(engine: Engine, gateway: Any) -> None:
     await warm(engine)
-    assert await billed_steps(engine, gateway.redis_url) == {"enqueue": 111, "claim": 215, "finish": 316}
+    # The enqueue finds the queue still due (its last claim took exactly what it asked for, so it could not
+    # tell waiting ran out): no due write. From an idle queue it is 8 (docs/redis-schema.md's table).
+    assert await billed_steps(engine, gateway.redis_url) == {"enqueue": 7, "claim": 10, "finish": 11}
     # A lane filter that skips nothing costs nothing more (no re-ZADD).
     filtered = await billed_steps(engine, gateway.redis_url, max_timeout=300, lane="long")
-    assert filtered["claim"] == 215
+    assert filtered["claim"] == 10
 
 
 @pytest.mark.parametrize("gateway", ["redis"], indirect=True)
@@ -132,4 +136,4 @@ async def test_a_concurrency_limit_costs_one_read(engine_factory: Any, gateway: 
     engine = engine_factory(queue_options=lambda q: QueueOptions(concurrency=1000))
     await warm(engine)
     steps = await billed_steps(engine, gateway.redis_url)
-    assert (steps["enqueue"], steps["claim"]) == (112, 216)  # ZCARD of the active set in each
+    assert (steps["enqueue"], steps["claim"]) == (9, 11)  # ZCARD of the active set in each

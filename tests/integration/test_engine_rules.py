@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from shared.engine import Engine
-from shared.errors import ValidationError
+from shared.errors import JobNotFoundError, ValidationError
+from shared.ids import split_id
 from shared.lanes import Lanes
 from shared.models import ErrorKind, JobSpec, Lease, Outcome, QueueOptions, State
 from tests.integration.test_engine import spec
@@ -110,12 +111,12 @@ def timed(timeout: float, payload: Any = None) -> JobSpec:
 
 async def test_max_timeout_takes_only_fitting_jobs_and_leaves_the_rest_in_place(engine: Engine) -> None:
     await engine.enqueue([timed(t) for t in (10, 600, 20, 700, 30)])
-    waiting = engine.keys.queue_state("echo", "waiting")
+    waiting = engine.keys.queue("echo").state("waiting")
     before = await engine.store.command("ZRANGE", waiting, 0, -1, "WITHSCORES")
     claimed = await engine.claim("echo", 5, max_timeout=45)
     assert [c.job.payload for c in claimed] == [10, 20, 30]
     after = await engine.store.command("ZRANGE", waiting, 0, -1, "WITHSCORES")
-    long_ids = {c.job.id for c in claimed}
+    long_ids = {split_id(c.job.id)[0] for c in claimed}
     assert after == [entry for entry in before if entry[0] not in long_ids]  # same scores, same order
     assert [c.job.payload for c in await engine.claim("echo", 5)] == [600, 700]
 
@@ -225,8 +226,12 @@ async def test_every_process_applies_the_policy_in_redis(
     waiting = (await other.list_jobs(queue="echo", state=State.WAITING)).jobs[0]
     cancelled = await other.cancel(waiting.id)  # an instance that never enqueued to the queue
     assert cancelled.state == State.CANCELLED
-    ttl = int(await other.store.command("PTTL", other.keys.job(waiting.id)))
-    assert 0 < ttl <= 60_000  # the queue's cancelled retention, not the default day
+    fake_clock.advance(61)
+    [kept] = (await other.list_jobs(queue="echo", state=State.WAITING)).jobs
+    await other.cancel(kept.id)  # a cancel applies the retention: the first one is past its 60 s
+    with pytest.raises(JobNotFoundError):
+        await other.get(waiting.id)  # the queue's cancelled retention, not the default day
+    assert (await other.get(kept.id)).state == State.CANCELLED
 
 
 async def test_an_engine_speaking_for_its_queues_publishes_them_before_its_first_call(

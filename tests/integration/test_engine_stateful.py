@@ -23,9 +23,11 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from shared.codec import as_fields, shown_state, unpack_m
+from shared.codec import shown_state, unpack_m
 from shared.engine import Engine
 from shared.errors import InvalidTransitionError
+from shared.ids import job_id as public_id
+from shared.ids import split_id
 from shared.keys import STATE_INDEXES
 from shared.models import Backoff, ErrorKind, JobError, JobSpec, Lease, Outcome, QueueOptions, State
 from shared.settings import Settings
@@ -70,7 +72,9 @@ class EngineMachine(RuleBasedStateMachine):
             self.loop.close()
 
     def snapshot(self, job_id: str) -> dict[str, Any]:
-        return as_fields(self.run(self.engine.store.command("HGETALL", self.engine.keys.job(job_id))))
+        unique = split_id(job_id)[0]
+        jobs = self.engine.keys.queue(QUEUE).jobs()
+        return {"m": self.run(self.engine.store.command("HGET", jobs, f"{unique}:m"))}
 
     # -- rules -----------------------------------------------------------------------------------
 
@@ -160,8 +164,8 @@ class EngineMachine(RuleBasedStateMachine):
         keys = self.engine.keys
         where: dict[str, str] = {}
         for state in STATE_INDEXES:
-            members = self.run(self.engine.store.command("ZRANGE", keys.queue_state(QUEUE, state), 0, -1))
-            for job_id in members or []:
+            members = self.run(self.engine.store.command("ZRANGE", keys.queue(QUEUE).state(state), 0, -1))
+            for job_id in (public_id(unique, QUEUE) for unique in members or []):
                 assert job_id not in where, f"{job_id} in {where[job_id]} and {state}"
                 where[job_id] = state
         stats = self.run(self.engine.stats(QUEUE))

@@ -28,13 +28,14 @@ def test_a_backend_defect_is_an_error_reply(gateway: ThreadGateway) -> None:
     assert response.json()["error"].startswith("ERR ")
 
 
-def test_a_defect_inside_a_transaction_is_that_entry(gateway: ThreadGateway, unique_name: str) -> None:
+def test_a_defect_inside_a_transaction_is_that_entry(every_gateway: ThreadGateway, unique_name: str) -> None:
+    # Not strict: a script inside a transaction takes Upstash's global lock, which strict mode refuses.
     commands = [["SET", unique_name, "1"], ["EVAL", BAD_JSON_SCRIPT, 0], ["INCR", unique_name]]
-    replies = post(gateway, commands, "/multi-exec").json()
+    replies = post(every_gateway, commands, "/multi-exec").json()
     assert replies[0] == {"result": "OK"} and replies[2] == {"result": 2}
     assert replies[1]["error"].startswith("ERR ")
     # The next request runs at once, not queued in a transaction left open.
-    assert post(gateway, ["GET", unique_name]).json() == {"result": "2"}
+    assert post(every_gateway, ["GET", unique_name]).json() == {"result": "2"}
 
 
 class FakeServer:

@@ -79,6 +79,7 @@ def gateway_settings(gateway: Any, prefix: str, **overrides: Any) -> Settings:
         "events_poll_seconds": 0.05,
         "events_max_seconds": 1.0,
         "key_cache_seconds": 30.0,
+        "redis_cluster": gateway.backend == "cluster",
     }
     return Settings(**{**values, **overrides})
 

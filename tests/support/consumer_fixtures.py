@@ -301,6 +301,7 @@ async def warm_scripts(engine: Engine, job_id: str) -> None:
     """Load every script a drain uses, so a budget test does not count the one-off NOSCRIPT round trip.
     Uses a stale token on a real job id: nothing changes."""
     stale = Lease(job_id=job_id, token="warm-up")
+    await engine.due()  # and the list of queues a tick reads
     await engine.claim("warmup", 1)
     await engine.extend([stale], 1)
     await engine.report([ProgressUpdate(job_id=job_id, token=stale.token, progress=1)])

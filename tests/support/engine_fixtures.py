@@ -47,13 +47,14 @@ def engine_prefix(unique_name: str) -> str:
 
 
 @pytest.fixture
-def engine_factory(rest: Any, engine_prefix: str) -> EngineFactory:
+def engine_factory(rest: Any, engine_prefix: str, gateway: Any) -> EngineFactory:
     def make(
         *,
         clock: Callable[[], float] | None = None,
         queue_options: Callable[[str], QueueOptions] | None = None,
         **kwargs: Any,
     ) -> Engine:
+        kwargs.setdefault("cluster", gateway.backend == "cluster")
         return Engine(rest, prefix=engine_prefix, clock=clock, queue_options=queue_options, **kwargs)
 
     return make

@@ -1,10 +1,13 @@
 """Gateway fixtures: every integration test runs through a real REST gateway, on real Redis and embedded.
 
-`gateway`        session-scoped, params "redis" and "embedded" (.url .token .backend .redis_url,
-                 .command_count(), .reset_commands(), .counts())
-`every_gateway`  session-scoped, params "redis", "embedded" and "cluster": the gateway's own tests
-`real_gateway`   session-scoped, the real-Redis one only
-`cluster_gateway` session-scoped, on the Redis Cluster
+`gateway`        session-scoped, params "redis", "embedded" and "cluster", each in strict locking mode
+                 (a script that would take Upstash's global lock is refused): what the engine, API and
+                 consumer tests run on (.url .token .backend .redis_url, .command_count(),
+                 .reset_commands(), .counts())
+`every_gateway`  session-scoped, params "redis", "embedded" and "cluster", not strict: the gateway's own
+                 tests
+`real_gateway`   session-scoped, the real-Redis one only (not strict)
+`cluster_gateway` session-scoped, on the Redis Cluster (not strict)
 `rest`           an async upstash-redis client on `gateway`, no retries, no telemetry
 `http`           an authorised httpx client on `gateway`
 `unique_name`    a short unique [A-Za-z0-9_] name for queues and key prefixes
@@ -107,12 +110,39 @@ def cluster_gateway() -> Iterator[ThreadGateway]:
         yield running
 
 
+@pytest.fixture(scope="session")
+def strict_real_gateway() -> Iterator[ThreadGateway]:
+    with ThreadGateway(require_real_redis(), strict_locking=True) as running:
+        yield running
+        assert running.global_lock_scripts() == 0
+
+
+@pytest.fixture(scope="session")
+def strict_embedded_gateway() -> Iterator[ThreadGateway]:
+    with ThreadGateway(None, strict_locking=True) as running:
+        yield running
+        assert running.global_lock_scripts() == 0
+
+
+@pytest.fixture(scope="session")
+def strict_cluster_gateway() -> Iterator[ThreadGateway]:
+    with ThreadGateway(None, cluster_url=require_cluster(), strict_locking=True) as running:
+        yield running
+        assert running.global_lock_scripts() == 0
+
+
 GATEWAY_FIXTURES = {"redis": "real_gateway", "embedded": "embedded_gateway", "cluster": "cluster_gateway"}
+STRICT_GATEWAYS = {
+    "redis": "strict_real_gateway",
+    "embedded": "strict_embedded_gateway",
+    "cluster": "strict_cluster_gateway",
+}
 
 
-@pytest.fixture(scope="session", params=["redis", "embedded"])
+@pytest.fixture(scope="session", params=["redis", "embedded", "cluster"])
 def gateway(request: pytest.FixtureRequest) -> ThreadGateway:
-    running: ThreadGateway = request.getfixturevalue(GATEWAY_FIXTURES[request.param])
+    """Strict locking everywhere: every script the engine sends must name its keys and carry the flag."""
+    running: ThreadGateway = request.getfixturevalue(STRICT_GATEWAYS[request.param])
     return running
 
 

@@ -174,7 +174,9 @@ def test_transport_failures_are_unavailable() -> None:
 
 def test_scripts_carry_the_shared_library() -> None:
     source = script_source("claim")
-    limits, default_policy, rest = source.split("\n", 2)
+    flags, limits, default_policy, rest = source.split("\n", 3)
+    assert flags == "#!lua flags=allow-key-locking"  # every key it touches is in KEYS
+    assert script_source("list").startswith("#!lua flags=allow-key-locking,no-writes\n")
     assert f"{limits}\n{default_policy}" == constants_header()
     assert rest.startswith("-- lib.lua") and "\n-- claim.lua" in rest
     assert f"errors = {MAX_ERRORS_KEPT}," in limits and f"log_lines = {MAX_LOG_LINES}" in limits
@@ -195,10 +197,11 @@ async def test_noscript_falls_back_to_the_source_once() -> None:
         ]
     )
     redis = client()
-    assert await Store(redis).script("claim", ["p:", "-1"]) == "ok"
+    assert await Store(redis).script("claim", ["k1", "k2"], ["-1"]) == "ok"
     sent = [json.loads(call.request.content) for call in route.calls]
     assert [body[0] for body in sent] == ["EVALSHA", "EVAL"]
     assert sent[0][1] == script_sha("claim") and sent[1][1] == script_source("claim")
+    assert sent[0][2:] == sent[1][2:] == [2, "k1", "k2", "-1"]  # the keys, declared
     await redis.close()
 
 

@@ -7,43 +7,52 @@ from pathlib import Path
 
 import pytest
 
-from shared.keys import STATE_INDEXES, Keys
+from shared.keys import BLOCK, STATE_INDEXES, Keys
 
-LIB = Path(__file__).parents[2] / "shared" / "scripts" / "lib.lua"
+SCRIPTS = Path(__file__).parents[2] / "shared" / "scripts"
 
 
 def test_every_key_is_pinned() -> None:
     keys = Keys("jobq")
-    assert keys.due() == "jobq:due"
-    assert keys.trigger("standard") == "jobq:trigger:standard"
     assert keys.wake("long") == "jobq:wake:long"
     assert keys.queues() == "jobq:queues"
-    assert keys.job("01ABC") == "jobq:job:01ABC"
-    assert keys.queue_state("mail", "waiting") == "jobq:q:mail:waiting"
-    assert keys.queue_states("mail") == [f"jobq:q:mail:{s}" for s in STATE_INDEXES]
-    assert keys.queue_meta("mail") == "jobq:q:mail:meta"
-    assert keys.queue_events("mail") == "jobq:q:mail:events"
-    assert keys.owner_jobs("alice") == "jobq:owner:alice"
-    assert re.fullmatch(r"jobq:tag:[0-9a-f]{32}:project:42", keys.tag_jobs("alice", "project:42"))
-    idem = keys.idempotency("mail", "alice", "k1")
-    assert re.fullmatch(r"jobq:idem:[0-9a-f]{32}", idem)
+    mail = keys.queue("mail")
+    assert mail.block() == [f"jobq:{{mail}}:{part}" for part in BLOCK]
+    assert ("jobs", *STATE_INDEXES, "meta", "due", "events", "owners", "fair") == BLOCK
+    assert mail.state("waiting") == "jobq:{mail}:waiting"
+    assert (mail.jobs(), mail.meta(), mail.due(), mail.events()) == (
+        "jobq:{mail}:jobs",
+        "jobq:{mail}:meta",
+        "jobq:{mail}:due",
+        "jobq:{mail}:events",
+    )
+    assert mail.owner_jobs("alice") == "jobq:{mail}:owner:alice"
+    assert re.fullmatch(r"jobq:\{mail\}:tag:[0-9a-f]{32}:project:42", mail.tag_jobs("alice", "project:42"))
+    assert re.fullmatch(r"jobq:\{mail\}:idem:[0-9a-f]{32}", mail.idempotency("alice", "k1"))
+
+
+def test_every_key_of_a_queue_shares_its_hash_tag() -> None:
+    """One queue's keys hash to one Redis Cluster slot: a script of the queue can be routed."""
+    mail = Keys("jobq").queue("mail:eu.1")
+    built = [*mail.block(), mail.owner_jobs("o"), mail.tag_jobs("o", "t"), mail.idempotency("o", "k")]
+    assert all(re.match(r"^jobq:\{mail:eu\.1\}:", key) for key in built)
 
 
 def test_tag_listings_are_per_owner_and_owner_text_cannot_cross() -> None:
-    keys = Keys("jobq")
-    assert keys.tag_jobs("alice", "t") != keys.tag_jobs("bob", "t")
-    assert keys.tag_jobs("a:b", "c") != keys.tag_jobs("a", "b:c")
+    q = Keys("jobq").queue("q")
+    assert q.tag_jobs("alice", "t") != q.tag_jobs("bob", "t")
+    assert q.tag_jobs("a:b", "c") != q.tag_jobs("a", "b:c")
 
 
 def test_idempotency_key_separates_its_parts() -> None:
-    keys = Keys("jobq")
-    assert keys.idempotency("q", "a:b", "c") != keys.idempotency("q", "a", "b:c")
-    assert keys.idempotency("q", "alice", "k") != keys.idempotency("q", "bob", "k")
+    q = Keys("jobq").queue("q")
+    assert q.idempotency("a:b", "c") != q.idempotency("a", "b:c")
+    assert q.idempotency("alice", "k") != q.idempotency("bob", "k")
 
 
 def test_no_doubled_separator_and_prefix_applies_everywhere() -> None:
     keys = Keys("tenant-2")
-    built = [keys.due(), keys.job("X"), keys.queue_meta("q"), *keys.queue_states("q"), keys.owner_jobs("o")]
+    built = [keys.queues(), keys.wake("l"), *keys.queue("q").block(), keys.queue("q").owner_jobs("o")]
     assert all(k.startswith("tenant-2:") and "::" not in k for k in built)
 
 
@@ -55,17 +64,22 @@ def test_bad_prefix_is_refused(prefix: str) -> None:
 
 def test_unknown_state_index_is_refused() -> None:
     with pytest.raises(ValueError, match="state"):
-        Keys().queue_state("q", "running")
+        Keys().queue("q").state("running")
 
 
-def test_lua_builds_the_same_keys() -> None:
-    """lib.lua derives keys from the prefix; its templates must agree with keys.py."""
-    lib = LIB.read_text()
-    assert "local function k_job(id) return P .. 'job:' .. id end" in lib
-    assert "local function k_state(q, s) return P .. 'q:' .. q .. ':' .. s end" in lib
-    assert "local function k_meta(q) return P .. 'q:' .. q .. ':meta' end" in lib
-    assert "local function k_events(q) return P .. 'q:' .. q .. ':events' end" in lib
-    assert "local K_DUE = P .. 'due'" in lib
-    assert "local K_QUEUES = P .. 'queues'" in lib
+def test_lua_reads_the_block_in_the_same_order() -> None:
+    """lib.lua's `block` maps KEYS positions to names: they must follow keys.py's BLOCK."""
+    lib = (SCRIPTS / "lib.lua").read_text()
+    assert f"local BLOCK_SIZE = {len(BLOCK)}" in lib
+    for name in ("jobs", "meta", "due", "events", "owners", "fair"):
+        assert f"{name} = KEYS[base + {BLOCK.index(name) + 1}]" in lib
+    assert "for i, s in ipairs(STATES) do Q.state[s] = KEYS[base + 1 + i] end" in lib
     assert "local STATES = {'waiting', 'delayed', 'active', 'completed', 'failed', 'cancelled'}" in lib
-    assert tuple(STATE_INDEXES) == ("waiting", "delayed", "active", "completed", "failed", "cancelled")
+    assert BLOCK[1:7] == STATE_INDEXES
+
+
+def test_no_script_builds_a_key_name() -> None:
+    """Every key a script touches arrives in KEYS: no script keeps a prefix to build names from."""
+    for script in SCRIPTS.glob("*.lua"):
+        text = script.read_text()
+        assert "ARGV[1] .. " not in text and "P .. " not in text, script.name

@@ -1,0 +1,127 @@
+"""The per-operation command table of docs/redis-schema.md, counted: every row is measured on a real Redis
+(INFO commandstats: inner script calls included, what Upstash bills) through the gateway, and must match.
+
+A row's operation names a measurement below; the table is read from the document, so the document cannot
+drift from the engine. Each figure is the fewest over a few tries: INFO commandstats is server-wide, and
+another client of the same Redis can only add to a reading.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from functions.api.auth import Principal
+from functions.api.ratelimit import SubmitLimiter
+from shared.engine import Engine
+from shared.models import ClaimedJob, JobSpec, Outcome
+from tests.support.billing import measure_billed
+from tests.support.engine_fixtures import EngineFactory
+
+DOC = Path(__file__).parents[2] / "docs" / "redis-schema.md"
+TABLE = re.compile(r"<!-- commands table: begin -->(.*?)<!-- commands table: end -->", re.DOTALL)
+ROW = re.compile(r"^\| (?P<op>[^|]+?) \| (?P<count>\d+) \|", re.MULTILINE)
+PAYLOAD = {"data": "x" * 188}  # about 200 bytes of JSON
+
+
+def table() -> dict[str, int]:
+    match = TABLE.search(DOC.read_text())
+    assert match, "docs/redis-schema.md has no commands table"
+    return {row["op"]: int(row["count"]) for row in ROW.finditer(match.group(1))}
+
+
+def specs(n: int, queue: str = "echo") -> list[JobSpec]:
+    return [JobSpec(type="echo", queue=queue, payload=PAYLOAD, owner="alice") for _ in range(n)]
+
+
+def done(claimed: list[ClaimedJob]) -> list[Outcome]:
+    return [Outcome(job_id=c.job.id, token=c.token, status="completed") for c in claimed]
+
+
+class Ops:
+    """One measurement per row: `setup` brings the queue to the row's starting point (not counted)."""
+
+    def __init__(self, engine: Engine, limiter: SubmitLimiter) -> None:
+        self.engine, self.limiter = engine, limiter
+        self.claimed: list[ClaimedJob] = []
+        self.waiting_id = ""
+
+    async def drain(self) -> None:
+        while claimed := await self.engine.claim("echo", 1000):
+            await self.engine.finish(done(claimed))
+
+    def rows(self) -> dict[str, tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[Any]]]]:
+        e = self.engine
+
+        async def nothing() -> None:
+            return None
+
+        async def claim(n: int) -> None:
+            self.claimed = await e.claim("echo", n)
+            assert len(self.claimed) == n
+
+        async def cycle() -> None:
+            _, self.claimed = await e.finish_and_claim(done(self.claimed), "echo", 1)
+            assert len(self.claimed) == 1
+
+        async def queued(n: int) -> None:
+            await self.drain()
+            await e.enqueue(specs(n))
+
+        async def claimed(n: int) -> None:
+            await queued(n)
+            await claim(n)
+
+        async def one_waiting() -> None:
+            await queued(1)
+            self.waiting_id = (await e.enqueue(specs(1))).results[0].job.id
+
+        who = Principal(owner="alice", admin=False, credential="key:table")
+        return {
+            "submit 1 job to an idle queue": (self.drain, lambda: e.enqueue(specs(1))),
+            "submit 1 job to a queue with jobs waiting": (lambda: queued(1), lambda: e.enqueue(specs(1))),
+            "submit 100 jobs in one call": (self.drain, lambda: e.enqueue(specs(100))),
+            "claim 1 job": (lambda: queued(1), lambda: claim(1)),
+            "claim 100 jobs": (lambda: queued(100), lambda: claim(100)),
+            "finish 1 job": (lambda: claimed(1), lambda: e.finish(done(self.claimed))),
+            "finish 100 jobs": (lambda: claimed(100), lambda: e.finish(done(self.claimed))),
+            "finish 1 job and claim the next (cycle)": (lambda: self._two(claimed), cycle),
+            "claim from a queue with nothing due": (self.drain, lambda: e.claim("echo", 100)),
+            "tick: due times of every queue": (nothing, e.due),
+            "status read of a job": (nothing, lambda: e.get(self.claimed[0].job.id)),
+            "stats of one queue": (nothing, lambda: e.stats("echo")),
+            "cancel a waiting job": (one_waiting, lambda: e.cancel(self.waiting_id)),
+            "rate limit check of a submit": (nothing, lambda: self.limiter.check(who)),
+        }
+
+    async def _two(self, claimed: Callable[[int], Awaitable[None]]) -> None:
+        """One job claimed and one waiting: the cycle finishes the first and takes the second."""
+        await claimed(1)
+        await self.engine.enqueue(specs(1))
+
+
+@pytest.mark.parametrize("gateway", ["redis"], indirect=True)
+async def test_the_documented_command_table_is_what_redis_counts(
+    engine_factory: EngineFactory, gateway: Any
+) -> None:
+    engine = engine_factory()
+    limiter = SubmitLimiter(engine.store, engine.keys.rate_limits(), "100000/hour")
+    ops = Ops(engine, limiter)
+    for setup, run in ops.rows().values():  # load every script and the queue list first
+        await setup()
+        await run()
+    measured = {}
+    for name, (setup, run) in ops.rows().items():
+        readings = []
+        for _ in range(3):
+            await setup()
+            async with measure_billed(gateway.redis_url) as billed:
+                await run()
+            assert billed.count is not None
+            readings.append(billed.count)
+        measured[name] = min(readings)
+    assert measured == table()
