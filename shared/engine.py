@@ -21,6 +21,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -71,6 +72,34 @@ from shared.models import (
     State,
     stall_reason,
 )
+from shared.scriptcalls import (
+    CANCEL,
+    CLAIM,
+    CLEAN,
+    CYCLE,
+    ENQUEUE,
+    EXTEND,
+    FINISH,
+    LIST,
+    OBLITERATE,
+    PAUSE,
+    POLICY,
+    RELEASE,
+    REPORT,
+    RERUN,
+    STATS,
+    WAKE,
+    ClaimPlan,
+    CleanPlan,
+    EnqueueGroup,
+    EnqueueJob,
+    EnqueuePlan,
+    ExtendPlan,
+    FinishOutcome,
+    FinishPlan,
+    ListPlan,
+    ProgressItem,
+)
 from shared.settings import Settings
 from shared.store import Store
 
@@ -85,6 +114,16 @@ LISTING_CAP = 10_000  # an owner's (or tag's) listing index keeps its newest 10,
 TRIGGER_TTL = 30.0  # a pending trigger is forgotten after this, so a lost one cannot block pushes
 TERMINAL_INDEXES = ("completed", "failed", "cancelled")
 QUEUES_TTL = 30.0  # seconds a consumer's tick trusts its list of queues before reading it again
+
+
+@dataclass
+class PlannedJob:
+    """A job of a batch submit: its plan item, and the keys the item will point at by position."""
+
+    queue: str
+    job: EnqueueJob
+    idempotency: str | None
+    listings: list[str]
 
 
 class Engine:
@@ -165,16 +204,10 @@ class Engine:
     def _qk(self, queue: str) -> QueueKeys:
         return self.keys.queue(queue)
 
-    async def _script(self, name: str, queue: str, args: Sequence[str], extra: Sequence[str] = ()) -> Any:
-        """Run a script of one queue: KEYS its block (and `extra`), ARGV the clock then `args`."""
-        keys = [*self._qk(queue).block(), *extra]
-        return await self.store.script(name, keys, [self._now_arg(), *args])
-
-    async def _script_json(
-        self, name: str, queue: str, args: Sequence[str], extra: Sequence[str] = ()
-    ) -> Any:
-        keys = [*self._qk(queue).block(), *extra]
-        return await self.store.script_json(name, keys, [self._now_arg(), *args])
+    def _on(self, queue: str, extra: Sequence[str] = ()) -> tuple[Store, list[str], str]:
+        """What a script of one queue runs with: the store, KEYS (its block, then `extra`) and the clock,
+        as `SCRIPT.run(*self._on(queue), plan)`."""
+        return self.store, [*self._qk(queue).block(), *extra], self._now_arg()
 
     def _now_ms(self) -> int:
         return ms(self.clock() if self.clock is not None else time.time())
@@ -190,7 +223,7 @@ class Engine:
         if not names:
             return
         await asyncio.gather(
-            *(self._script("policy", queue, [dumps(self.queue_options(queue).stored())]) for queue in names)
+            *(POLICY.run(*self._on(q), {"policy": dumps(self.queue_options(q).stored())}) for q in names)
         )
         self._published.update(names)
 
@@ -221,7 +254,7 @@ class Engine:
 
     # -- submit --------------------------------------------------------------------------------
 
-    def _plan_job(self, index: int, spec: JobSpec) -> dict[str, Any]:
+    def _plan_job(self, index: int, spec: JobSpec) -> PlannedJob:
         """A validated spec (JobSpec checks its own fields) as enqueue.lua's plan item. What depends on
         this engine is checked here: the lane its timeout fits, and the stored sizes."""
         where = f"jobs[{index}]."
@@ -265,20 +298,20 @@ class Engine:
         if spec.idempotency_key is not None:
             idem = qk.idempotency(spec.owner, spec.idempotency_key)
         tag_keys = (qk.tag_jobs(spec.owner, tag) for tag in spec.tags)
-        return {
+        job: EnqueueJob = {
             "i": index,
             "u": new_id(self._now_ms()),
-            "q": queue,
             "d": d,
             "pr": spec.priority,
             "delay": ms(spec.delay),
             "at": run_at,
             "o": spec.owner,
-            "ik": idem,
+            "ik": 0,  # KEYS positions, set once the batch's keys are laid out
             "ih": hashlib.sha256(dumps(request).encode()).hexdigest()[:32],
-            "ix": [qk.owner_jobs(spec.owner), *tag_keys],
+            "ix": [],
             "ln": lane,
         }
+        return PlannedJob(queue, job, idem, [qk.owner_jobs(spec.owner), *tag_keys])
 
     async def enqueue(self, specs: Sequence[JobSpec]) -> EnqueueReply:
         """One or many (<= 1000) jobs in one call, all or none.
@@ -293,9 +326,9 @@ class Engine:
         if not 1 <= len(specs) <= MAX_BATCH:
             raise ValidationError(f"submit 1 to {MAX_BATCH} jobs per call", field="jobs")
         jobs = [self._plan_job(i, spec) for i, spec in enumerate(specs)]
-        groups: dict[str, list[dict[str, Any]]] = {}
+        groups: dict[str, list[PlannedJob]] = {}
         for job in jobs:
-            groups.setdefault(job["q"], []).append(job)
+            groups.setdefault(job.queue, []).append(job)
         if self.cluster and len(groups) > 1:
             raise ValidationError("on a Redis Cluster a batch holds the jobs of one queue", field="jobs")
         await asyncio.gather(self._ensure_policies(groups), self._name_queues(groups))
@@ -310,26 +343,33 @@ class Engine:
                 extra[key] = len(extra)
             return extra[key] + 1 + len(groups) * len(BLOCK)
 
-        plan_groups = []
+        plan_groups: list[EnqueueGroup] = []
         for base, (queue, members) in enumerate(groups.items()):
             keys += self._qk(queue).block()
-            items = [{**job, "ik": at(job["ik"]), "ix": [at(key) for key in job["ix"]]} for job in members]
-            plan_groups.append({"q": queue, "b": base * len(BLOCK), "jobs": items})
+            for member in members:
+                member.job["ik"] = at(member.idempotency)
+                member.job["ix"] = [at(key) for key in member.listings]
+            plan_groups.append({"q": queue, "b": base * len(BLOCK), "jobs": [m.job for m in members]})
         keys += list(extra)
-        plan = {"w": ms(self.idempotency_window), "tr": ms(TRIGGER_TTL), "cap": LISTING_CAP, "g": plan_groups}
+        plan: EnqueuePlan = {
+            "w": ms(self.idempotency_window),
+            "tr": ms(TRIGGER_TTL),
+            "cap": LISTING_CAP,
+            "g": plan_groups,
+        }
         now = self._now_ms()
         try:
-            reply = await self.store.script_json("enqueue", keys, [str(now), dumps(plan)])
+            reply = await ENQUEUE.run(self.store, keys, str(now), plan)
         except IdempotencyConflictError as exc:  # the script names the item: "jobs[<index>]"
             raise IdempotencyConflictError(
                 "this idempotency key was already used for a different request",
                 field=f"{exc.message}.idempotency_key",
             ) from exc
         results = []
-        for job, item in zip(jobs, reply["r"], strict=True):
+        for planned, item in zip(jobs, reply["r"], strict=True):
             if item[0] == 1:
-                fields = {"d": job["d"], "m": item[2]}
-                created = decode_job(job_id(job["u"], job["q"]), fields, now)
+                fields = {"d": planned.job["d"], "m": item[2]}
+                created = decode_job(job_id(planned.job["u"], planned.queue), fields, now)
                 results.append(EnqueueResult(job=created, created=True))
             else:
                 existing = decode_job(item[1], as_fields(item[2]), now)
@@ -387,7 +427,7 @@ class Engine:
         paused or empty queue returns [] (one inner read).
         """
         args = await self._claim_args(queue, n, lease, max_timeout, lane)
-        return self._claimed(queue, await self._script_json("claim", queue, args))
+        return self._claimed(queue, await CLAIM.run(*self._on(queue), args))
 
     async def finish_and_claim(
         self,
@@ -410,9 +450,7 @@ class Engine:
         others = [o for o in outcomes if _queue_of(o.job_id) != queue]
         plan = await self._finish_plan(mine)
         args = await self._claim_args(queue, n, None, max_timeout, lane)
-        cycle, rest = await asyncio.gather(
-            self._script_json("cycle", queue, [plan, *args]), self.finish(others)
-        )
+        cycle, rest = await asyncio.gather(CYCLE.run(*self._on(queue), (plan, args)), self.finish(others))
         finished, claimed = cycle
         mine_results = iter(self._finished(mine, finished))
         other_results = iter(rest)
@@ -421,8 +459,8 @@ class Engine:
 
     async def _claim_args(
         self, queue: str, n: int, lease: float | None, max_timeout: float | None, lane: str | None
-    ) -> list[str]:
-        """claim.lua's arguments after the clock (checked here, so the script needs not)."""
+    ) -> ClaimPlan:
+        """claim.lua's plan (checked here, so the script needs not)."""
         self._check_queue(queue)
         if not 1 <= n <= MAX_BATCH:
             raise ValidationError(f"claim 1 to {MAX_BATCH} jobs", field="n")
@@ -433,14 +471,14 @@ class Engine:
         if max_timeout is not None and not max_timeout > 0:
             raise ValidationError("max_timeout must be > 0", field="max_timeout")
         await self._ensure_policies([queue])
-        return [
-            str(n),
-            str(-1 if lease is None else ms(lease)),
-            str(ms(self.lease_margin)),
-            secrets.token_hex(8),
-            "-1" if max_timeout is None else repr(float(max_timeout)),
-            lane or "*",
-        ]
+        return {
+            "n": n,
+            "lease": -1 if lease is None else ms(lease),
+            "margin": ms(self.lease_margin),
+            "nonce": secrets.token_hex(8),
+            "max_timeout": -1 if max_timeout is None else float(max_timeout),
+            "lanes": [lane or "*"],
+        }
 
     @staticmethod
     def _claimed(queue: str, reply: Any) -> list[ClaimedJob]:
@@ -461,8 +499,7 @@ class Engine:
         A pending wake is forgotten once its time has passed, so a lost one never blocks later ones.
         """
         self._lane_limit(lane)
-        reply = await self.store.script("wake", [self.keys.wake(lane)], [self._now_arg(), str(ms(at))])
-        return int(reply) == 1
+        return bool(await WAKE.run(self.store, [self.keys.wake(lane)], self._now_arg(), {"at": ms(at)}))
 
     async def finish(self, outcomes: Sequence[Outcome]) -> list[FinishResult]:
         """Record outcomes (any queues: one call per queue, sent at once); stale tokens change nothing and
@@ -475,16 +512,16 @@ class Engine:
             return []
 
         async def one(queue: str, group: list[Outcome]) -> list[FinishResult]:
-            reply = await self._script_json("finish", queue, [await self._finish_plan(group)])
+            reply = await FINISH.run(*self._on(queue), await self._finish_plan(group))
             return self._finished(group, reply)
 
         return await _per_queue(outcomes, one)
 
-    async def _finish_plan(self, outcomes: Sequence[Outcome]) -> str:
+    async def _finish_plan(self, outcomes: Sequence[Outcome]) -> FinishPlan:
         """finish.lua's plan (JSON): each outcome checked (a result that is not JSON is refused)."""
         if len(outcomes) > MAX_BATCH:
             raise ValidationError(f"at most {MAX_BATCH} outcomes per call", field="outcomes")
-        plan_outcomes = []
+        plan_outcomes: list[FinishOutcome] = []
         for index, o in enumerate(outcomes):
             try:
                 result = None if o.result is None else dumps(o.result)
@@ -510,7 +547,7 @@ class Engine:
                 }
             )
         await self._ensure_policies()
-        return dumps({"o": plan_outcomes, "u": jitter_draw()})
+        return {"o": plan_outcomes, "u": jitter_draw()}
 
     @staticmethod
     def _finished(outcomes: Sequence[Outcome], reply: Any) -> list[FinishResult]:
@@ -526,10 +563,8 @@ class Engine:
             raise ValidationError("seconds must be in (0, 7 days]", field="seconds")
 
         async def one(queue: str, group: list[Lease]) -> list[LeaseStatus]:
-            args = [str(ms(seconds))]
-            for lease in group:
-                args += [split_id(lease.job_id)[0], lease.token]
-            reply = await self._script_json("extend", queue, args)
+            plan: ExtendPlan = {"ms": ms(seconds), "leases": _leases(group)}
+            reply = await EXTEND.run(*self._on(queue), plan)
             return [
                 LeaseStatus(job_id=lease.job_id, ok=ok == 1, cancel_requested=cancel == 1)
                 for lease, (ok, cancel) in zip(group, reply, strict=True)
@@ -544,11 +579,11 @@ class Engine:
         """
 
         async def one(queue: str, group: list[ProgressUpdate]) -> list[LeaseStatus]:
-            plan = [
+            items: list[ProgressItem] = [
                 {"id": split_id(u.job_id)[0], "k": u.token, "p": u.progress, "g": _bound_logs(u.logs)}
                 for u in group
             ]
-            reply = await self._script_json("report", queue, [dumps(plan)])
+            reply = await REPORT.run(*self._on(queue), {"u": items})
             return [
                 LeaseStatus(job_id=u.job_id, ok=ok == 1, cancel_requested=cancel == 1)
                 for u, (ok, cancel) in zip(group, reply, strict=True)
@@ -563,10 +598,7 @@ class Engine:
         """
 
         async def one(queue: str, group: list[Lease]) -> list[FinishResult]:
-            args: list[str] = []
-            for lease in group:
-                args += [split_id(lease.job_id)[0], lease.token]
-            reply = await self._script_json("release", queue, args)
+            reply = await RELEASE.run(*self._on(queue), {"leases": _leases(group)})
             return [
                 FinishResult(job_id=lease.job_id, ok=ok == 1, state=State(state) if state else None)
                 for lease, (ok, state) in zip(group, reply, strict=True)
@@ -583,7 +615,7 @@ class Engine:
         """
         unique, queue = split_id(_valid_id(job_id))
         await self._ensure_policies()
-        reply = await self._script_json("cancel", queue, [unique, owner or ""])
+        reply = await CANCEL.run(*self._on(queue), {"id": unique, "owner": owner or ""})
         return decode_job(job_id, as_fields(reply["j"]), int(reply["now"]))
 
     async def retry(self, job_id: str, *, owner: str | None = None) -> Job:
@@ -592,7 +624,7 @@ class Engine:
         Any other state: InvalidTransitionError.
         """
         unique, queue = split_id(_valid_id(job_id))
-        reply = await self._script_json("rerun", queue, ["job", unique, owner or ""])
+        reply = await RERUN.run(*self._on(queue), {"mode": "job", "id": unique, "owner": owner or ""})
         return decode_job(job_id, as_fields(reply["j"]), int(reply["now"]))
 
     async def retry_failed(self, queue: str, *, limit: int = 1000) -> int:
@@ -600,15 +632,15 @@ class Engine:
         self._check_queue(queue)
         if not 1 <= limit <= MAX_BATCH:
             raise ValidationError(f"limit must be 1-{MAX_BATCH}", field="limit")
-        return int(await self._script("rerun", queue, ["queue", str(limit)]))
+        return int(await RERUN.run(*self._on(queue), {"mode": "queue", "limit": limit}))
 
     async def pause(self, queue: str) -> None:
         """Claims return nothing and the queue has no due time until resumed."""
         await self._ensure_policies([self._check_queue(queue)])
-        await self._script("pause", queue, ["1"])
+        await PAUSE.run(*self._on(queue), {"paused": True})
 
     async def resume(self, queue: str) -> None:
-        await self._script("pause", self._check_queue(queue), ["0"])
+        await PAUSE.run(*self._on(self._check_queue(queue)), {"paused": False})
 
     async def clean(self, queue: str, state: State, *, older_than: float, limit: int = 1000) -> int:
         """Delete up to `limit` jobs of a terminal state that finished more than `older_than` s ago."""
@@ -619,13 +651,13 @@ class Engine:
             raise ValidationError("older_than must be >= 0", field="older_than")
         if not 1 <= limit <= 10_000:
             raise ValidationError("limit must be 1-10000", field="limit")
-        args = [State(state).value, str(ms(older_than)), str(limit)]
-        return int(await self._script("clean", queue, args))
+        plan: CleanPlan = {"state": State(state).value, "older_than": ms(older_than), "limit": limit}
+        return int(await CLEAN.run(*self._on(queue), plan))
 
     async def obliterate(self, queue: str) -> None:
         """Delete a queue and every job in it (tests and admins; unbounded work in one script), then
         drop it from the set of queues."""
-        await self._script("obliterate", self._check_queue(queue), [])
+        await OBLITERATE.run(*self._on(self._check_queue(queue)), {})
         await self.store.command("SREM", self.keys.queues(), queue)
         self._named.discard(queue)
         self._queue_list = None
@@ -674,7 +706,7 @@ class Engine:
             raise ValidationError(f"tags must match {TAG_PATTERN}", field="tag")
         if queue is not None:
             self._check_queue(queue)
-        filters = [State(state).value if state is not None else "", type or ""]
+        filters = (State(state).value if state is not None else "", type or "")
         if tag is not None or (owner is not None and queue is None):
             if owner is None:
                 raise ValidationError("a tag listing is an owner's: give the owner", field="owner")
@@ -686,8 +718,15 @@ class Engine:
             raise ValidationError("list by owner, queue or tag", field="owner")
         if cursor is not None and not _QUEUE_CURSOR.match(cursor):
             raise ValidationError("invalid cursor", field="cursor")
-        args = ["queue", cursor or "", str(limit), *filters, owner or ""]
-        reply = await self._script_json("list", queue, args)
+        plan: ListPlan = {
+            "mode": "queue",
+            "cursor": cursor or "",
+            "limit": limit,
+            "state": filters[0],
+            "type": filters[1],
+            "owner": owner or "",
+        }
+        reply = await LIST.run(*self._on(queue), plan)
         now = int(reply["now"])
         jobs = [decode_job(job_id(unique, queue), as_fields(flat), now) for unique, flat in reply["j"] or []]
         return JobPage(jobs=jobs, cursor=reply["c"] or None)
@@ -699,7 +738,7 @@ class Engine:
         tag: str | None,
         cursor: str | None,
         limit: int,
-        filters: list[str],
+        filters: tuple[str, str],
     ) -> JobPage:
         """An owner's (or tag's) listing over `queues`: each queue's page, merged newest first. A queue
         that stopped scanning early bounds the page (nothing older than where it stopped), so the next
@@ -708,8 +747,15 @@ class Engine:
         async def page(queue: str) -> tuple[str, Any]:
             qk = self._qk(queue)
             index = qk.tag_jobs(owner, tag) if tag is not None else qk.owner_jobs(owner)
-            args = ["index", cursor or "", str(limit), *filters, ""]
-            return queue, await self._script_json("list", queue, args, extra=[index])
+            plan: ListPlan = {
+                "mode": "index",
+                "cursor": cursor or "",
+                "limit": limit,
+                "state": filters[0],
+                "type": filters[1],
+                "owner": "",
+            }
+            return queue, await LIST.run(*self._on(queue, [index]), plan)
 
         replies = await asyncio.gather(*(page(queue) for queue in queues))
         stops = [reply["c"] for _, reply in replies if reply["c"]]
@@ -744,14 +790,15 @@ class Engine:
         return QueueStats.model_validate(metrics.model_dump(include=set(QueueStats.model_fields)))
 
     async def stats_all(self) -> list[QueueStats]:
-        """`stats` of every queue that has had a job, sorted by name: one call per queue, sent at once."""
+        """`stats` of every queue that has had a job, sorted by name: the set of queues, then one read of
+        them all (one per queue, sent at once, on a cluster)."""
         return [
             QueueStats.model_validate(m.model_dump(include=set(QueueStats.model_fields)))
             for m in await self._metrics(await self.queue_names())
         ]
 
     async def metrics(self) -> list[QueueMetrics]:
-        """Stats plus histograms and per-minute throughput of every queue: one call per queue, at once."""
+        """Stats plus histograms and per-minute throughput of every queue, read as `stats_all` does."""
         return await self._metrics(await self.queue_names())
 
     async def _metrics(self, queues: list[str]) -> list[QueueMetrics]:
@@ -759,11 +806,13 @@ class Engine:
         if not queues:
             return []
         if self.cluster:
-            parts = await asyncio.gather(*(self._script_json("stats", queue, ["1"]) for queue in queues))
+            parts = await asyncio.gather(
+                *(STATS.run(*self._on(queue), {"metrics": True}) for queue in queues)
+            )
             replies = [entry for part in parts for entry in part]
         else:
             keys = [key for queue in queues for key in self._qk(queue).block()]
-            replies = await self.store.script_json("stats", keys, [self._now_arg(), "1"])
+            replies = await STATS.run(self.store, keys, self._now_arg(), {"metrics": True})
         result = []
         for queue, entry in zip(queues, replies, strict=True):
             now = int(entry["now"])
@@ -828,6 +877,7 @@ class _HasJobId(Protocol):
 
 H = TypeVar("H", bound=_HasJobId)
 R = TypeVar("R")
+P = TypeVar("P")
 
 
 def _by_queue(items: Sequence[H]) -> dict[str, list[H]]:
@@ -915,6 +965,10 @@ def _valid_id(job_id: str) -> str:
     if not is_job_id(job_id):
         raise JobNotFoundError("job not found")
     return job_id
+
+
+def _leases(leases: Sequence[Lease]) -> list[tuple[str, str]]:
+    return [(split_id(lease.job_id)[0], lease.token) for lease in leases]
 
 
 def _bound_logs(lines: Sequence[str]) -> list[str]:

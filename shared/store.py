@@ -5,7 +5,8 @@
 - `Store.call` puts an explicit deadline around every call and maps failures to typed errors:
   transport errors, timeouts, 5xx and "backend unavailable" replies -> StoreUnavailableError;
   script error replies "JOBQ:<code> msg" -> the error class with that code; any other -> StoreError.
-- `Store.script` runs a script of shared/scripts by SHA and falls back to its source on NOSCRIPT.
+- `Store.script` runs a script of shared/scripts by SHA and falls back to its source on NOSCRIPT
+  (shared/scriptcalls.py gives each script its typed call).
 - `retrying` is the one retry-with-backoff helper: only for idempotent calls (every jobq script is),
   and only for StoreUnavailableError.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import re
 from collections.abc import Awaitable, Callable
 from functools import cache
@@ -176,10 +176,6 @@ class Store:
         if ro:
             return await self.call(lambda: self.redis.eval_ro(script_source(name), keys, args))
         return await self.call(lambda: self.redis.eval(script_source(name), keys, args))
-
-    async def script_json(self, name: str, keys: list[str], args: list[str]) -> Any:
-        """Run a script that replies with a JSON document, and decode it."""
-        return json.loads(await self.script(name, keys, args))
 
 
 async def retrying(

@@ -1,12 +1,13 @@
 -- cancel.lua: waiting/delayed -> cancelled at once; active -> cancellation requested (its consumer
 -- records "cancelled" at its next heartbeat or finish); terminal -> unchanged.
 -- KEYS: the queue's block (lib.lua block).
--- ARGV[1] now ms or -1, ARGV[2] unique id, ARGV[3] owner or "" (any).
+-- ARGV[1] now ms or -1, ARGV[2] JSON plan {id: unique id, owner: owner or "" (any)}.
 -- A cancelled job is kept for its queue's cancelled retention (lib.lua apply_retention).
 -- Returns JSON {now, j: the flat record after the change}; error not_found when missing or owned by another.
 local now = now_ms(ARGV[1])
 local Q = block(0)
-local id, owner = ARGV[2], ARGV[3]
+local plan = cjson.decode(ARGV[2])
+local id, owner = plan.id, plan.owner
 local rec = records(Q, {id})[1]
 if not rec[1] or not rec[2] then return fail('not_found', 'job not found') end
 local h = head(rec[1])

@@ -5,10 +5,11 @@
 -- A queue that is not due (nothing waiting, no delayed job or lease deadline reached, or paused) costs
 -- one inner read: its meta, whose due mirror says so.
 -- KEYS: the queue's block (lib.lua block).
--- ARGV[1] now ms or -1, ARGV[2] n, ARGV[3] lease ms or -1 (each job's timeout + margin), ARGV[4] lease
--- margin ms, ARGV[5] token nonce, ARGV[6] longest job timeout s to take (-1: any), ARGV[7..] the consumer
--- lanes whose pending trigger a claim that takes jobs clears ("*": every lane). The rate limit,
--- concurrency limit and failed retention are the queue's policy (lib.lua policy).
+-- ARGV[1] now ms or -1, ARGV[2] JSON plan (shared/scriptcalls.py ClaimPlan): {n, lease: ms or -1 (each
+-- job's timeout + margin), margin: lease margin ms, nonce: token nonce, max_timeout: longest job timeout
+-- s to take (-1: any), lanes: the consumer lanes whose pending trigger a claim that takes jobs clears
+-- (["*"]: every lane)}. The rate limit, concurrency limit and failed retention are the queue's policy
+-- (lib.lua policy).
 -- Returns JSON {now, j: [[unique id, token, lease until ms, flat record], ...]}.
 local now = now_ms(ARGV[1])
 local Q = block(0)
@@ -19,11 +20,9 @@ if s.v.paused == '1' or not due_at or due_at > now then
   return cjson.encode({j = {}, now = now})
 end
 
-local n = tonumber(ARGV[2])
-local lease_override = tonumber(ARGV[3])
-local margin = tonumber(ARGV[4])
-local nonce = ARGV[5]
-local max_timeout = tonumber(ARGV[6])
+local plan = cjson.decode(ARGV[2])
+local n, lease_override, margin, nonce = plan.n, plan.lease, plan.margin, plan.nonce
+local max_timeout = plan.max_timeout
 local pol = s.pol
 local rate_n, rate_ms, limit, per_owner = pol.rn, pol.ri, pol.cc, pol.oc
 local owner_delta = {} -- active jobs per owner gained (claimed) and lost (reaped), with a limit per owner
@@ -205,10 +204,10 @@ if window then
   end
   if used + #ids >= rate_n then blocked_until = window + rate_ms end
 end
-if #ids > 0 and #ARGV >= 7 then
+if #ids > 0 and #plan.lanes > 0 then
   local pending = triggers(s)
-  for i = 7, #ARGV do
-    if ARGV[i] == '*' then pending = {} else pending[ARGV[i]] = nil end
+  for _, lane in ipairs(plan.lanes) do
+    if lane == '*' then pending = {} else pending[lane] = nil end
   end
   set_triggers(s, pending)
 end

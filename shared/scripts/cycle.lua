@@ -3,12 +3,10 @@
 -- two and the claim sees the slots the outcomes freed; the parts share one read and one write of the
 -- queue's meta and one event entry (lib.lua commit).
 -- KEYS: the queue's block (lib.lua block).
--- ARGV[1] now ms or -1, ARGV[2] finish's plan (its ARGV[2]), ARGV[3..] claim's ARGV[2..].
+-- ARGV[1] now ms or -1, ARGV[2] finish's plan, ARGV[3] claim's plan.
 -- Returns JSON [finish's reply, claim's reply].
 local now = n2s(now_ms(ARGV[1]))
-local claim_argv = {now}
-for i = 3, #ARGV do claim_argv[#claim_argv + 1] = ARGV[i] end
 local finished = finish_part({now, ARGV[2]})
-local claimed = claim_part(claim_argv)
+local claimed = claim_part({now, ARGV[3]})
 commit()
 return '[' .. finished .. ',' .. claimed .. ']'

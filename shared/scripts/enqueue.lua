@@ -1,7 +1,8 @@
 -- enqueue.lua: create jobs (of one or more queues) in one call, or return the existing job of a repeated
 -- idempotency key. All or nothing: every idempotency key is checked before anything is written.
 -- KEYS: one block per queue (lib.lua block), then the listing and idempotency keys the plan points at.
--- ARGV[1] now ms (the submitter's clock, as in the job ids), ARGV[2] JSON plan:
+-- ARGV[1] now ms (the submitter's clock, as in the job ids), ARGV[2] JSON plan (shared/scriptcalls.py
+-- EnqueuePlan):
 --   {w: idempotency window ms, tr: trigger expiry ms, cap: listing index cap,
 --    g: [{q: queue, b: KEYS index before the queue's block,
 --         jobs: [{i: position in the batch, u: unique id, d: immutable JSON, pr: priority, delay: ms,

@@ -1,19 +1,20 @@
 -- extend.lua: heartbeat: move the lease deadline of many active jobs of one queue to now + ms, fenced by
 -- token.
 -- KEYS: the queue's block (lib.lua block).
--- ARGV[1] now ms or -1, ARGV[2] lease ms, ARGV[3..] unique id, token pairs.
+-- ARGV[1] now ms or -1, ARGV[2] JSON plan {ms: lease ms, leases: [[unique id, token], ...]}.
 -- Returns JSON [[ok 0|1, cancel requested 0|1], ...].
 local now = now_ms(ARGV[1])
 local Q = block(0)
-local until_ = now + tonumber(ARGV[2])
+local plan = cjson.decode(ARGV[2])
+local until_ = now + plan.ms
 local ids = {}
-for i = 3, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
+for i, lease in ipairs(plan.leases) do ids[i] = lease[1] end
 local recs = records(Q, ids)
 local replies, moved = {}, {}
 for i, id in ipairs(ids) do
   local m = unpack_m(recs[i][2])
   local cancel = m.x == '1' and 1 or 0
-  if m.s == 'active' and m.k == ARGV[2 * i + 2] then
+  if m.s == 'active' and m.k == plan.leases[i][2] then
     moved[#moved + 1] = n2s(until_)
     moved[#moved + 1] = id
     replies[i] = {1, cancel}

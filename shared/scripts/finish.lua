@@ -8,7 +8,7 @@
 -- Terminal indexes are trimmed to the queue's retention (lib.lua apply_retention).
 -- Counters, histograms, throughput and the call's events are written once, with the queue's meta.
 -- KEYS: the queue's block (lib.lua block).
--- ARGV[1] now ms or -1, ARGV[2] JSON
+-- ARGV[1] now ms or -1, ARGV[2] JSON plan (shared/scriptcalls.py FinishPlan)
 --   {o: [{id: unique id, k: token, st: status, r: result JSON|null, e: {kind, message}|null,
 --         ra: delay ms|null, p: progress|null, g: [log lines]}], u: jitter draw}
 -- Returns JSON [[ok 0|1, state|""], ...] in outcome order.

@@ -3,7 +3,8 @@
 -- enqueue gets one block per queue of its batch), then the others it needs (listing, idempotency); it
 -- never builds a key name, so Upstash can lock exactly those keys and a Redis Cluster can route it.
 -- ARGV[1] is "now" in epoch ms, or "-1" to read the Redis server's clock (the lease authority, see
--- docs/redis-schema.md).
+-- docs/redis-schema.md); ARGV[2] the call's JSON plan (shared/scriptcalls.py types each one); the reply
+-- is JSON.
 -- LIMITS (errors and log lines a job keeps) and DEFAULT_POLICY come from Python, in the header shared.store
 -- prepends (shared/limits.py, QueueOptions).
 local unpack = unpack or table.unpack

@@ -8,14 +8,15 @@
 --   newest first (active: latest lease deadline; terminal: newest finished); the cursor is
 --   "<state number>.<offset>".
 -- KEYS: the queue's block (lib.lua block), then for "index" the listing index.
--- ARGV[1] now ms or -1, ARGV[2] mode "index" | "queue", ARGV[3] cursor or "", ARGV[4] limit,
--- ARGV[5] state or "", ARGV[6] type or "", ARGV[7] owner or "".
+-- ARGV[1] now ms or -1, ARGV[2] JSON plan {mode: "index" | "queue", cursor: "" for the first page, limit,
+-- state, type, owner: "" for any}.
 -- Returns JSON {now, j: [[unique id, flat record], ...], c: next cursor or ""}; for "index", c is the
 -- last id scanned when the index holds more, so a merged page never passes entries not yet scanned.
 local now = now_ms(ARGV[1])
 local Q = block(0)
-local mode, cursor, limit = ARGV[2], ARGV[3], tonumber(ARGV[4])
-local state, type_, owner = ARGV[5], ARGV[6], ARGV[7]
+local plan = cjson.decode(ARGV[2])
+local mode, cursor, limit = plan.mode, plan.cursor, plan.limit
+local state, type_, owner = plan.state, plan.type, plan.owner
 local found = {}
 
 -- false when filtered out (or gone), else the flat record.

@@ -2,17 +2,18 @@
 -- to the front of their priority level (lib.lua requeue_front: ahead of the level's other waiting jobs,
 -- FIFO among jobs handed back). Fenced by token.
 -- KEYS: the queue's block (lib.lua block).
--- ARGV[1] now ms or -1, ARGV[2..] unique id, token pairs.
+-- ARGV[1] now ms or -1, ARGV[2] JSON plan {leases: [[unique id, token], ...]}.
 -- Returns JSON [[ok 0|1, state|""], ...].
 local now = now_ms(ARGV[1])
 local Q = block(0)
+local plan = cjson.decode(ARGV[2])
 local ids = {}
-for i = 2, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
+for i, lease in ipairs(plan.leases) do ids[i] = lease[1] end
 local recs = records(Q, ids)
 local replies, writes, moved, items, owners = {}, {}, {}, {}, {}
 for i, id in ipairs(ids) do
   local rec = recs[i]
-  local token = ARGV[2 * i + 1]
+  local token = plan.leases[i][2]
   local m = unpack_m(rec[2])
   if m.s == 'active' and m.k == token then
     local h = head(rec[1])

@@ -1,11 +1,11 @@
 -- report.lua: progress and log lines of many active jobs of one queue in one call, fenced by token.
 -- Logs keep the last LIMITS.log_lines lines (Python bounds each line). One progress event per call.
 -- KEYS: the queue's block (lib.lua block).
--- ARGV[1] now ms or -1, ARGV[2] JSON [{id: unique id, k: token, p: progress|null, g: [lines]}].
+-- ARGV[1] now ms or -1, ARGV[2] JSON plan {u: [{id: unique id, k: token, p: progress|null, g: [lines]}]}.
 -- Returns JSON [[ok 0|1, cancel requested 0|1], ...].
 local now = now_ms(ARGV[1])
 local Q = block(0)
-local updates = cjson.decode(ARGV[2])
+local updates = cjson.decode(ARGV[2]).u
 local ids = {}
 for i, u in ipairs(updates) do ids[i] = u.id end
 local recs = records(Q, ids)

@@ -2,11 +2,12 @@
 -- waiting with attempts reset, errors and logs kept, result dropped. One job (with an owner check) or up
 -- to a limit from the queue's dead-letter set. (Automatic retries are lib.lua's retry_delay_ms.)
 -- KEYS: the queue's block (lib.lua block).
--- ARGV[1] now ms or -1, ARGV[2] mode "job" | "queue",
--- job: ARGV[3] unique id, ARGV[4] owner or ""; queue: ARGV[3] limit.
+-- ARGV[1] now ms or -1, ARGV[2] JSON plan {mode: "job" | "queue"; job: id (unique), owner ("" for any);
+-- queue: limit}.
 -- Returns, for "job", JSON {now, j: flat record}; for "queue", the number of jobs retried.
 -- The last token is kept so a late re-send of the old attempt's outcome stays a harmless no-op.
 local now = now_ms(ARGV[1])
+local plan = cjson.decode(ARGV[2])
 local Q = block(0)
 local s = meta(Q, now)
 local function requeue(ids, prios, owners, from, tokens)
@@ -26,8 +27,8 @@ local function requeue(ids, prios, owners, from, tokens)
   emit(s, 'waiting', ids)
 end
 
-if ARGV[2] == 'job' then
-  local id, owner = ARGV[3], ARGV[4]
+if plan.mode == 'job' then
+  local id, owner = plan.id, plan.owner
   local rec = records(Q, {id})[1]
   if not rec[1] or not rec[2] then return fail('not_found', 'job not found') end
   local h = head(rec[1])
@@ -42,7 +43,7 @@ if ARGV[2] == 'job' then
   return cjson.encode({now = now, j = flat_record(records(Q, {id})[1])})
 end
 
-local ids = redis.call('ZRANGE', Q.state.failed, 0, tonumber(ARGV[3]) - 1)
+local ids = redis.call('ZRANGE', Q.state.failed, 0, plan.limit - 1)
 local recs = records(Q, ids)
 local found, prios, owners, tokens, gone = {}, {}, {}, {}, {}
 for i, id in ipairs(ids) do
@@ -60,4 +61,4 @@ end
 zrem(Q.state.failed, gone)
 if #found > 0 then requeue(found, prios, owners, 'failed', tokens) end
 commit()
-return #found
+return cjson.encode(#found)

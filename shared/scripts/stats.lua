@@ -1,17 +1,18 @@
 -- stats.lua (read-only): per queue, the counts of every state, paused flag and the oldest waiting job's
 -- eligible time; with metrics, also the queue's whole meta hash (counters, histograms, throughput slots).
 -- KEYS: one block per queue (lib.lua block); one call reads many queues where they share a server.
--- ARGV[1] now ms or -1, ARGV[2] "1" with metrics | "0".
+-- ARGV[1] now ms or -1, ARGV[2] JSON plan {metrics: true | false}.
 -- Returns JSON [{now, c: [counts in lib.lua STATES order], paused, oldest: ms|null, m: flat meta}, ...]
 -- in block order.
 local now = now_ms(ARGV[1])
+local with_metrics = cjson.decode(ARGV[2]).metrics
 local out = {}
 for base = 0, #KEYS - BLOCK_SIZE, BLOCK_SIZE do
   local Q = block(base)
   local counts = {}
   for i, st in ipairs(STATES) do counts[i] = redis.call('ZCARD', Q.state[st]) end
   local entry = {now = now, c = counts}
-  if ARGV[2] == '1' then
+  if with_metrics then
     local flat = redis.call('HGETALL', Q.meta)
     entry.m = flat
     for i = 1, #flat, 2 do if flat[i] == 'paused' then entry.paused = flat[i + 1] == '1' end end

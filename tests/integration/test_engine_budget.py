@@ -35,6 +35,9 @@ async def warm(engine: Engine) -> None:
     per queue and process)."""
     await engine.enqueue(specs(1))
     await engine.publish_policies(["empty"])
+    await engine.claim(
+        "empty", 1
+    )  # on a cluster "empty" may live on another master, with its own script cache
     claimed = await engine.claim("echo", 10)
     await engine.finish([Outcome(job_id=c.job.id, token=c.token, status="completed") for c in claimed])
     await engine.stats("echo")

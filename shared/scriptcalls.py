@@ -1,0 +1,172 @@
+"""One typed call per Lua script of shared/scripts/, all of one shape: KEYS the keys the script touches,
+ARGV the clock ("now" in epoch ms, or "-1" for Redis's) and one JSON plan; the reply is JSON.
+
+The plan of each script is a TypedDict, so a call site cannot miss a field the script reads or pass one
+it does not; the script reads the same names from `cjson.decode(ARGV[2])` (its header lists them). The
+engine (shared/engine.py) is the only caller.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypedDict, TypeVar
+
+from shared.codec import dumps
+from shared.store import Store
+
+P = TypeVar("P")
+
+
+@dataclass(frozen=True)
+class Script(Generic[P]):
+    name: str
+
+    def argv(self, plan: P) -> list[str]:
+        return [dumps(plan)]
+
+    async def run(self, store: Store, keys: list[str], now: str, plan: P) -> Any:
+        return json.loads(await store.script(self.name, keys, [now, *self.argv(plan)]))
+
+
+class EnqueueJob(TypedDict):
+    i: int  # position in the batch
+    u: str  # unique id
+    d: str  # immutable JSON
+    pr: int
+    delay: int  # ms
+    at: int | None  # run-at ms
+    o: str
+    ik: int  # KEYS index of the idempotency key, 0: none
+    ih: str  # request hash
+    ix: list[int]  # KEYS indexes of listing indexes
+    ln: str  # consumer lane
+
+
+class EnqueueGroup(TypedDict):
+    q: str
+    b: int  # KEYS index before the queue's block
+    jobs: list[EnqueueJob]
+
+
+class EnqueuePlan(TypedDict):
+    w: int  # idempotency window ms
+    tr: int  # trigger expiry ms
+    cap: int  # listing index cap
+    g: list[EnqueueGroup]
+
+
+class ClaimPlan(TypedDict):
+    n: int
+    lease: int  # ms; -1: each job's timeout + margin
+    margin: int  # ms
+    nonce: str
+    max_timeout: float  # s; -1: any
+    lanes: list[str]  # lanes whose pending trigger a claim that takes jobs clears; ["*"]: all
+
+
+class FinishOutcome(TypedDict):
+    id: str  # unique id
+    k: str  # token
+    st: str  # status
+    r: str | None  # result JSON
+    e: dict[str, str] | None  # {kind, message}
+    ra: int | None  # retry after ms
+    p: int | None  # progress
+    g: list[str]  # log lines
+
+
+class FinishPlan(TypedDict):
+    o: list[FinishOutcome]
+    u: float  # jitter draw in [0, 1)
+
+
+class LeasePlan(TypedDict):
+    leases: list[tuple[str, str]]  # unique id, token
+
+
+class ExtendPlan(LeasePlan):
+    ms: int
+
+
+class ProgressItem(TypedDict):
+    id: str
+    k: str
+    p: int | None
+    g: list[str]
+
+
+class ReportPlan(TypedDict):
+    u: list[ProgressItem]
+
+
+class JobPlan(TypedDict):
+    id: str  # unique id
+    owner: str  # "" for any
+
+
+class RerunPlan(TypedDict, total=False):
+    mode: Literal["job", "queue"]
+    id: str
+    owner: str
+    limit: int
+
+
+class ListPlan(TypedDict):
+    mode: Literal["index", "queue"]
+    cursor: str
+    limit: int
+    state: str
+    type: str
+    owner: str
+
+
+class StatsPlan(TypedDict):
+    metrics: bool
+
+
+class PausePlan(TypedDict):
+    paused: bool
+
+
+class CleanPlan(TypedDict):
+    state: str
+    older_than: int  # ms
+    limit: int
+
+
+class PolicyPlan(TypedDict):
+    policy: str  # QueueOptions.stored() as JSON text
+
+
+class WakePlan(TypedDict):
+    at: int  # ms
+
+
+class Nothing(TypedDict):
+    pass
+
+
+class Cycle(Script[tuple[FinishPlan, ClaimPlan]]):
+    """finish then claim in one call: each part keeps its own plan (ARGV[2], ARGV[3])."""
+
+    def argv(self, plan: tuple[FinishPlan, ClaimPlan]) -> list[str]:
+        return [dumps(plan[0]), dumps(plan[1])]
+
+
+ENQUEUE = Script[EnqueuePlan]("enqueue")
+CLAIM = Script[ClaimPlan]("claim")
+FINISH = Script[FinishPlan]("finish")
+CYCLE = Cycle("cycle")
+EXTEND = Script[ExtendPlan]("extend")
+REPORT = Script[ReportPlan]("report")
+RELEASE = Script[LeasePlan]("release")
+CANCEL = Script[JobPlan]("cancel")
+RERUN = Script[RerunPlan]("rerun")
+LIST = Script[ListPlan]("list")
+STATS = Script[StatsPlan]("stats")
+PAUSE = Script[PausePlan]("pause")
+CLEAN = Script[CleanPlan]("clean")
+OBLITERATE = Script[Nothing]("obliterate")
+POLICY = Script[PolicyPlan]("policy")
+WAKE = Script[WakePlan]("wake")
