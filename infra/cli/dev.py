@@ -30,6 +30,13 @@ def dev(
             envvar="JOBQ_DEV_REDIS_URL", help="A Redis of yours behind the gateway (nothing in .jobq/)."
         ),
     ] = None,
+    redis_cluster: Annotated[
+        str | None,
+        typer.Option(
+            envvar="JOBQ_DEV_REDIS_CLUSTER",
+            help="A Redis Cluster of yours behind the gateway, any node's URL (nothing in .jobq/).",
+        ),
+    ] = None,
     in_memory: Annotated[
         bool, typer.Option("--in-memory", help="The embedded backend: jobs are gone when the stack stops.")
     ] = False,
@@ -57,15 +64,22 @@ def dev(
     get_settings.cache_clear()
     configure_logging(get_settings())
     _load_job_types(get_settings())
-    config = StackConfig(host=host, port=port, gateway_port=gateway_port, redis_url=redis_url, tick=tick)
+    config = StackConfig(
+        host=host,
+        port=port,
+        gateway_port=gateway_port,
+        redis_url=redis_url,
+        cluster_url=redis_cluster,
+        tick=tick,
+    )
     own_token = os.environ.get("JOBQ_ADMIN_TOKEN")
-    binary = None if (redis_url or in_memory) else redis_server_binary()
+    binary = None if (redis_url or redis_cluster or in_memory) else redis_server_binary()
     try:
         with ExitStack() as cleanup:
             config.admin_token = own_token or admin_token(data_dir())
             if binary is not None:
                 config.redis_url = cleanup.enter_context(RedisServer(binary, data_dir() / "redis")).url
-            store = _store(redis_url, binary, in_memory)
+            store = _store(redis_cluster or redis_url, binary, in_memory)
             run_loop(_run(config, store, token_shown=not own_token))
     except (StackError, DevDataError) as exc:
         typer.echo(f"jobq dev: {exc}", err=True)

@@ -17,6 +17,7 @@ import multiprocessing
 import signal
 import socket
 from multiprocessing.connection import Connection
+from typing import Any
 
 from infra.local.gateway import create_app
 from infra.local.servers import START_TIMEOUT, make_server, wait_started
@@ -26,13 +27,14 @@ STOP_TIMEOUT = 15.0
 
 
 class GatewayProcess:
-    def __init__(self, sock: socket.socket, token: str, redis_url: str | None) -> None:
+    def __init__(
+        self, sock: socket.socket, token: str, redis_url: str | None, cluster_url: str | None = None
+    ) -> None:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of the parent's loop
         self._conn, child = context.Pipe()
         host, port = sock.getsockname()[:2]
-        self._process = context.Process(
-            target=_serve, args=(child, sock, token, redis_url, host, port), name="jobq-gateway", daemon=True
-        )
+        args = (child, sock, token, redis_url, cluster_url, host, port)
+        self._process = context.Process(target=_serve, args=args, name="jobq-gateway", daemon=True)
 
     def start(self) -> None:
         """Start the child and wait until it serves; RuntimeError with its reason if it cannot."""
@@ -59,17 +61,26 @@ class GatewayProcess:
 
 
 def _serve(
-    conn: Connection, sock: socket.socket, token: str, redis_url: str | None, host: str, port: int
+    conn: Connection,
+    sock: socket.socket,
+    token: str,
+    redis_url: str | None,
+    cluster_url: str | None,
+    host: str,
+    port: int,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the stack stops the gateway last, itself
-    run_loop(_main(conn, sock, token, redis_url, host, port))
+    run_loop(
+        _main(
+            conn, sock, create_app(token, redis_url, cluster_url=cluster_url, strict_locking=True), host, port
+        )
+    )
 
 
-async def _main(
-    conn: Connection, sock: socket.socket, token: str, redis_url: str | None, host: str, port: int
-) -> None:
-    # Strict locking: a jobq script that would take Upstash's global lock fails here, not in production.
-    server = make_server(create_app(token, redis_url, strict_locking=True), host, port)
+async def _main(conn: Connection, sock: socket.socket, app: Any, host: str, port: int) -> None:
+    # Strict locking (create_app above): a jobq script that would take Upstash's global lock fails here,
+    # not in production.
+    server = make_server(app, host, port)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         await wait_started(server, task, "gateway")

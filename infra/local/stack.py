@@ -58,6 +58,7 @@ class StackConfig:
     port: int = 8000
     gateway_port: int = 8079
     redis_url: str | None = None  # None: the embedded backend
+    cluster_url: str | None = None  # a Redis Cluster behind the gateway instead (docs/scaling.md)
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     gateway_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     tick: float = 5.0  # the longest the consumer sleeps between polls of the due-index (the cron's part)
@@ -78,6 +79,7 @@ class StackConfig:
             "JOBQ_REDIS_REST_TOKEN": self.gateway_token,
             "JOBQ_ADMIN_TOKEN": self.admin_token,
             "JOBQ_TRIGGER": "local",
+            "JOBQ_REDIS_CLUSTER": "true" if self.cluster_url else "false",
         }
 
 
@@ -104,7 +106,7 @@ async def run_stack(
     except StackError:
         gateway_socket.close()
         raise
-    gateway = GatewayProcess(gateway_socket, config.gateway_token, config.redis_url)
+    gateway = GatewayProcess(gateway_socket, config.gateway_token, config.redis_url, config.cluster_url)
     api: QuietServer | None = None
     api_task: asyncio.Task[None] | None = None
     runtime: ConsumerRuntime | None = None

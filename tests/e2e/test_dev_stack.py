@@ -4,6 +4,7 @@ idle poll, and a timeout no lane holds is refused at submit."""
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import socket
 import stat
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.devstack import JOBQ, DevStack, free_port, wait_settled
-from tests.support.gateway_fixtures import require_real_redis
+from tests.support.gateway_fixtures import require_cluster, require_real_redis
 
 # A module of job types for the dev stack: a test runner that may take five minutes (the "long" lane) and
 # a job that fails its first attempt and is retried after a fixed second.
@@ -61,6 +62,27 @@ def test_dev_stack_runs_a_job_and_stops_cleanly(tmp_path: Path) -> None:
         assert job["result"] == {"hello": "world"}
     assert stack.code == 0, stack.printed
     assert "jobq dev stopped" in stack.printed
+    assert "Traceback" not in stack.printed
+
+
+def test_dev_stack_on_a_redis_cluster_runs_jobs_of_two_queues(tmp_path: Path) -> None:
+    """`jobq dev --redis-cluster`: every script routed by its queue's slot, through a strict gateway."""
+    env = {"JOBQ_KEY_PREFIX": "e2e" + secrets.token_hex(6)}
+    args = ("--redis-cluster", require_cluster(), "--tick", "1")
+    with DevStack(tmp_path, args=args, env=env) as stack, stack.client() as client:
+        ids = []
+        for kind in ("echo", "sleep"):
+            payload = {"hello": "cluster"} if kind == "echo" else {"seconds": 0}
+            created = client.post("/v1/jobs", json={"type": kind, "payload": payload})
+            assert created.status_code == 201, created.text
+            ids.append(created.json()["id"])
+        for job_id in ids:
+            assert wait_settled(client, job_id)["state"] == "completed"
+        mixed = [{"type": "echo", "payload": {}}, {"type": "sleep", "payload": {"seconds": 0}}]
+        refused = client.post("/v1/jobs/batch", json={"jobs": mixed})
+        assert refused.status_code == 422 and refused.json()["error"]["field"] == "jobs", refused.text
+        assert {q["queue"] for q in client.get("/v1/queues").json()["queues"]} >= {"echo", "sleep"}
+    assert stack.code == 0, stack.printed
     assert "Traceback" not in stack.printed
 
 
