@@ -343,9 +343,14 @@ async def test_jobq_worker_stops_gracefully_on_sigterm(
         "JOBQ_REDIS_REST_TOKEN": gateway.token,
         "JOBQ_KEY_PREFIX": prefix,
         "JOBQ_JOB_MODULES": json.dumps(["tests.support.consumer_job_types"]),
+        "JOBQ_REDIS_CLUSTER": "true" if gateway.backend == "cluster" else "false",
     }
     settings = Settings(
-        JOBQ_REDIS_REST_URL=gateway.url, JOBQ_REDIS_REST_TOKEN=gateway.token, key_prefix=prefix, env="test"
+        JOBQ_REDIS_REST_URL=gateway.url,
+        JOBQ_REDIS_REST_TOKEN=gateway.token,
+        key_prefix=prefix,
+        env="test",
+        redis_cluster=gateway.backend == "cluster",
     )
     runtime = build_runtime(settings, registry=_global_registry())
     process = None
