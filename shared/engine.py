@@ -227,10 +227,13 @@ class Engine:
         )
         self._published.update(names)
 
+    def _unpublished(self, queues: Iterable[str] = ()) -> set[str]:
+        """The queues this engine speaks for (`queues` among them) whose policies it has not published."""
+        return {*self._known_queues, *(queues if self._publish_any else ())} - self._published
+
     async def _ensure_policies(self, queues: Iterable[str] = ()) -> None:
         """Publish, once per engine, the policies of the queues it speaks for (`queues` among them)."""
-        missing = {*self._known_queues, *(queues if self._publish_any else ())} - self._published
-        if missing:
+        if missing := self._unpublished(queues):
             await self.publish_policies(sorted(missing))
 
     async def _name_queues(self, queues: Iterable[str]) -> None:
@@ -331,7 +334,9 @@ class Engine:
             groups.setdefault(job.queue, []).append(job)
         if self.cluster and len(groups) > 1:
             raise ValidationError("on a Redis Cluster a batch holds the jobs of one queue", field="jobs")
-        await asyncio.gather(self._ensure_policies(groups), self._name_queues(groups))
+        if not self._named.issuperset(groups) or self._unpublished(groups):
+            # A queue's first submit from this process (its policy, its place in the set of queues).
+            await asyncio.gather(self._ensure_policies(groups), self._name_queues(groups))
         # KEYS: each queue's block, then every other key once; the plan points at them by position.
         keys: list[str] = []
         extra: dict[str, int] = {}
