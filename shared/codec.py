@@ -60,6 +60,14 @@ def unpack_m(text: str) -> dict[str, str]:
     return dict(zip(M_FIELDS, text.split("|"), strict=False))
 
 
+def fresh_m(job_id: str) -> str:
+    """The packed state of a job that has waited since its submit: queued, no attempt, eligible since its
+    creation. Its record leaves this field out until the job first moves (lib.lua `records` reads it the
+    same way), which saves a hash field, about 90 bytes, per waiting job."""
+    state = {"s": "queued", "a": "0", "ra": str(id_time_ms(job_id))}
+    return "|".join(state.get(field, "") for field in M_FIELDS)
+
+
 def shown_state(m: dict[str, str], now_ms: int) -> State:
     """The state a job shows: "queued" is delayed until its eligible time, then waiting."""
     if m.get("s") == "queued":
@@ -87,7 +95,7 @@ def compact_backoff(b: Backoff) -> list[Any] | None:
 def decode_job(job_id: str, fields: dict[str, str], now_ms: int) -> Job:
     """A Job from its Redis hash (fields in docs/redis-schema.md), its state as of `now_ms`."""
     d = json.loads(fields["d"])
-    m = unpack_m(fields["m"])
+    m = unpack_m(fields.get("m") or fresh_m(job_id))
     errors = [JobError.model_validate(e) for e in json.loads(fields.get("e") or "[]")]
     return Job(
         id=job_id,

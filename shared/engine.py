@@ -676,7 +676,7 @@ class Engine:
         names = [unique, *(f"{unique}:{part}" for part in parts[1:])]
         values = await self.store.command("HMGET", self._qk(queue).jobs(), *names)
         fields = {part: value for part, value in zip(parts, values or [], strict=False) if value is not None}
-        if "d" not in fields or "m" not in fields:
+        if "d" not in fields:
             raise JobNotFoundError("job not found")
         job = decode_job(job_id, fields, ms(time.time()) if self.clock is None else self._now_ms())
         if owner is not None and job.owner != owner:

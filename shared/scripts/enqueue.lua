@@ -43,11 +43,12 @@ for _, g in ipairs(plan.g) do
     else
       local at = now + job.delay
       if job.at ~= cjson.null and job.at then at = job.at end
-      local state = 'waiting'
-      if at > now then state = 'delayed' else at = now end
-      local m = pack_m({s = 'queued', a = 0, ra = at})
+      local state, m = 'waiting', fresh_m(job.u) -- its state field is left out (lib.lua fresh_m)
       fields[#fields + 1] = job.u; fields[#fields + 1] = job.d
-      fields[#fields + 1] = job.u .. ':m'; fields[#fields + 1] = m
+      if at > now then
+        state, m = 'delayed', pack_m({s = 'queued', a = 0, ra = at})
+        fields[#fields + 1] = job.u .. ':m'; fields[#fields + 1] = m
+      end
       if state == 'waiting' then
         waiting[#waiting + 1] = {job.pr, job.u, job.o}
         wids[#wids + 1] = job.u

@@ -105,7 +105,21 @@ local function hdel_list(key, fields)
   for i = 1, #fields, 4000 do redis.call('HDEL', key, unpack(fields, i, math.min(i + 3999, #fields))) end
 end
 
--- Records of many jobs, one HMGET: a list of {d, m, e, g, r} in `ids` order (d false when absent).
+-- The creation time (epoch ms) in a unique id: its first 10 characters, Crockford base32 (shared/ids.py).
+local CROCKFORD = {}
+for i = 1, 32 do CROCKFORD[string.byte('0123456789ABCDEFGHJKMNPQRSTVWXYZ', i)] = i - 1 end
+local function id_ms(id)
+  local v = 0
+  for i = 1, 10 do v = v * 32 + CROCKFORD[string.byte(id, i)] end
+  return v
+end
+
+-- A job submitted to wait at once has no state field until it first moves: it is queued, without an
+-- attempt, eligible since its creation (shared/codec.py fresh_m). That saves a field per waiting job.
+local function fresh_m(id) return pack_m({s = 'queued', a = 0, ra = id_ms(id)}) end
+
+-- Records of many jobs, one HMGET: a list of {d, m, e, g, r} in `ids` order (d false when absent; m
+-- filled in for a job that has not moved since its submit).
 local function records(Q, ids)
   local out = {}
   if #ids == 0 then return out end
@@ -121,6 +135,9 @@ local function records(Q, ids)
       out[r] = out[r] or {}
       out[r][k % n + 1] = got[j + 1]
     end
+  end
+  for r, rec in ipairs(out) do
+    if rec[1] and not rec[2] then rec[2] = fresh_m(ids[r]) end
   end
   return out
 end

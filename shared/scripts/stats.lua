@@ -27,7 +27,7 @@ for base = 0, #KEYS - BLOCK_SIZE, BLOCK_SIZE do
     local function first(min, max)
       local got = redis.call('ZRANGEBYSCORE', Q.state.waiting, min, max, 'WITHSCORES', 'LIMIT', 0, 1)
       if not got[1] then return nil end
-      firsts[#firsts + 1] = got[1] .. ':m'
+      firsts[#firsts + 1] = got[1]
       return tonumber(got[2])
     end
     for p = 0, 9 do
@@ -36,11 +36,9 @@ for base = 0, #KEYS - BLOCK_SIZE, BLOCK_SIZE do
       if score and score < level then first(n2s(level), '(' .. n2s(level + PRIO_SCALE - FRONT_BAND)) end
     end
     local oldest = nil
-    if #firsts > 0 then
-      for _, m in ipairs(redis.call('HMGET', Q.jobs, unpack(firsts))) do
-        local ra = tonumber(unpack_m(m or nil).ra)
-        if ra and (not oldest or ra < oldest) then oldest = ra end
-      end
+    for _, rec in ipairs(records(Q, firsts)) do
+      local ra = tonumber(unpack_m(rec[2] or nil).ra)
+      if ra and (not oldest or ra < oldest) then oldest = ra end
     end
     entry.oldest = oldest
   end

@@ -23,7 +23,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from shared.codec import shown_state, unpack_m
+from shared.codec import fresh_m, shown_state, unpack_m
 from shared.engine import Engine
 from shared.errors import InvalidTransitionError
 from shared.ids import job_id as public_id
@@ -74,7 +74,8 @@ class EngineMachine(RuleBasedStateMachine):
     def snapshot(self, job_id: str) -> dict[str, Any]:
         unique = split_id(job_id)[0]
         jobs = self.engine.keys.queue(QUEUE).jobs()
-        return {"m": self.run(self.engine.store.command("HGET", jobs, f"{unique}:m"))}
+        held = self.run(self.engine.store.command("HGET", jobs, f"{unique}:m"))
+        return {"m": held or fresh_m(job_id)}  # a job that has not moved since its submit has none
 
     # -- rules -----------------------------------------------------------------------------------
 
