@@ -97,13 +97,13 @@ local function record_fields(id)
   for _, part in ipairs(RECORD_PARTS) do f[#f + 1] = id .. ':' .. part end
   return f
 end
--- Many fields of one hash in as few commands as Lua allows (4000 arguments per call).
-local function hset_flat(key, flat)
-  for i = 1, #flat, 4000 do redis.call('HSET', key, unpack(flat, i, math.min(i + 3999, #flat))) end
+-- `cmd key items...` in as few calls as Lua's stack allows (4000 arguments each, an even number, so
+-- field-value pairs never split).
+local function batch(cmd, key, items)
+  for i = 1, #items, 4000 do redis.call(cmd, key, unpack(items, i, math.min(i + 3999, #items))) end
 end
-local function hdel_list(key, fields)
-  for i = 1, #fields, 4000 do redis.call('HDEL', key, unpack(fields, i, math.min(i + 3999, #fields))) end
-end
+local function hset_flat(key, flat) batch('HSET', key, flat) end
+local function hdel_list(key, fields) batch('HDEL', key, fields) end
 
 -- The creation time (epoch ms) in a unique id: its first 10 characters, Crockford base32 (shared/ids.py).
 local CROCKFORD = {}
@@ -152,14 +152,8 @@ local function flat_record(rec)
   return out
 end
 
-local function batch(cmd, key, items)
-  for i = 1, #items, 4000 do redis.call(cmd, key, unpack(items, i, math.min(i + 3999, #items))) end
-end
-
 -- Scores and members for ZADD, flattened: {score1, member1, score2, member2, ...}.
-local function zadd(key, pairs_)
-  for i = 1, #pairs_, 1000 do redis.call('ZADD', key, unpack(pairs_, i, math.min(i + 999, #pairs_))) end
-end
+local function zadd(key, pairs_) batch('ZADD', key, pairs_) end
 
 local function zrem(key, ids) if #ids > 0 then batch('ZREM', key, ids) end end
 
