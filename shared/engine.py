@@ -127,7 +127,8 @@ class PlannedJob:
 
 
 class Engine:
-    """The job queue on one Redis, under one key prefix. Every method is one round trip."""
+    """The job queue on one Redis, under one key prefix. A method on one queue or one job is one round
+    trip; one over several queues sends one call per queue at once (module docstring)."""
 
     @classmethod
     def for_settings(
@@ -885,25 +886,16 @@ R = TypeVar("R")
 P = TypeVar("P")
 
 
-def _by_queue(items: Sequence[H]) -> dict[str, list[H]]:
-    groups: dict[str, list[H]] = {}
-    for item in items:
-        groups.setdefault(_queue_of(item.job_id), []).append(item)
-    return groups
-
-
 async def _per_queue(items: Sequence[H], one: Callable[[str, list[H]], Awaitable[list[R]]]) -> list[R]:
     """`one(queue, items of that queue)` for every queue at once; the results in `items` order."""
-    groups = _by_queue(items)
-    replies = await asyncio.gather(*(one(queue, group) for queue, group in groups.items()))
-    positions: dict[str, list[int]] = {}
+    groups: dict[str, list[tuple[int, H]]] = {}
     for index, item in enumerate(items):
-        positions.setdefault(_queue_of(item.job_id), []).append(index)
-    out: list[R | None] = [None] * len(items)
-    for queue, results in zip(groups, replies, strict=True):
-        for index, result in zip(positions[queue], results, strict=True):
-            out[index] = result
-    return [result for result in out if result is not None]
+        groups.setdefault(_queue_of(item.job_id), []).append((index, item))
+    replies = await asyncio.gather(*(one(q, [item for _, item in group]) for q, group in groups.items()))
+    out: dict[int, R] = {}
+    for group, results in zip(groups.values(), replies, strict=True):
+        out.update((index, result) for (index, _), result in zip(group, results, strict=True))
+    return [out[index] for index in range(len(items))]
 
 
 def _check_stream_id(after: str) -> None:
