@@ -72,6 +72,7 @@ from shared.models import (
     State,
     stall_reason,
 )
+from shared.scheduler import Scheduler
 from shared.scriptcalls import (
     CANCEL,
     CLAIM,
@@ -196,6 +197,7 @@ class Engine:
         self._published: set[str] = set()
         self._named: set[str] = set()  # queues this engine added to the set of queues
         self._queue_list: tuple[float, list[str]] | None = None  # (read at, SMEMBERS) for ticks
+        self.scheduler = Scheduler(self)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -338,7 +340,29 @@ class Engine:
         if not self._named.issuperset(groups) or self._unpublished(groups):
             # A queue's first submit from this process (its policy, its place in the set of queues).
             await asyncio.gather(self._ensure_policies(groups), self._name_queues(groups))
-        # KEYS: each queue's block, then every other key once; the plan points at them by position.
+        keys, plan = self._enqueue_call(groups)
+        now = self._now_ms()
+        try:
+            reply = await ENQUEUE.run(self.store, keys, str(now), plan)
+        except IdempotencyConflictError as exc:  # the script names the item: "jobs[<index>]"
+            raise IdempotencyConflictError(
+                "this idempotency key was already used for a different request",
+                field=f"{exc.message}.idempotency_key",
+            ) from exc
+        results = []
+        for planned, item in zip(jobs, reply["r"], strict=True):
+            if item[0] == 1:
+                fields = {"d": planned.job["d"], "m": item[2]}
+                created = decode_job(job_id(planned.job["u"], planned.queue), fields, now)
+                results.append(EnqueueResult(job=created, created=True))
+            else:
+                existing = decode_job(item[1], as_fields(item[2]), now)
+                results.append(EnqueueResult(job=existing, created=False))
+        return EnqueueReply(results=results, triggers=list(reply["t"] or []))
+
+    def _enqueue_call(self, groups: dict[str, list[PlannedJob]]) -> tuple[list[str], EnqueuePlan]:
+        """enqueue.lua's KEYS and plan: each queue's block, then every other key once (the plan points at
+        them by position)."""
         keys: list[str] = []
         extra: dict[str, int] = {}
 
@@ -363,24 +387,7 @@ class Engine:
             "cap": LISTING_CAP,
             "g": plan_groups,
         }
-        now = self._now_ms()
-        try:
-            reply = await ENQUEUE.run(self.store, keys, str(now), plan)
-        except IdempotencyConflictError as exc:  # the script names the item: "jobs[<index>]"
-            raise IdempotencyConflictError(
-                "this idempotency key was already used for a different request",
-                field=f"{exc.message}.idempotency_key",
-            ) from exc
-        results = []
-        for planned, item in zip(jobs, reply["r"], strict=True):
-            if item[0] == 1:
-                fields = {"d": planned.job["d"], "m": item[2]}
-                created = decode_job(job_id(planned.job["u"], planned.queue), fields, now)
-                results.append(EnqueueResult(job=created, created=True))
-            else:
-                existing = decode_job(item[1], as_fields(item[2]), now)
-                results.append(EnqueueResult(job=existing, created=False))
-        return EnqueueReply(results=results, triggers=list(reply["t"] or []))
+        return keys, plan
 
     # -- consume -------------------------------------------------------------------------------
 
@@ -433,7 +440,7 @@ class Engine:
         paused or empty queue returns [] (one inner read).
         """
         args = await self._claim_args(queue, n, lease, max_timeout, lane)
-        return self._claimed(queue, await CLAIM.run(*self._on(queue), args))
+        return await self._claim_reply(queue, await CLAIM.run(*self._on(queue), args), args)
 
     async def finish_and_claim(
         self,
@@ -458,10 +465,11 @@ class Engine:
         args = await self._claim_args(queue, n, None, max_timeout, lane)
         cycle, rest = await asyncio.gather(CYCLE.run(*self._on(queue), (plan, args)), self.finish(others))
         finished, claimed = cycle
+        claimed_jobs = await self._claim_reply(queue, claimed, args)
         mine_results = iter(self._finished(mine, finished))
         other_results = iter(rest)
         results = [next(mine_results if _queue_of(o.job_id) == queue else other_results) for o in outcomes]
-        return results, self._claimed(queue, claimed)
+        return results, claimed_jobs
 
     async def _claim_args(
         self, queue: str, n: int, lease: float | None, max_timeout: float | None, lane: str | None
@@ -485,6 +493,15 @@ class Engine:
             "max_timeout": -1 if max_timeout is None else float(max_timeout),
             "lanes": [lane or "*"],
         }
+
+    async def _claim_reply(self, queue: str, reply: Any, args: ClaimPlan) -> list[ClaimedJob]:
+        """The jobs a claim took; when it found schedules whose slot has come (`sd`), they are fired and
+        the room left claimed in one more call (shared/scheduler.py)."""
+        claimed = self._claimed(queue, reply)
+        if reply.get("sd"):
+            room: ClaimPlan = {**args, "n": args["n"] - len(claimed), "nonce": secrets.token_hex(8)}
+            claimed += await self.scheduler.fire(queue, reply["sd"], int(reply["now"]), room)
+        return claimed
 
     @staticmethod
     def _claimed(queue: str, reply: Any) -> list[ClaimedJob]:

@@ -21,7 +21,7 @@ PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 STATE_INDEXES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 
 # A queue's fixed block of keys, in the order every script receives them (lib.lua `block`).
-BLOCK = ("jobs", *STATE_INDEXES, "meta", "due", "events", "owners", "fair")
+BLOCK = ("jobs", *STATE_INDEXES, "meta", "due", "events", "owners", "fair", "schedules", "schedule_times")
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,9 @@ class QueueKeys:
         - the six state indexes: sorted sets of unique ids (scores in docs/redis-schema.md);
         - meta: hash of policy, paused flag, counters, histograms, throughput, due mirror, triggers;
         - due: string, epoch ms when the queue next has work (absent: none, or paused), read by ticks;
-        - events: capped stream of state changes; owners, fair: per-owner counts (limit per owner).
+        - events: capped stream of state changes; owners, fair: per-owner counts (limit per owner);
+        - schedules: hash of the queue's schedules, id -> JSON record (shared/schedules.py Schedule);
+        - schedule_times: sorted set of schedule ids by next slot ms (meta 'ns' mirrors its first).
         """
         return [self._key(part) for part in BLOCK]
 
@@ -70,6 +72,13 @@ class QueueKeys:
         """An owner's jobs of this queue under one tag: every owner has its own (the owner hashed, so no
         owner text can reach into another's key)."""
         return self._key("tag", _digest(owner), tag)
+
+    def schedules(self) -> str:
+        return self._key("schedules")
+
+    def owner_schedules(self, owner: str) -> str:
+        """Sorted set (scores 0) of an owner's schedule ids in this queue (the owner hashed)."""
+        return self._key("schedule_owner", _digest(owner))
 
     def idempotency(self, owner: str, key: str) -> str:
         """String: job id and request hash for an idempotency key; hashed so any owner/key text is safe."""

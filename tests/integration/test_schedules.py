@@ -1,0 +1,214 @@
+"""Schedules on real Redis through the gateway: each slot fires once however many consumers claim, catch-up
+after an outage, end and limit, edits and deletes, owners apart, and the idle tick with schedules.
+
+Time moves by an injected clock (the engine sends its reading to every script), never by sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared.engine import Engine
+from shared.errors import JobNotFoundError, ValidationError
+from shared.models import ClaimedJob, JobSpec, Outcome, State
+from shared.schedules import MAX_CATCH_UP, CatchUp, ScheduleSpec
+from tests.integration.test_engine_budget import billed, round_trips
+from tests.support.engine_fixtures import EngineFactory, FakeClock
+
+MINUTE = 60.0
+
+
+def spec(owner: str = "alice", **timetable: Any) -> ScheduleSpec:
+    timetable.setdefault("every_seconds", 60)
+    job = JobSpec(type="tick", payload={"n": 1}, owner=owner)
+    return ScheduleSpec(job=job, **timetable)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    # On a whole minute, so cron slots and `every` slots line up with the arithmetic below.
+    return FakeClock(float(int(datetime(2026, 12, 7, 3, 0, tzinfo=UTC).timestamp())))
+
+
+@pytest.fixture
+def engine(engine_factory: EngineFactory, clock: FakeClock) -> Engine:
+    return engine_factory(clock=clock)
+
+
+async def complete(engine: Engine, claimed: list[ClaimedJob]) -> None:
+    await engine.finish([Outcome(job_id=c.job.id, token=c.token, status="completed") for c in claimed])
+
+
+async def jobs_of(engine: Engine) -> list[Any]:
+    page = await engine.list_jobs(queue="tick", limit=1000)
+    return page.jobs
+
+
+async def test_a_slot_fires_once_with_three_consumers_racing(
+    engine_factory: EngineFactory, clock: FakeClock
+) -> None:
+    consumers = [engine_factory(clock=clock) for _ in range(3)]
+    schedule = await consumers[0].scheduler.create(spec())
+    for slot in range(1, 4):
+        clock.advance(MINUTE)
+        took = await asyncio.gather(*(c.claim("tick", 10) for c in consumers))
+        claimed = [job for part in took for job in part]
+        assert len(claimed) == 1, f"slot {slot}: {len(claimed)} jobs"
+        job = claimed[0].job
+        assert job.idempotency_key == f"schedule:{schedule.id}:{round(clock.now * 1000)}"
+        assert job.type == "tick" and job.owner == "alice" and job.payload == {"n": 1}
+    stored = await consumers[0].scheduler.get(schedule.id)
+    assert stored.fired == 3
+    assert stored.next_slot == round((clock.now + MINUTE) * 1000)
+    assert len(await jobs_of(consumers[0])) == 3
+
+
+async def test_nothing_fires_before_the_slot(engine: Engine, clock: FakeClock) -> None:
+    await engine.scheduler.create(spec())
+    clock.advance(MINUTE - 1)
+    assert await engine.claim("tick", 10) == []
+    clock.advance(1)
+    assert len(await engine.claim("tick", 10)) == 1
+
+
+# Ten slots missed, the latest 30 s ago: "none" fires that one only because it is within the grace.
+@pytest.mark.parametrize(("policy", "fired"), [(CatchUp.ONCE, 1), (CatchUp.ALL, 10), (CatchUp.NONE, 1)])
+async def test_catch_up_after_an_outage(
+    engine: Engine, clock: FakeClock, policy: CatchUp, fired: int
+) -> None:
+    schedule = await engine.scheduler.create(spec(catch_up=policy))
+    clock.advance(10 * MINUTE + 30)
+    claimed = await engine.claim("tick", 100)
+    slots = sorted(int((c.job.idempotency_key or "").rsplit(":", 1)[1]) for c in claimed)
+    assert len(slots) == fired
+    assert slots[-1] == round((clock.now - 30) * 1000)  # the latest missed slot fires under every policy
+    stored = await engine.scheduler.get(schedule.id)
+    assert stored.fired == fired
+    assert stored.next_slot == round((clock.now + 30) * 1000)  # the timetable goes on from now
+    assert await engine.claim("tick", 100) == []  # nothing more until the next slot
+
+
+async def test_catch_up_none_skips_a_slot_later_than_the_grace(engine: Engine, clock: FakeClock) -> None:
+    schedule = await engine.scheduler.create(spec(catch_up=CatchUp.NONE, every_seconds=3600))
+    clock.advance(3600 + 600)  # the slot is ten minutes late
+    assert await engine.claim("tick", 10) == []
+    stored = await engine.scheduler.get(schedule.id)
+    assert stored.fired == 0 and stored.next_slot == round((clock.now + 3000) * 1000)
+
+
+async def test_catch_up_all_is_bounded_per_firing(engine: Engine, clock: FakeClock) -> None:
+    await engine.scheduler.create(spec(catch_up=CatchUp.ALL, every_seconds=1))
+    clock.advance(MAX_CATCH_UP + 50)
+    first = await engine.claim("tick", 1000)
+    assert len(first) == MAX_CATCH_UP
+    second = await engine.claim("tick", 1000)
+    assert len(second) == 50  # the rest follow at the next claim, each slot once
+
+
+async def test_limit_and_end_stop_a_schedule(engine: Engine, clock: FakeClock) -> None:
+    limited = await engine.scheduler.create(spec(limit=2))
+    start = datetime.fromtimestamp(clock.now, UTC)
+    ended = await engine.scheduler.create(spec(every_seconds=120, end_at=start + timedelta(minutes=5)))
+    for _ in range(8):
+        clock.advance(MINUTE)
+        await complete(engine, await engine.claim("tick", 10))
+    fired = sorted((job.idempotency_key or "").split(":")[1] for job in await jobs_of(engine))
+    assert fired == sorted([limited.id] * 2 + [ended.id] * 2)  # limited: minutes 1, 2; ended: 2, 4
+    for schedule_id in (limited.id, ended.id):
+        assert (await engine.scheduler.get(schedule_id)).next_slot is None
+    # Over: the queue is no longer due for them (its jobs done, nothing else is due).
+    assert await engine.due() == {}
+
+
+async def test_cron_in_a_time_zone(engine: Engine, clock: FakeClock) -> None:
+    # 04:00 in Berlin is 03:00 UTC in December: the schedule's first slot is a day after now.
+    schedule = await engine.scheduler.create(
+        spec(every_seconds=None, cron="0 4 * * *", timezone="Europe/Berlin")
+    )
+    assert schedule.next_slot == round((clock.now + 86400) * 1000)
+    assert (await engine.due())["tick"] == clock.now + 86400
+
+
+async def test_patch_changes_the_next_slot(engine: Engine, clock: FakeClock) -> None:
+    schedule = await engine.scheduler.create(spec(every_seconds=3600))
+    changed = await engine.scheduler.update(schedule.id, {"every_seconds": 60})
+    assert changed.next_slot == round((clock.now + 60) * 1000)
+    assert changed.version == schedule.version + 1
+    assert (await engine.due())["tick"] == clock.now + 60
+    clock.advance(MINUTE)
+    assert len(await engine.claim("tick", 10)) == 1
+    with pytest.raises(ValidationError) as invalid:
+        await engine.scheduler.update(schedule.id, {"cron": "0 3 * * *"})  # both cron and every
+    assert invalid.value.field == "cron"
+
+
+async def test_delete_stops_a_schedule(engine: Engine, clock: FakeClock) -> None:
+    schedule = await engine.scheduler.create(spec())
+    await engine.scheduler.delete(schedule.id)
+    clock.advance(10 * MINUTE)
+    assert await engine.claim("tick", 10) == []
+    assert await engine.due() == {}
+    with pytest.raises(JobNotFoundError):
+        await engine.scheduler.get(schedule.id)
+
+
+async def test_owners_are_kept_apart(engine: Engine) -> None:
+    mine = await engine.scheduler.create(spec(owner="alice"))
+    theirs = await engine.scheduler.create(spec(owner="bob"))
+    assert [s.id for s in await engine.scheduler.of_owner("alice")] == [mine.id]
+    assert [s.id for s in await engine.scheduler.of_owner("bob")] == [theirs.id]
+    for call in (
+        engine.scheduler.get(theirs.id, owner="alice"),
+        engine.scheduler.update(theirs.id, {"every_seconds": 5}, owner="alice"),
+        engine.scheduler.delete(theirs.id, owner="alice"),
+    ):
+        with pytest.raises(JobNotFoundError):
+            await call
+    assert (await engine.scheduler.get(theirs.id)).version == theirs.version
+
+
+async def test_an_owner_keeps_a_bounded_number_of_schedules(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shared.scheduler.MAX_SCHEDULES_PER_OWNER", 3)
+    for _ in range(3):
+        await engine.scheduler.create(spec())
+    with pytest.raises(ValidationError) as refused:
+        await engine.scheduler.create(spec())
+    assert refused.value.field == "owner"
+    await engine.scheduler.create(spec(owner="bob"))  # another owner's count is its own
+
+
+async def test_a_fired_job_runs_through_a_paused_queue_only_after_resume(
+    engine: Engine, clock: FakeClock
+) -> None:
+    await engine.scheduler.create(spec())
+    await engine.pause("tick")
+    clock.advance(5 * MINUTE)
+    assert await engine.due() == {}
+    await engine.resume("tick")
+    claimed = await engine.claim("tick", 10)
+    assert len(claimed) == 1  # the default catch-up: the latest missed slot, once
+    assert claimed[0].job.state is State.ACTIVE
+
+
+# Billed commands are read from a real Redis server's INFO commandstats: real backend only.
+@pytest.mark.parametrize("gateway", ["redis"], indirect=True)
+async def test_idle_tick_with_ten_schedules_is_one_command(
+    engine: Engine, clock: FakeClock, gateway: Any
+) -> None:
+    for minutes in range(1, 11):
+        await engine.scheduler.create(spec(every_seconds=minutes * 60))
+    await engine.due()  # reads the set of queues once (a tick trusts it for a while)
+    assert await engine.due() == {"tick": clock.now + MINUTE}
+    assert await round_trips(gateway, engine.due) == 1
+    assert await billed(gateway.redis_url, engine.due) == 1
+    # Between firings the queue is not due: a tick claims nothing, so the tick stays one command.
+    clock.advance(MINUTE)
+    assert len(await engine.claim("tick", 10)) == 1
+    assert await engine.due() == {"tick": clock.now + MINUTE}
+    assert await billed(gateway.redis_url, engine.due) == 1
