@@ -118,8 +118,13 @@ class ScheduleSpec(Timetable):
     @field_validator("job")
     @classmethod
     def _no_time(cls, job: JobSpec) -> JobSpec:
-        if job.run_at is not None or job.delay or job.idempotency_key is not None:
-            raise ValueError("a scheduled job takes its time and idempotency key from its slot")
+        for name, value in (
+            ("run_at", job.run_at),
+            ("delay", job.delay),
+            ("idempotency_key", job.idempotency_key),
+        ):
+            if value:
+                raise ValidationError(f"a scheduled job takes its {name} from its slot", field=f"job.{name}")
         return job
 
 
