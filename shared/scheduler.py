@@ -44,6 +44,9 @@ class Scheduler:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # Firing calls this engine sent: a consumer that sees it change reads the due keys again, to
+        # learn the next slots (and book a wake for them).
+        self.fired = 0
 
     def _clock_ms(self) -> int:
         return self.engine._now_ms()
@@ -203,6 +206,7 @@ class Scheduler:
             )
         keys, enqueue = engine._enqueue_call({queue: planned})
         reply = await FIRE.run(engine.store, keys, engine._now_arg(), ({"f": items, "e": enqueue}, claim))
+        self.fired += 1
         return engine._claimed(queue, reply[2])
 
 

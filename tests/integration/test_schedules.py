@@ -15,8 +15,10 @@ import pytest
 from shared.engine import Engine
 from shared.errors import JobNotFoundError, ValidationError
 from shared.models import ClaimedJob, JobSpec, Outcome, State
+from shared.registry import Registry
 from shared.schedules import MAX_CATCH_UP, CatchUp, ScheduleSpec
 from tests.integration.test_engine_budget import billed, round_trips
+from tests.support.consumer_fixtures import MakeRuntime, spec_for
 from tests.support.engine_fixtures import EngineFactory, FakeClock
 
 MINUTE = 60.0
@@ -206,9 +208,39 @@ async def test_idle_tick_with_ten_schedules_is_one_command(
     await engine.due()  # reads the set of queues once (a tick trusts it for a while)
     assert await engine.due() == {"tick": clock.now + MINUTE}
     assert await round_trips(gateway, engine.due) == 1
-    assert await billed(gateway.redis_url, engine.due) == 1
+    assert await billed(gateway.redis_url, engine.due, tries=6) == 1
     # Between firings the queue is not due: a tick claims nothing, so the tick stays one command.
     clock.advance(MINUTE)
     assert len(await engine.claim("tick", 10)) == 1
     assert await engine.due() == {"tick": clock.now + MINUTE}
-    assert await billed(gateway.redis_url, engine.due) == 1
+    assert await billed(gateway.redis_url, engine.due, tries=6) == 1
+
+
+# The consumer fires schedules in its normal run: no scheduler process, and a wake booked for the next.
+
+
+async def test_a_consumer_run_fires_and_runs_what_falls_due(
+    make_runtime: MakeRuntime, consumer_registry: Registry
+) -> None:
+    runtime = make_runtime()
+    job = spec_for(consumer_registry, "echo", {"value": 7}, owner="alice")  # the type's timeout
+    schedule = await runtime.engine.scheduler.create(ScheduleSpec(job=job, every_seconds=1, limit=2))
+    report = await runtime.consumer.drain(20)  # waits for work due within `wait_due` (2 s)
+    assert (report.claimed, report.completed, report.stopped) == (2, 2, "empty")
+    stored = await runtime.engine.scheduler.get(schedule.id)
+    assert (stored.fired, stored.next_slot) == (2, None)
+
+
+async def test_a_run_between_firings_reports_the_next_slot_for_its_wake(
+    make_runtime: MakeRuntime, consumer_registry: Registry
+) -> None:
+    runtime = make_runtime()
+    job = spec_for(consumer_registry, "echo", {"value": 7}, owner="alice")
+    schedule = await runtime.engine.scheduler.create(ScheduleSpec(job=job, every_seconds=3600))
+    report = await runtime.consumer.drain(5)
+    assert (report.claimed, report.stopped) == (0, "empty")
+    assert report.next_due is not None and stored_ms(report.next_due) == schedule.next_slot
+
+
+def stored_ms(seconds: float) -> int:
+    return round(seconds * 1000)
