@@ -6,7 +6,8 @@ between firings an idle deployment's tick is still its one read of the due keys.
 queue is due; a consumer's claim (claim.lua) finds the schedule and returns its record; this module
 works out the firing (shared/schedules.py: cron needs Python) and sends it with the rest of the claim
 (fire.lua), fenced by the record's version, so of any number of consumers racing one slot only the first
-submits its job. Each job also carries the idempotency key `schedule:<id>:<slot ms>`.
+submits its job. Each job's idempotency_key field reads `schedule:<id>:<slot ms>` (the slot it is for;
+no idempotency key is stored: the fence already keeps a slot to one job).
 
 Costs per operation are in docs/redis-schema.md.
 """
@@ -185,7 +186,9 @@ class Scheduler:
             positions = []
             for slot in step.slots:
                 spec = schedule.job.model_copy(update={"idempotency_key": f"schedule:{schedule.id}:{slot}"})
-                planned.append(engine._plan_job(len(planned), spec))
+                job = engine._plan_job(len(planned), spec)
+                job.idempotency = None  # the version fence makes a slot fire once: no key to keep
+                planned.append(job)
                 positions.append(len(planned) - 1)
             after = schedule.model_copy(
                 update={
