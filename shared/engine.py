@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
 import secrets
 import time
@@ -38,6 +39,7 @@ from shared.codec import (
 from shared.errors import (
     IdempotencyConflictError,
     JobNotFoundError,
+    JobqError,
     PayloadTooLargeError,
     ValidationError,
 )
@@ -104,6 +106,7 @@ from shared.scriptcalls import (
 from shared.settings import Settings
 from shared.store import Store
 
+log = logging.getLogger("jobq.engine")
 _NAME = re.compile(NAME_PATTERN)
 _TAG = re.compile(TAG_PATTERN)
 _QUEUE_CURSOR = re.compile(r"^[1-6]\.[0-9]{1,9}$")
@@ -500,7 +503,10 @@ class Engine:
         claimed = self._claimed(queue, reply)
         if reply.get("sd"):
             room: ClaimPlan = {**args, "n": args["n"] - len(claimed), "nonce": secrets.token_hex(8)}
-            claimed += await self.scheduler.fire(queue, reply["sd"], int(reply["now"]), room)
+            try:
+                claimed += await self.scheduler.fire(queue, reply["sd"], int(reply["now"]), room)
+            except JobqError as exc:  # the jobs already taken still run; the queue stays due
+                log.warning("firing the schedules of queue %s failed: %s", queue, exc)
         return claimed
 
     @staticmethod

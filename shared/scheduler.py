@@ -15,11 +15,15 @@ Costs per operation are in docs/redis-schema.md.
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.errors import InvalidTransitionError, JobNotFoundError, ValidationError
+from pydantic import ValidationError as PydanticValidationError
+
+from shared.errors import InvalidTransitionError, JobNotFoundError, JobqError, ValidationError
 from shared.ids import is_job_id, job_id, new_id, split_id
+from shared.models import JobSpec
 from shared.schedules import (
     MAX_SCHEDULES_PER_OWNER,
     Schedule,
@@ -35,6 +39,8 @@ from shared.scriptcalls import FIRE, SCHEDULE, SCHEDULE_LIST, ClaimPlan, FireIte
 if TYPE_CHECKING:
     from shared.engine import Engine, PlannedJob
     from shared.models import ClaimedJob
+
+log = logging.getLogger("jobq.schedules")
 
 WRITE_TRIES = 3  # an edit that loses to a firing or another edit reads again, at most this often
 
@@ -57,7 +63,7 @@ class Scheduler:
         at most MAX_SCHEDULES_PER_OWNER schedules over every queue."""
         engine, now = self.engine, self._clock_ms()
         queue = engine._check_queue(spec.job.queue or spec.job.type, field="job.queue")
-        engine._plan_job(0, spec.job)  # the sizes and lane the engine checks on every submit
+        _check_job(engine, spec.job)
         if await self.count(spec.job.owner) >= MAX_SCHEDULES_PER_OWNER:
             raise _over_cap()
         at = datetime.fromtimestamp(now / 1000, UTC)
@@ -108,7 +114,12 @@ class Scheduler:
         return sum(int(n) for n in await self.engine.store.pipeline([["ZCARD", k] for k in keys]))
 
     async def update(
-        self, schedule_id: str, timetable: dict[str, Any], job: Any = None, *, owner: str | None = None
+        self,
+        schedule_id: str,
+        timetable: dict[str, Any],
+        job: JobSpec | None = None,
+        *,
+        owner: str | None = None,
     ) -> Schedule:
         """Change a schedule's timetable fields (`timetable`, merged into what it has) and/or its job (a
         JobSpec of the same owner and queue). Its next slot is worked out again from now, after the last
@@ -121,7 +132,7 @@ class Scheduler:
             if new_job.owner != current.job.owner or (new_job.queue or new_job.type) != current.queue:
                 raise ValidationError("a schedule's job keeps its queue", field="job.type")
             if job is not None:
-                self.engine._plan_job(0, new_job)
+                _check_job(self.engine, new_job)
             now = self._clock_ms()
             changed = Schedule(**{**current.model_dump(), **merged, "job": new_job})
             if "start_at" in timetable:
@@ -179,9 +190,11 @@ class Scheduler:
         items: list[FireItem] = []
         planned: list[PlannedJob] = []
         for text in records:
-            if not text:
+            try:
+                schedule = Schedule.model_validate_json(text or "")
+            except PydanticValidationError:  # never stop a claim for one unreadable record
+                log.error("schedule record in queue %s cannot be read; skipped", queue)
                 continue
-            schedule = Schedule.model_validate_json(text)
             step = firing(schedule, now)
             positions = []
             for slot in step.slots:
@@ -211,6 +224,15 @@ class Scheduler:
         reply = await FIRE.run(engine.store, keys, engine._now_arg(), ({"f": items, "e": enqueue}, claim))
         self.fired += 1
         return engine._claimed(queue, reply[2])
+
+
+def _check_job(engine: Engine, job: JobSpec) -> None:
+    """What the engine checks on every submit (stored sizes, a lane for the timeout), named under `job.`."""
+    try:
+        engine._plan_job(0, job)
+    except JobqError as exc:
+        exc.field = "job." + (exc.field or "").removeprefix("jobs[0].")
+        raise
 
 
 def _not_found() -> JobNotFoundError:

@@ -244,3 +244,11 @@ async def test_a_run_between_firings_reports_the_next_slot_for_its_wake(
 
 def stored_ms(seconds: float) -> int:
     return round(seconds * 1000)
+
+
+async def test_an_unreadable_schedule_never_stops_a_claim(engine: Engine, clock: FakeClock) -> None:
+    schedule = await engine.scheduler.create(spec())
+    await engine.store.command("HSET", engine.keys.queue("tick").schedules(), schedule.id, '{"not": "one"}')
+    await engine.enqueue([JobSpec(type="tick", owner="alice")])
+    clock.advance(MINUTE)
+    assert len(await engine.claim("tick", 10)) == 1  # the waiting job; the bad record is skipped
