@@ -33,6 +33,7 @@ from shared.schedules import (
     checked,
     firing,
     first_slot,
+    slot_after_edit,
 )
 from shared.scriptcalls import FIRE, SCHEDULE, SCHEDULE_LIST, ClaimPlan, FireItem, SchedulePlan
 
@@ -122,9 +123,10 @@ class Scheduler:
         owner: str | None = None,
     ) -> Schedule:
         """Change a schedule's timetable fields (`timetable`, merged into what it has) and/or its job (a
-        JobSpec of the same owner and queue). Its next slot is worked out again from now, after the last
-        slot fired (a slot never fires twice); its count of firings stays. A change that loses a race
-        with a firing is applied again on what the firing wrote."""
+        JobSpec of the same owner and queue). A change of where its slots fall (cron, every, zone, start)
+        moves its next slot to the first new one after now (and after the last slot fired: a slot never
+        fires twice); any other change keeps its next slot. Its count of firings stays. A change that
+        loses a race with a firing is applied again on what the firing wrote."""
         for _ in range(WRITE_TRIES):
             current = await self.get(schedule_id, owner=owner)
             merged = checked(Timetable, {**current.timetable(), **timetable}).timetable()
@@ -139,7 +141,7 @@ class Scheduler:
                 changed.anchor = anchor_of(changed, round(current.created_at.timestamp() * 1000))
             changed.updated_at = datetime.fromtimestamp(now / 1000, UTC)
             changed.version = current.version + 1
-            changed.next_slot = first_slot(changed, now)
+            changed.next_slot = slot_after_edit(current, changed, now)
             try:
                 await self._write(changed, version=current.version)
             except InvalidTransitionError:

@@ -239,6 +239,23 @@ def first_slot(schedule: Schedule, now_ms: int) -> int | None:
     return slot
 
 
+TIMING = ("cron", "every_seconds", "timezone", "start_at")  # the fields that decide where slots fall
+
+
+def slot_after_edit(before: Schedule, after: Schedule, now_ms: int) -> int | None:
+    """The next slot of an edited schedule: where its slots fall changed, the first new slot after now;
+    otherwise the one it had (a slot due but not yet fired still fires), unless the end or the limit now
+    stops it, and a schedule that was over starts again when its end or limit allows."""
+    moved = any(getattr(before, name) != getattr(after, name) for name in TIMING)
+    if moved or before.next_slot is None:
+        return first_slot(after, now_ms)
+    if after.limit is not None and after.fired >= after.limit:
+        return None
+    if after.end_at is not None and before.next_slot > _ms(after.end_at):
+        return None
+    return before.next_slot
+
+
 def anchor_of(spec: Timetable, now_ms: int) -> int:
     """Where `every` counts from: the start, else the creation (a new schedule first fires one interval
     after its creation)."""
