@@ -9,8 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from shared.engine import Engine
+from shared.models import JobSpec
+from shared.schedules import ScheduleSpec
 from shared.settings import Settings
 from tests.support.api_fixtures import MakeUser
 from tests.support.engine_fixtures import FakeClock
@@ -190,3 +193,19 @@ async def test_a_slot_created_over_http_fires_once_with_three_consumers(
     assert job["idempotency_key"].startswith(f"schedule:{schedule['id']}:")
     read = (await api.get(f"/v1/schedules/{schedule['id']}", headers=alice)).json()
     assert read["fired"] == 1 and read["last_run_at"] is not None
+
+
+async def test_a_schedule_whose_type_is_gone_says_so(
+    api: httpx.AsyncClient, api_app: FastAPI, make_user: MakeUser
+) -> None:
+    alice = await make_user("alice")
+    engine: Engine = api_app.state.services.engine
+    job = JobSpec(type="retired", payload={"x": 1}, owner="alice")
+    schedule = await engine.scheduler.create(ScheduleSpec(job=job, every_seconds=3600))
+    read = await api.get(f"/v1/schedules/{schedule.id}", headers=alice)
+    assert read.status_code == 200, read.text
+    assert (read.json()["type"], read.json()["type_registered"], read.json()["payload"]) == (
+        "retired",
+        False,
+        {"x": 1},
+    )
