@@ -7,6 +7,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.errors import ValidationError
 from shared.models import JobSpec
@@ -112,3 +114,28 @@ def test_a_bad_timetable_names_its_field(data: dict[str, Any], field: str) -> No
     with pytest.raises(ValidationError) as refused:
         checked(ScheduleSpec, {"job": {"type": "t"}, **data})
     assert refused.value.field == field
+
+
+@given(
+    every=st.integers(min_value=1, max_value=86400),
+    outage=st.integers(min_value=0, max_value=10**9),
+    policy=st.sampled_from(list(CatchUp)),
+    limit=st.none() | st.integers(min_value=1, max_value=500),
+)
+def test_a_firing_never_fires_ahead_twice_or_past_its_limit(
+    every: int, outage: int, policy: CatchUp, limit: int | None
+) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    s = schedule(now, every_seconds=every, catch_up=policy, limit=limit)
+    assert s.next_slot is not None
+    at = s.next_slot + outage
+    step = firing(s, at)
+    assert all(s.next_slot <= slot <= at for slot in step.slots)  # nothing before its slot, nothing ahead
+    assert step.slots == sorted(set(step.slots))  # each slot once, oldest first
+    assert len(step.slots) <= (MAX_CATCH_UP if policy is CatchUp.ALL else 1)
+    if limit is not None:
+        assert len(step.slots) <= limit
+    if step.next_slot is not None and step.slots:
+        assert step.next_slot > step.slots[-1]  # the next slot never repeats one fired
+    if policy is not CatchUp.ALL and step.next_slot is not None:
+        assert step.next_slot > at  # once and none go on from now
