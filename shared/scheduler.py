@@ -26,6 +26,7 @@ from shared.ids import is_job_id, job_id, new_id, split_id
 from shared.models import JobSpec
 from shared.schedules import (
     MAX_SCHEDULES_PER_OWNER,
+    Firing,
     Schedule,
     ScheduleSpec,
     Timetable,
@@ -198,13 +199,20 @@ class Scheduler:
                 log.error("schedule record in queue %s cannot be read; skipped", queue)
                 continue
             step = firing(schedule, now)
-            positions = []
-            for slot in step.slots:
-                spec = schedule.job.model_copy(update={"idempotency_key": f"schedule:{schedule.id}:{slot}"})
-                job = engine._plan_job(len(planned), spec)
+            jobs: list[PlannedJob] = []
+            try:
+                for slot in step.slots:
+                    spec = schedule.job.model_copy(
+                        update={"idempotency_key": f"schedule:{schedule.id}:{slot}"}
+                    )
+                    jobs.append(engine._plan_job(len(planned) + len(jobs), spec))
+            except JobqError as exc:  # e.g. its payload outgrew a lowered size limit: its slot is skipped
+                log.error("schedule %s cannot submit its job, slot skipped: %s", schedule.id, exc)
+                step, jobs = Firing([], step.next_slot), []
+            for job in jobs:
                 job.idempotency = None  # the version fence makes a slot fire once: no key to keep
-                planned.append(job)
-                positions.append(len(planned) - 1)
+            positions = list(range(len(planned), len(planned) + len(jobs)))
+            planned += jobs
             after = schedule.model_copy(
                 update={
                     "fired": schedule.fired + len(step.slots),

@@ -277,3 +277,25 @@ async def test_a_claim_with_no_room_left_fires_and_leaves_the_job_waiting(
     assert (await engine.due())["tick"] == clock.now  # the fired job waits: the queue stays due
     [fired] = await engine.claim("tick", 1)
     assert (fired.job.idempotency_key or "").startswith("schedule:")
+
+
+async def test_a_schedule_whose_job_no_longer_fits_skips_its_slot_and_blocks_no_other(
+    engine_factory: EngineFactory, clock: FakeClock
+) -> None:
+    big = await engine_factory(clock=clock).scheduler.create(spec(every_seconds=60))
+    small = await engine_factory(clock=clock).scheduler.create(spec(every_seconds=60))
+    # The deployment's payload limit shrank below the first schedule's payload.
+    strict = engine_factory(clock=clock, max_payload_bytes=20)
+    await strict.store.command(
+        "HSET",
+        strict.keys.queue("tick").schedules(),
+        big.id,
+        big.model_copy(
+            update={"job": big.job.model_copy(update={"payload": {"n": "x" * 100}})}
+        ).model_dump_json(),
+    )
+    clock.advance(MINUTE)
+    [claimed] = await strict.claim("tick", 10)
+    assert (claimed.job.idempotency_key or "").startswith(f"schedule:{small.id}:")
+    skipped = await strict.scheduler.get(big.id)
+    assert (skipped.fired, skipped.next_slot) == (0, round((clock.now + MINUTE) * 1000))
