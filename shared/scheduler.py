@@ -121,13 +121,15 @@ class Scheduler:
         timetable: dict[str, Any],
         job: JobSpec | None = None,
         *,
+        paused: bool | None = None,
         owner: str | None = None,
     ) -> Schedule:
         """Change a schedule's timetable fields (`timetable`, merged into what it has) and/or its job (a
-        JobSpec of the same owner and queue). A change of where its slots fall (cron, every, zone, start)
-        moves its next slot to the first new one after now (and after the last slot fired: a slot never
-        fires twice); any other change keeps its next slot. Its count of firings stays. A change that
-        loses a race with a firing is applied again on what the firing wrote."""
+        JobSpec of the same owner and queue), or pause or resume it (`paused`). A change of where its
+        slots fall (cron, every, zone, start), or a resume, moves its next slot to the first one after
+        now (and after the last slot fired: a slot never fires twice); a paused schedule has none; any
+        other change keeps its next slot. Its count of firings stays. A change that loses a race with a
+        firing is applied again on what the firing wrote."""
         for _ in range(WRITE_TRIES):
             current = await self.get(schedule_id, owner=owner)
             merged = checked(Timetable, {**current.timetable(), **timetable}).timetable()
@@ -138,6 +140,8 @@ class Scheduler:
                 _check_job(self.engine, new_job)
             now = self._clock_ms()
             changed = Schedule(**{**current.model_dump(), **merged, "job": new_job})
+            if paused is not None:
+                changed.paused = paused
             if "start_at" in timetable:
                 changed.anchor = anchor_of(changed, round(current.created_at.timestamp() * 1000))
             changed.updated_at = datetime.fromtimestamp(now / 1000, UTC)

@@ -143,6 +143,7 @@ class Schedule(ScheduleSpec):
     write that read an older version is refused, so a firing and an edit never undo each other)."""
 
     id: str
+    paused: bool = False  # a paused schedule has no next slot; resumed, it goes on from then
     anchor: int  # ms: where `every` counts from (start_at, else the creation time)
     fired: int = 0
     last_slot: int | None = None  # ms of the last slot fired
@@ -243,9 +244,11 @@ TIMING = ("cron", "every_seconds", "timezone", "start_at")  # the fields that de
 
 
 def slot_after_edit(before: Schedule, after: Schedule, now_ms: int) -> int | None:
-    """The next slot of an edited schedule: where its slots fall changed, the first new slot after now;
-    otherwise the one it had (a slot due but not yet fired still fires), unless the end or the limit now
-    stops it, and a schedule that was over starts again when its end or limit allows."""
+    """The next slot of an edited schedule: none while paused; where its slots fall changed (or it was
+    paused or over), the first slot after now; otherwise the one it had (a slot due but not yet fired
+    still fires), unless the end or the limit now stops it."""
+    if after.paused:
+        return None
     moved = any(getattr(before, name) != getattr(after, name) for name in TIMING)
     if moved or before.next_slot is None:
         return first_slot(after, now_ms)

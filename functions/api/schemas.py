@@ -336,6 +336,7 @@ class ScheduleUpdate(BaseModel):
     end_at: datetime | None = Field(default=None, strict=False)
     limit: StrictInt | None = Field(default=None, ge=1, le=MAX_LIMIT)
     catch_up: CatchUp | None = Field(default=None, strict=False)
+    paused: StrictBool | None = Field(default=None, description="Pause (true) or resume (false) it.")
     job: JobCreate | None = None
 
 
@@ -360,6 +361,7 @@ class SchedulePublic(BaseModel):
     end_at: datetime | None = None
     limit: int | None = None
     catch_up: CatchUp
+    paused: bool = False
     fired: int
     last_run_at: datetime | None = Field(default=None, description="The last slot fired.")
     next_run_at: datetime | None = Field(default=None, description="None: the schedule is over.")
@@ -382,6 +384,7 @@ class SchedulePublic(BaseModel):
             timeout_seconds=job.timeout,
             metadata=job.metadata,
             tags=job.tags,
+            paused=schedule.paused,
             fired=schedule.fired,
             last_run_at=dt(schedule.last_slot),
             next_run_at=dt(schedule.next_slot),

@@ -136,6 +136,9 @@ class ApiClient:
     def schedule(self, schedule_id: str) -> dict[str, Any]:
         return dict(self.json("GET", f"/v1/schedules/{_segment(schedule_id)}"))
 
+    def change_schedule(self, schedule_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.json("PATCH", f"/v1/schedules/{_segment(schedule_id)}", json=body))
+
     def delete_schedule(self, schedule_id: str) -> None:
         self.request("DELETE", f"/v1/schedules/{_segment(schedule_id)}")
 

@@ -1,4 +1,5 @@
-"""`jobq schedules create|list|show|delete`: the caller's schedules (admins: any owner's) through the API."""
+"""`jobq schedules create|list|show|pause|resume|delete`: the caller's schedules (admins: any owner's),
+through the API."""
 
 from __future__ import annotations
 
@@ -98,6 +99,35 @@ def show_schedule(
     out().print(grid)
 
 
+@schedules_app.command("pause")
+def pause_schedule(
+    ctx: typer.Context, schedule_id: Annotated[str, typer.Argument(metavar="ID", help="A schedule id.")]
+) -> None:
+    """Pause a schedule: no runs until it is resumed."""
+    _set_paused(ctx, schedule_id, True)
+
+
+@schedules_app.command("resume")
+def resume_schedule(
+    ctx: typer.Context, schedule_id: Annotated[str, typer.Argument(metavar="ID", help="A schedule id.")]
+) -> None:
+    """Resume a paused schedule from its next slot after now (slots missed while paused are skipped)."""
+    _set_paused(ctx, schedule_id, False)
+
+
+def _set_paused(ctx: typer.Context, schedule_id: str, paused: bool) -> None:
+    options = api_options(ctx)
+    with handled(), options.connect() as api:
+        schedule = api.change_schedule(schedule_id, {"paused": paused})
+    if options.as_json:
+        print_json(schedule)
+        return
+    line = Text.assemble("paused " if paused else "resumed ", (schedule["id"], "bold"))
+    if not paused:
+        line.append(f"  next run {when(schedule.get('next_run_at'))} UTC")
+    out().print(line)
+
+
 @schedules_app.command("delete")
 def delete_schedule(
     ctx: typer.Context,
@@ -134,6 +164,6 @@ def schedules_table(schedules: list[dict[str, Any]]) -> Table:
             schedule["type"] if schedule.get("type_registered", True) else f"{schedule['type']} (gone)",
             timetable(schedule),
             runs,
-            when(upcoming) if upcoming else Text("over", style="dim"),
+            when(upcoming) if upcoming else Text("paused" if schedule.get("paused") else "over", style="dim"),
         )
     return table

@@ -46,6 +46,12 @@ def test_create_list_show_delete(cli: Cli) -> None:
     shown = cli("schedules", "show", schedule_id, key=alice)
     assert shown.exit_code == 0 and "Europe/Berlin" in shown.stdout and '"value":1' in shown.stdout
 
+    paused = cli("schedules", "pause", schedule_id, key=alice)
+    assert paused.exit_code == 0 and f"paused {schedule_id}" in paused.stdout
+    assert table_rows(cli("schedules", "list", key=alice).stdout)[0][4] == "paused"
+    resumed = cli.json("schedules", "resume", schedule_id, key=alice)
+    assert resumed["paused"] is False and resumed["next_run_at"] is not None
+
     deleted = cli("schedules", "delete", schedule_id, "--yes", key=alice)
     assert deleted.exit_code == 0 and schedule_id in deleted.stdout
     assert [s["id"] for s in cli.json("schedules", "list", key=alice)["schedules"]] == [every["id"]]

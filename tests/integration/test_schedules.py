@@ -299,3 +299,16 @@ async def test_a_schedule_whose_job_no_longer_fits_skips_its_slot_and_blocks_no_
     assert (claimed.job.idempotency_key or "").startswith(f"schedule:{small.id}:")
     skipped = await strict.scheduler.get(big.id)
     assert (skipped.fired, skipped.next_slot) == (0, round((clock.now + MINUTE) * 1000))
+
+
+async def test_a_paused_schedule_fires_nothing_and_resumes_from_now(engine: Engine, clock: FakeClock) -> None:
+    schedule = await engine.scheduler.create(spec())
+    paused = await engine.scheduler.update(schedule.id, {}, paused=True)
+    assert (paused.paused, paused.next_slot) == (True, None)
+    clock.advance(10 * MINUTE + 30)
+    assert await engine.due() == {}  # nothing to wake for
+    assert await engine.claim("tick", 10) == []
+    resumed = await engine.scheduler.update(schedule.id, {}, paused=False)
+    assert resumed.next_slot == round((clock.now + 30) * 1000)  # slots missed while paused are skipped
+    clock.advance(30)
+    assert len(await engine.claim("tick", 10)) == 1

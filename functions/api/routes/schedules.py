@@ -61,13 +61,14 @@ async def get_schedule(schedule_id: str, user: CurrentUser, services: ServicesDe
 async def update_schedule(
     schedule_id: str, body: ScheduleUpdate, user: CurrentUser, services: ServicesDep
 ) -> SchedulePublic:
-    """Change the fields given; the next run is worked out again from now (a slot already fired never
-    fires again), the count of runs stays."""
+    """Change the fields given. A new timetable (cron, every_seconds, timezone, start_at) moves the next
+    run to its first slot after now (a slot already fired never fires again); `paused` pauses or resumes
+    (resumed, it goes on from now: slots missed while paused are skipped); the count of runs stays."""
     scheduler = services.engine.scheduler
     current = await scheduler.get(schedule_id, owner=owner_scope(user))
     job = None if body.job is None else _job(body.job, user, services, current.job.owner)
-    timetable = body.model_dump(exclude_unset=True, exclude={"job"})
-    changed = await scheduler.update(schedule_id, timetable, job, owner=owner_scope(user))
+    timetable = body.model_dump(exclude_unset=True, exclude={"job", "paused"})
+    changed = await scheduler.update(schedule_id, timetable, job, paused=body.paused, owner=owner_scope(user))
     return SchedulePublic.of(changed, services.registry)
 
 
