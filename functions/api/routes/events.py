@@ -205,14 +205,19 @@ async def _feed_stream(
     feed: OwnerFeed, queues: list[str], poll: float, max_seconds: float
 ) -> AsyncIterator[str]:
     refreshed = time.monotonic()
+    sent = feed.cursor.encode()
 
     async def frames() -> list[str]:
-        nonlocal queues, refreshed
+        nonlocal queues, refreshed, sent
         queues, refreshed = await _queues(feed, queues, refreshed)
         updates = await feed.poll(queues)
+        position, moved = feed.cursor.encode(), feed.cursor.encode() != sent
+        sent = position
+        if not updates:  # other owners' events moved the cursor: a bare id, so a resume skips them too
+            return [f"id: {position}\n\n"] if moved else []
         last = len(updates) - 1  # the id on the batch's last event: a resume never skips one
         return [
-            sse("job", update.model_dump_json(), feed.cursor.encode() if index == last else None)
+            sse("job", update.model_dump_json(), position if index == last else None)
             for index, update in enumerate(updates)
         ]
 
