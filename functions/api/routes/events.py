@@ -147,7 +147,19 @@ FEED_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
         "description": "text/event-stream of `hello` and `job` (JobUpdate) events; JSON (JobUpdates) with "
         "?wait=N",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {
+            "text/event-stream": {
+                "schema": {  # one event (OpenAPI before 3.2); `data` is JSON text
+                    "type": "object",
+                    "properties": {
+                        "event": {"type": "string", "enum": ["hello", "job", "error"]},
+                        "data": {"type": "string"},
+                        "id": {"type": "string"},
+                        "retry": {"type": "integer"},
+                    },
+                }
+            }
+        },
     },
 }
 
