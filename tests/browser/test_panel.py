@@ -156,14 +156,15 @@ def run_scenario(
 
     # A job goes live from waiting to completed, with its progress and log line on the way.
     assert admin.post("/v1/queues/panel/pause").status_code == 200
-    job = submit(alice, "render", "report.pdf", ROOM)
+    job = submit(alice, "render", "report.pdf <img id=pwned src=x>", ROOM)  # job data is text, not markup
     item = panel.locator(f'li[data-id="{job}"]')
     expect(item.locator(".state")).to_have_text("waiting")
     expect(item.locator(".type")).to_have_text("render")
     assert admin.post("/v1/queues/panel/resume").status_code == 200
     expect(item.locator(".state")).to_have_text("active")
     expect(item.locator("progress")).to_have_js_property("value", 50)
-    expect(item.locator("pre")).to_have_text("rendering report.pdf")
+    expect(item.locator("pre")).to_have_text("rendering report.pdf <img id=pwned src=x>")
+    assert page.locator("#pwned").count() == 0
     switches.release.set()
     expect(item.locator(".state")).to_have_text("completed")
     expect(item.locator(".cancel")).to_be_hidden()
