@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from functions.api.auth import Principal
+from functions.api.events import OwnerFeed, StreamCursor, Watch
 from functions.api.ratelimit import SubmitLimiter
 from shared.engine import Engine
 from shared.models import ClaimedJob, JobSpec, Outcome
@@ -36,8 +37,8 @@ def table() -> dict[str, int]:
     return {row["op"]: int(row["count"]) for row in ROW.finditer(match.group(1))}
 
 
-def specs(n: int, queue: str = "echo") -> list[JobSpec]:
-    return [JobSpec(type="echo", queue=queue, payload=PAYLOAD, owner="alice") for _ in range(n)]
+def specs(n: int, queue: str = "echo", owner: str = "alice") -> list[JobSpec]:
+    return [JobSpec(type="echo", queue=queue, payload=PAYLOAD, owner=owner) for _ in range(n)]
 
 
 def nightly() -> ScheduleSpec:
@@ -60,6 +61,7 @@ class Ops:
         self.claimed: list[ClaimedJob] = []
         self.waiting_id = ""
         self.schedule_id = ""
+        self.feed = OwnerFeed(engine, Watch(owner="alice"), StreamCursor(base=0))
 
     async def drain(self, queue: str = "echo") -> None:
         while claimed := await self.engine.claim(queue, 1000):
@@ -106,6 +108,16 @@ class Ops:
         async def to_delete() -> None:
             self.schedule_id = (await e.scheduler.create(nightly())).id
 
+        async def caught_up(owner: str | None = None) -> None:
+            """alice's event stream read to its end; then `owner`'s 100 jobs submitted (not counted)."""
+            while await self.feed.cursor.read(e, ["echo"]):
+                pass
+            if owner is not None:
+                await e.enqueue(specs(100, owner=owner))
+
+        async def poll(changed: int) -> None:
+            assert len(await self.feed.poll(["echo"])) == changed
+
         who = Principal(owner="alice", admin=False, credential="key:table")
         return {
             "submit 1 job to an idle queue": (self.drain, lambda: e.enqueue(specs(1))),
@@ -126,6 +138,15 @@ class Ops:
             "tick with 10 schedules between firings": (lambda: schedules(10), e.due),
             "fire a due schedule and claim its job": (due_schedule, fire),
             "delete a schedule": (to_delete, lambda: e.scheduler.delete(self.schedule_id)),
+            "owner event stream poll: nothing new": (caught_up, lambda: poll(0)),
+            "owner event stream poll: 100 of the owner's jobs changed": (
+                lambda: caught_up("alice"),
+                lambda: poll(100),
+            ),
+            "owner event stream poll: 100 other owners' jobs changed": (
+                lambda: caught_up("bob"),
+                lambda: poll(0),
+            ),
         }
 
     async def _two(self, claimed: Callable[[int], Awaitable[None]]) -> None:
