@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from functions.consumer.runtime import run_bounded
 from shared.engine import Engine
 from shared.errors import JobNotFoundError, ValidationError
 from shared.models import ClaimedJob, JobSpec, Outcome, State
@@ -258,9 +259,8 @@ async def test_an_edit_racing_a_firing_loses_neither(engine_factory: EngineFacto
     consumers = [engine_factory(clock=clock) for _ in range(3)]
     schedule = await consumers[0].scheduler.create(spec())
     clock.advance(MINUTE)
-    *took, changed = await asyncio.gather(
-        *(c.claim("tick", 10) for c in consumers), consumers[0].scheduler.update(schedule.id, {"limit": 5})
-    )
+    claims = asyncio.gather(*(c.claim("tick", 10) for c in consumers))
+    took, changed = await asyncio.gather(claims, consumers[0].scheduler.update(schedule.id, {"limit": 5}))
     assert sum(len(part) for part in took) == 1  # the slot fired once (an edit of the limit keeps it)...
     stored = await consumers[0].scheduler.get(schedule.id)
     assert stored.limit == 5 and stored.version >= changed.version  # ...and the edit was kept
@@ -312,3 +312,28 @@ async def test_a_paused_schedule_fires_nothing_and_resumes_from_now(engine: Engi
     assert resumed.next_slot == round((clock.now + 30) * 1000)  # slots missed while paused are skipped
     clock.advance(30)
     assert len(await engine.claim("tick", 10)) == 1
+
+
+class Wakes:
+    """A trigger that records the delayed wake-ups a bounded run asks for."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def fire(self, lane: str, *, delay: float = 0.0) -> None:
+        self.delays.append(delay)
+
+
+async def test_a_bounded_run_books_a_wake_for_a_slot_before_the_next_tick(
+    make_runtime: MakeRuntime, consumer_registry: Registry
+) -> None:
+    runtime = make_runtime(wait_due=0.0)  # a Lambda-like run: it waits for nothing
+    wakes = Wakes()
+    runtime.trigger = wakes
+    job = spec_for(consumer_registry, "echo", {"value": 7}, owner="alice")
+    schedule = await runtime.engine.scheduler.create(ScheduleSpec(job=job, every_seconds=20))
+    report = await run_bounded(runtime, 5)
+    assert report.next_due is not None and stored_ms(report.next_due) == schedule.next_slot
+    assert len(wakes.delays) == 1 and 0 < wakes.delays[0] <= 20  # before the 60 s tick: a wake is booked
+    await run_bounded(runtime, 5)
+    assert len(wakes.delays) == 1  # the same slot's wake is pending: not booked twice

@@ -40,8 +40,8 @@ def schedule(now: datetime, **timetable: Any) -> Schedule:
     return made
 
 
-def berlin(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=BERLIN)
+def berlin(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=BERLIN)
 
 
 def test_a_time_skipped_by_the_spring_change_runs_at_the_first_valid_minute() -> None:
