@@ -337,3 +337,20 @@ async def test_a_bounded_run_books_a_wake_for_a_slot_before_the_next_tick(
     assert len(wakes.delays) == 1 and 0 < wakes.delays[0] <= 20  # before the 60 s tick: a wake is booked
     await run_bounded(runtime, 5)
     assert len(wakes.delays) == 1  # the same slot's wake is pending: not booked twice
+
+
+async def test_an_idle_consumer_run_with_ten_schedules_is_one_read(
+    make_runtime: MakeRuntime, consumer_registry: Registry, gateway: Any
+) -> None:
+    runtime = make_runtime(wait_due=0.0)
+    job = spec_for(consumer_registry, "echo", {"value": 7}, owner="alice")
+    for hours in range(1, 11):
+        await runtime.engine.scheduler.create(ScheduleSpec(job=job, every_seconds=hours * 3600))
+    await runtime.consumer.drain(5)  # reads the set of queues once
+    before = gateway.command_count()
+    report = await runtime.consumer.drain(5)
+    reads = 1 if gateway.backend != "cluster" else len(await runtime.engine.tick_queues())
+    assert (
+        gateway.command_count() - before == reads
+    )  # one MGET of the due keys (a GET per queue on a cluster)
+    assert (report.claims, report.claimed) == (0, 0)
