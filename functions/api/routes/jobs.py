@@ -30,7 +30,7 @@ from shared.errors import (
     ValidationError,
 )
 from shared.limits import MAX_METADATA_BYTES
-from shared.models import NAME_PATTERN, TAG_PATTERN, JobSpec, State
+from shared.models import NAME_PATTERN, TAG_PATTERN, JobSpec, State, debounce_conflict
 from shared.priorities import priority_value
 from shared.triggers import Trigger
 
@@ -163,6 +163,12 @@ def job_spec(body: JobCreate, user: Principal, services: Services) -> JobSpec:
     """The job type's spec for a request body, refused before the submit counts against the caller's rate
     when it is too large or its timeout fits no consumer lane (it would starve)."""
     job_type = services.registry.get(body.type)
+    scheduled = body.delay_seconds is not None or body.run_at is not None
+    conflict = debounce_conflict(
+        singleton_key=body.singleton_key, scheduled=scheduled, idempotency_key=body.idempotency_key
+    )
+    if body.debounce is not None and conflict:
+        raise ValidationError(conflict[1], field=conflict[0])
     spec = job_type.spec(
         body.payload,
         owner=user.owner,
@@ -175,6 +181,8 @@ def job_spec(body: JobCreate, user: Principal, services: Services) -> JobSpec:
         idempotency_key=body.idempotency_key,
         metadata=body.metadata,
         tags=body.tags,
+        singleton_key=body.singleton_key,
+        debounce=body.debounce,
     )
     if len(dumps(spec.payload).encode()) > services.settings.max_payload_bytes:
         raise PayloadTooLargeError(
