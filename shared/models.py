@@ -82,16 +82,15 @@ class Debounce(BaseModel):
 
 def debounce_conflict(
     *, singleton_key: str | None, scheduled: bool, idempotency_key: str | None
-) -> tuple[str, str] | None:
-    """(field, message) when a debounced submit asks for what debounce decides itself, else None: its run
-    time is its window's (`scheduled`: a delay or run-at was given), and a repeat of its submit is itself
-    debounced."""
+) -> str | None:
+    """Why a debounced submit cannot also ask for this, else None: its run time is its window's
+    (`scheduled`: a delay or run-at was given), and a repeat of its submit is itself debounced."""
     if singleton_key is not None:
-        return "singleton_key", "give debounce or singleton_key, not both"
+        return "give debounce or singleton_key, not both"
     if scheduled:
-        return "run_at", "a debounced job runs when its window ends: give no delay or run_at"
+        return "a debounced job runs when its window ends: give no delay or run_at"
     if idempotency_key is not None:
-        return "idempotency_key", "a debounced job takes no idempotency key: a repeated submit is debounced"
+        return "a debounced job takes no idempotency key: a repeated submit is debounced"
     return None
 
 
@@ -127,7 +126,7 @@ class JobSpec(BaseModel):
             singleton_key=self.singleton_key, scheduled=scheduled, idempotency_key=self.idempotency_key
         )
         if self.debounce is not None and conflict:
-            raise ValueError(conflict[1])
+            raise ValueError(conflict)
         return self
 
     @field_validator("run_at")

@@ -4,7 +4,8 @@
 -- Singleton (`sg`): at most one queued or active job per key (per queue and owner): a submit while one
 -- holds the key is refused (singleton_conflict, naming it). Debounce (`db`): a submit while the key's
 -- job still waits out its window joins it: that job takes this submit's record (the last payload wins)
--- and its run-at moves to now + the window, no later than its first submit + the longest wait. Both
+-- and its run-at moves to now + the window (never earlier), no later than its first submit + the longest
+-- wait. Both
 -- hold their key in the queue's dedup hash (lib.lua release_holds).
 -- KEYS: one block per queue (lib.lua block), then the listing and idempotency keys the plan points at.
 -- ARGV[1] now ms (the submitter's clock, as in the job ids), ARGV[2] JSON plan (shared/scriptcalls.py
@@ -76,7 +77,8 @@ for _, g in ipairs(plan.g) do
       local holder = redis.call('HGET', Q.dedup, 'd:' .. job.db)
       local m = holder and live(Q, holder)
       if m and m.s == 'queued' and (tonumber(m.ra) or 0) > now then
-        local at = math.min(now + job.dw, id_ms(holder) + job.dm)
+        -- Never earlier than it was (concurrent submitters' clocks differ by a little).
+        local at = math.min(math.max(tonumber(m.ra), now + job.dw), id_ms(holder) + job.dm)
         m.ra = at
         joined = pack_m(m)
         fields[#fields + 1] = holder; fields[#fields + 1] = job.d

@@ -168,7 +168,7 @@ def job_spec(body: JobCreate, user: Principal, services: Services) -> JobSpec:
         singleton_key=body.singleton_key, scheduled=scheduled, idempotency_key=body.idempotency_key
     )
     if body.debounce is not None and conflict:
-        raise ValidationError(conflict[1], field=conflict[0])
+        raise ValidationError(conflict, field="debounce")
     spec = job_type.spec(
         body.payload,
         owner=user.owner,
