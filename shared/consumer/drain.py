@@ -111,8 +111,8 @@ class Consumer:
         finally:
             self._run = None
         summary = (
-            "consumer run: claimed %d, completed %d, failed %d, retried %d, cancelled %d, handed back %d, "
-            "lost %d in %.1f s (%d claims); stopped: %s"
+            "consumer run: claimed %d, completed %d, failed %d, retried %d, slept %d, cancelled %d, "
+            "handed back %d, lost %d in %.1f s (%d claims); stopped: %s"
         )
         level = logging.INFO if report.claimed or report.lost else logging.DEBUG
         log.log(
@@ -122,6 +122,7 @@ class Consumer:
             report.completed,
             report.failed,
             report.retried,
+            report.slept,
             report.cancelled,
             report.released,
             report.lost,

@@ -149,7 +149,7 @@ async def test_a_sleeping_job_is_delayed_until_its_wake_time(runtimes: Runtimes,
     runtime = runtimes()
     job_id = await submit(runtime, "pipeline", tmp_path / "ledger", sleep=60.0)
     report = await runtime.consumer.drain(5)
-    assert report.claimed == 1
+    assert (report.claimed, report.slept, report.retried) == (1, 1, 0)
     job = await runtime.engine.get(job_id)
     assert job.state == State.DELAYED and job.attempts == 0
     assert job.run_at is not None and job.run_at.timestamp() * 1000 == job.steps["sleep:1"]
