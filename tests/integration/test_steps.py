@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from functions.consumer.runtime import ConsumerRuntime, build_runtime
+from functions.consumer.runtime import ConsumerRuntime, build_runtime, run_bounded
 from shared.consumer import ConsumerConfig
 from shared.context import JobContext, Sleep
 from shared.engine import Engine
@@ -23,6 +24,7 @@ from shared.errors import PayloadTooLargeError, StepLimitError
 from shared.limits import MAX_STEP_BYTES, MAX_STEPS, MAX_STEPS_BYTES
 from shared.models import ClaimedJob, ErrorKind, Job, JobSpec, Lease, Outcome, State
 from shared.settings import Settings
+from shared.triggers import Trigger
 from tests.integration.steps_jobs import PIPELINE_TIMEOUT, build_registry, ledger_lines
 from tests.support.api_fixtures import gateway_settings
 from tests.support.consumer_fixtures import poll, prefix_for
@@ -41,8 +43,9 @@ def steps_settings(gateway: Any, unique_name: str) -> Settings:
 async def runtimes(steps_settings: Settings) -> AsyncIterator[Runtimes]:
     made: list[ConsumerRuntime] = []
 
-    def make(**config: Any) -> ConsumerRuntime:
-        runtime = build_runtime(steps_settings, registry=build_registry(), config=ConsumerConfig(**config))
+    def make(trigger: Trigger | None = None, **config: Any) -> ConsumerRuntime:
+        registry, settings = build_registry(), ConsumerConfig(**config)
+        runtime = build_runtime(steps_settings, registry=registry, config=settings, trigger=trigger)
         made.append(runtime)
         return runtime
 
@@ -157,6 +160,29 @@ async def test_a_sleeping_job_is_delayed_until_its_wake_time(runtimes: Runtimes,
     assert due[job.queue] == job.steps["sleep:1"] / 1000  # the due index wakes a consumer then
     cancelled = await runtime.engine.cancel(job_id)
     assert cancelled.state == State.CANCELLED
+
+
+class Fired:
+    """A trigger that keeps what it was asked to fire (the Lambda wake-up a bounded run books)."""
+
+    def __init__(self) -> None:
+        self.fired: list[tuple[str, float]] = []
+
+    async def fire(self, lane: str, *, delay: float = 0.0) -> None:
+        self.fired.append((lane, delay))
+
+
+async def test_a_bounded_run_books_a_wake_up_for_a_sleeping_job(runtimes: Runtimes, tmp_path: Path) -> None:
+    trigger = Fired()
+    runtime = runtimes(trigger=trigger)
+    job_id = await submit(runtime, "pipeline", tmp_path / "ledger", sleep=20.0)
+    report = await run_bounded(runtime, 10)  # a Lambda run: it ends, nothing waits for the sleep
+    assert (report.claimed, report.slept) == (1, 1)
+    job = await runtime.engine.get(job_id)
+    assert job.state == State.DELAYED and job.run_at is not None
+    [(lane, delay)] = trigger.fired
+    assert lane == runtime.lane
+    assert delay == pytest.approx(job.run_at.timestamp() - time.time(), abs=1.0)
 
 
 async def claim_one(engine: Engine, queue: str, **kwargs: Any) -> ClaimedJob:
