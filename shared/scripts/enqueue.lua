@@ -66,6 +66,12 @@ end
 
 local asked, asked_list = {}, {}
 local listing, listing_order = {}, {}
+local function list_in(ix, unique)
+  local list = listing[ix]
+  if not list then list = {}; listing[ix] = list; listing_order[#listing_order + 1] = ix end
+  list[#list + 1] = 0
+  list[#list + 1] = unique
+end
 for _, g in ipairs(plan.g) do
   local Q = block(g.b)
   local s = meta(Q, now)
@@ -87,6 +93,8 @@ for _, g in ipairs(plan.g) do
         delayed[#delayed + 1] = holder
         dids[#dids + 1] = holder
         mlower(s, 'nd', at)
+        -- Its tag listings follow the record it took (job.ix[1] is the owner's listing, which has it).
+        for k = 2, #job.ix do list_in(job.ix[k], holder) end
         replies[job.i + 1] = {2, holder, joined}
       end
     end
@@ -111,12 +119,7 @@ for _, g in ipairs(plan.g) do
         dids[#dids + 1] = job.u
         mlower(s, 'nd', at)
       end
-      for _, ix in ipairs(job.ix) do
-        local list = listing[ix]
-        if not list then list = {}; listing[ix] = list; listing_order[#listing_order + 1] = ix end
-        list[#list + 1] = 0
-        list[#list + 1] = job.u
-      end
+      for _, ix in ipairs(job.ix) do list_in(ix, job.u) end
       if job.ik > 0 then
         redis.call('SET', KEYS[job.ik], job.u .. '.' .. g.q .. '|' .. job.ih, 'PX', plan.w)
       end

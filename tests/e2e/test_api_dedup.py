@@ -157,6 +157,10 @@ async def test_a_concurrent_debounce_burst_makes_one_run(
     assert job["run_at"] == max(r.json()["run_at"] for r in burst)  # the window never moves back
     listed = (await api.get("/v1/jobs", headers=alice)).json()["jobs"]
     assert [j["id"] for j in listed] == [job_id]
+    # A joining submit's tags list the job it joined.
+    tagged = await submit(api, alice, payload={"message": "tagged"}, debounce=debounce, tags=["late"])
+    assert tagged.json()["id"] == job_id
+    assert [j["id"] for j in (await api.get("/v1/jobs?tag=late", headers=alice)).json()["jobs"]] == [job_id]
     # Another owner's key of the same text is another key.
     assert (await submit(api, bob, debounce=debounce)).json()["id"] != job_id
 
