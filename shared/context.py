@@ -213,8 +213,8 @@ class JobContext:
 
 
 def _check_step_name(name: str) -> None:
-    if not isinstance(name, str) or not 1 <= len(name) <= MAX_STEP_NAME_CHARS:
-        raise ValueError(f"a step name is a string of 1 to {MAX_STEP_NAME_CHARS} characters")
+    if not isinstance(name, str) or not 1 <= len(name) <= MAX_STEP_NAME_CHARS or not name.isprintable():
+        raise ValueError(f"a step name is printable text of 1 to {MAX_STEP_NAME_CHARS} characters")
 
 
 def _step_json(name: str, result: Any) -> str:

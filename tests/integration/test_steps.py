@@ -256,8 +256,9 @@ async def test_context_steps_without_an_engine() -> None:
     assert await ctx.step("double", work, 99) == 42 and calls == [21]
     with pytest.raises(StepLimitError, match="'nan'"):
         await ctx.step("nan", lambda: float("nan"))
-    with pytest.raises(ValueError, match="step name"):
-        await ctx.step("", work, 1)
+    for bad in ("", "x" * 101, "tab\there", "\ud800"):
+        with pytest.raises(ValueError, match="step name"):
+            await ctx.step(bad, work, 1)
     with pytest.raises(Sleep) as slept:
         await ctx.sleep(5)
     assert (slept.value.step, slept.value.seconds) == ("sleep:1", 5.0)
