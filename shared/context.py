@@ -98,7 +98,7 @@ class JobContext:
         self.steps: dict[str, Any] = dict(job.steps)  # recorded steps, name -> result (from the claim)
         self._record_step = record_step  # None: steps are kept in this context only (tests, tools)
         self._wall = wall
-        self._sleeps = 0  # sleeps asked for in this invocation: names unnamed ones "sleep:<n>"
+        self._sleeps = 0  # unnamed sleeps asked for in this invocation: they are "sleep:<n>"
 
     def progress(self, pct: int) -> Done:
         """Record progress 0-100; the latest value is sent with the next flush."""
@@ -167,7 +167,8 @@ class JobContext:
             raise TypeError("seconds must be a number")
         if not 0 <= seconds <= MAX_SLEEP_SECONDS:
             raise ValueError(f"seconds must be from 0 to {MAX_SLEEP_SECONDS}")
-        self._sleeps += 1
+        if name is None:  # unnamed sleeps are numbered among themselves, so a named one shifts none
+            self._sleeps += 1
         step = name if name is not None else f"sleep:{self._sleeps}"
         _check_step_name(step)
         if step in self.steps:

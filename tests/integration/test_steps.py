@@ -264,6 +264,13 @@ async def test_context_steps_without_an_engine() -> None:
     assert (slept.value.step, slept.value.seconds) == ("sleep:1", 5.0)
     ctx.steps["sleep:2"] = 0  # as if recorded: the next unnamed sleep returns at once
     await ctx.sleep(5)
+    timed = JobContext(ClaimedJob(job=job, token="1.a", lease_until=datetime.now(UTC)), wall=lambda: 1000.0)
+    with pytest.raises(Sleep) as until:
+        await timed.sleep_until(1010.5, name="wake")
+    assert (until.value.step, until.value.seconds) == ("wake", 10.5)
+    with pytest.raises(Sleep) as past:
+        await timed.sleep_until(datetime.fromtimestamp(900, UTC))
+    assert (past.value.step, past.value.seconds) == ("sleep:1", 0.0)
     for i in range(MAX_STEPS - len(ctx.steps)):
         await ctx.step(f"n{i}", lambda: None)
     with pytest.raises(StepLimitError, match=str(MAX_STEPS)):
