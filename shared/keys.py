@@ -80,6 +80,9 @@ class QueueKeys:
         owner text can reach into another's key)."""
         return self._key("tag", _digest(owner), tag)
 
+    def dedup(self) -> str:
+        return self._key("dedup")
+
     def schedules(self) -> str:
         return self._key("schedules")
 

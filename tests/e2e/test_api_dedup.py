@@ -35,8 +35,8 @@ async def submit(api: httpx.AsyncClient, headers: dict[str, str], **body: Any) -
 
 
 async def held(engine: Engine, queue: str) -> int:
-    """Singleton and debounce keys held in the queue (its dedup hash, the block's last key)."""
-    return int(await engine.store.command("HLEN", engine.keys.queue(queue).block()[-1]))
+    """Singleton and debounce keys held in the queue (its dedup hash)."""
+    return int(await engine.store.command("HLEN", engine.keys.queue(queue).dedup()))
 
 
 # Singleton.

@@ -207,7 +207,7 @@ class EngineMachine(RuleBasedStateMachine):
     @invariant()
     def a_singleton_key_has_one_live_job_and_is_held_only_by_it(self) -> None:
         held = as_fields(
-            self.run(self.engine.store.command("HGETALL", self.engine.keys.queue(QUEUE).block()[-1]))
+            self.run(self.engine.store.command("HGETALL", self.engine.keys.queue(QUEUE).dedup()))
         )
         live: dict[str, list[str]] = {}
         for job_id, key in self.singletons.items():

@@ -35,6 +35,7 @@ def test_every_key_is_pinned() -> None:
     assert re.fullmatch(r"jobq:\{mail\}:tag:[0-9a-f]{32}:project:42", mail.tag_jobs("alice", "project:42"))
     assert re.fullmatch(r"jobq:\{mail\}:idem:[0-9a-f]{32}", mail.idempotency("alice", "k1"))
     assert mail.schedules() == "jobq:{mail}:schedules"
+    assert mail.dedup() == "jobq:{mail}:dedup"
     assert re.fullmatch(r"jobq:\{mail\}:schedule_owner:[0-9a-f]{32}", mail.owner_schedules("alice"))
 
 
