@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from shared.limits import MAX_LOG_LINE_BYTES, MAX_LOG_LINES
-from shared.models import ClaimedJob, ProgressUpdate
+from shared.models import ClaimedJob, Job, ProgressUpdate
 
 
 def clip_line(line: str, limit: int = MAX_LOG_LINE_BYTES) -> str:
@@ -46,6 +46,7 @@ class JobContext:
         *,
         deadline: float = float("inf"),
         clock: Callable[[], float] = time.monotonic,
+        children: Callable[[Job], Awaitable[list[Job]]] | None = None,
     ) -> None:
         job = claimed.job
         self.job = job
@@ -63,6 +64,15 @@ class JobContext:
         self.cancel_requested = False  # the user asked to cancel (as opposed to a lost lease)
         self.lease_lost = False
         self._cancelled_event: asyncio.Event | None = None
+        self._children = children
+
+    async def children(self) -> list[Job]:
+        """The jobs this one waited for (its flow children, then its depends_on), with their states,
+        results and errors; a failed child whose policy is "ignore" is left out. One read per queue
+        among them (Engine.children); [] for a job that waited for none."""
+        if self._children is None or not (self.job.children or self.job.depends_on):
+            return []
+        return await self._children(self.job)
 
     def progress(self, pct: int) -> Done:
         """Record progress 0-100; the latest value is sent with the next flush."""

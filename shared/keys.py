@@ -21,7 +21,8 @@ PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 STATE_INDEXES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 
 # A queue's fixed block of keys, in the order every script receives them (lib.lua `block`).
-BLOCK = ("jobs", *STATE_INDEXES, "meta", "due", "events", "owners", "fair")
+# "children" (last): jobs waiting for their flow children or dependencies (state waiting-children).
+BLOCK = ("jobs", *STATE_INDEXES, "meta", "due", "events", "owners", "fair", "children")
 
 
 @dataclass(frozen=True)

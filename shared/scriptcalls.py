@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypedDict, TypeVar
+from typing import Any, Generic, Literal, NotRequired, TypedDict, TypeVar
 
 from shared.codec import dumps
 from shared.store import Store
@@ -41,6 +41,13 @@ class EnqueueJob(TypedDict):
     ih: str  # request hash
     ix: list[int]  # KEYS indexes of listing indexes
     ln: str  # consumer lane
+    fc: NotRequired[list[str]]  # its flow children's ids (created in this call)
+    fp: NotRequired[list[tuple[str, str]]]  # its flow parent's id and the failure policy code
+    dx: NotRequired[list[str]]  # ids of existing jobs it depends on
+
+
+# Blocks of the queues a call may reach through flows: (queue, KEYS index before its block), its own first.
+FlowQueues = list[tuple[str, int]]
 
 
 class EnqueueGroup(TypedDict):
@@ -54,6 +61,7 @@ class EnqueuePlan(TypedDict):
     tr: int  # trigger expiry ms
     cap: int  # listing index cap
     g: list[EnqueueGroup]
+    fq: FlowQueues
 
 
 class ClaimPlan(TypedDict):
@@ -63,6 +71,7 @@ class ClaimPlan(TypedDict):
     nonce: str
     max_timeout: float  # s; -1: any
     lanes: list[str]  # lanes whose pending trigger a claim that takes jobs clears; ["*"]: all
+    fq: NotRequired[FlowQueues]
 
 
 class FinishOutcome(TypedDict):
@@ -79,6 +88,7 @@ class FinishOutcome(TypedDict):
 class FinishPlan(TypedDict):
     o: list[FinishOutcome]
     u: float  # jitter draw in [0, 1)
+    fq: NotRequired[FlowQueues]
 
 
 class LeasePlan(TypedDict):
@@ -103,6 +113,7 @@ class ReportPlan(TypedDict):
 class JobPlan(TypedDict):
     id: str  # unique id
     owner: str  # "" for any
+    fq: NotRequired[FlowQueues]
 
 
 class RerunPlan(TypedDict, total=False):
@@ -110,6 +121,7 @@ class RerunPlan(TypedDict, total=False):
     id: str
     owner: str
     limit: int
+    fq: FlowQueues
 
 
 class ListPlan(TypedDict):

@@ -18,7 +18,7 @@ def test_every_key_is_pinned() -> None:
     assert keys.queues() == "jobq:queues"
     mail = keys.queue("mail")
     assert mail.block() == [f"jobq:{{mail}}:{part}" for part in BLOCK]
-    assert ("jobs", *STATE_INDEXES, "meta", "due", "events", "owners", "fair") == BLOCK
+    assert ("jobs", *STATE_INDEXES, "meta", "due", "events", "owners", "fair", "children") == BLOCK
     assert mail.state("waiting") == "jobq:{mail}:waiting"
     assert (mail.jobs(), mail.meta(), mail.due(), mail.events()) == (
         "jobq:{mail}:jobs",
