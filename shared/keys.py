@@ -54,6 +54,10 @@ class QueueKeys:
     def jobs(self) -> str:
         return self._key("jobs")
 
+    def waiting_children(self) -> str:
+        """Sorted set (score: since when) of the jobs waiting for their flow children or dependencies."""
+        return self._key("children")
+
     def meta(self) -> str:
         return self._key("meta")
 

@@ -103,7 +103,7 @@ local function flow_run(now)
       local f, dir = P.f, w[5]
       local bad = w[4] ~= 'completed' and w[2] == 'f'
       f.n = f.n - dir
-      if bad then f.f = f.f + dir end
+      if bad then f.f = math.max(0, f.f + dir) end -- a re-run parent forgot its children's failures
       P.dirty = true
       if dir == 1 and P.m.s == 'waiting-children' then
         if bad then
@@ -117,6 +117,8 @@ local function flow_run(now)
         P.m.s, P.m.fa, f.x = 'waiting-children', '', nil
         if f.n <= 0 then P.m.s, P.m.ra = 'queued', now end
         flow_notify(P.full, 'failed', P.p, -1)
+      elseif dir == -1 and P.m.s == 'queued' and f.n > 0 then
+        P.m.s = 'waiting-children' -- released but not yet running: it waits for the re-run child too
       end
     end
   end
@@ -183,6 +185,7 @@ local function flow_apply(now)
           local list = arrivals[s]
           if not list then list = {}; arrivals[s] = list; arrival_order[#arrival_order + 1] = s end
           list[#list + 1] = {r.h.p, u, r.h.o}
+          s.waiting = true -- for a due time the call computes at commit (lib.lua settle_leases)
           due_by(s, now)
           emit(s, 'waiting', {u})
         else

@@ -14,7 +14,7 @@ import pytest
 from shared.engine import Engine
 from shared.errors import ValidationError
 from shared.limits import MAX_FLOW_DEPTH, MAX_FLOW_NODES
-from shared.models import ClaimedJob, ErrorKind, JobError, JobSpec, Lease, Outcome, State
+from shared.models import ClaimedJob, ErrorKind, JobError, JobSpec, Lease, Outcome, QueueOptions, State
 from tests.support.engine_fixtures import EngineFactory, FakeClock
 
 
@@ -224,3 +224,17 @@ async def test_hostile_trees_are_refused_whole(engine: Engine) -> None:
         await engine.enqueue([delayed])
     assert late.value.field == "jobs[0].delay"
     assert (await engine.stats("hq")).counts[State.WAITING] == 0  # nothing half-written
+
+
+async def test_a_released_parent_is_due_in_a_queue_with_a_concurrency_limit(
+    engine_factory: EngineFactory,
+) -> None:
+    """A finish in a limited queue computes its due time afresh: the parent it released counts."""
+    engine = engine_factory(queue_options=lambda _queue: QueueOptions(concurrency=2))
+    root = node("parent", "limited", children=[node("child", "limited")])
+    parent, child = [r.job.id for r in (await engine.enqueue([root])).results]
+    [claimed] = await engine.claim("limited", 10)
+    assert claimed.job.id == child
+    await engine.finish([Outcome(job_id=child, token=claimed.token, status="completed")])
+    assert "limited" in await engine.due()
+    assert [c.job.id for c in await engine.claim("limited", 10)] == [parent]
