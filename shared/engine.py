@@ -112,7 +112,7 @@ from shared.store import Store
 
 _NAME = re.compile(NAME_PATTERN)
 _TAG = re.compile(TAG_PATTERN)
-_QUEUE_CURSOR = re.compile(r"^[1-6]\.[0-9]{1,9}$")
+_QUEUE_CURSOR = re.compile(r"^[1-7]\.[0-9]{1,9}$")
 _DEPENDENCY_ERROR = re.compile(r"^jobs\[([0-9]+)\]\.(depends_on\[[0-9]+\]) (.*)$")
 MAX_BATCH = 1000
 LEASE_MARGIN = 30.0  # seconds added to a job's timeout for its default lease

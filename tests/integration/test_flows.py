@@ -238,3 +238,16 @@ async def test_a_released_parent_is_due_in_a_queue_with_a_concurrency_limit(
     await engine.finish([Outcome(job_id=child, token=claimed.token, status="completed")])
     assert "limited" in await engine.due()
     assert [c.job.id for c in await engine.claim("limited", 10)] == [parent]
+
+
+async def test_listings_show_jobs_waiting_for_children(engine: Engine) -> None:
+    parent = (await engine.enqueue([orchestrator(engine)])).results[0].job.id
+    by_queue = await engine.list_jobs(queue="fq-orch", state=State.WAITING_CHILDREN)
+    assert [j.id for j in by_queue.jobs] == [parent]
+    everything = await engine.list_jobs(queue="fq-orch")
+    assert parent in [j.id for j in everything.jobs]
+    mine = await engine.list_jobs(owner="alice", state=State.WAITING_CHILDREN)
+    assert [j.id for j in mine.jobs] == [parent]
+    assert (await engine.stats("fq-orch")).counts[State.WAITING_CHILDREN] == 1
+    await engine.obliterate("fq-orch")
+    assert (await engine.stats("fq-orch")).counts[State.WAITING_CHILDREN] == 0
