@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from functions.api.routes import dashboard, events, flows, health, jobs, keys, metrics, queues
+from functions.api.routes import dashboard, events, flows, health, jobs, keys, metrics, panel, queues, tokens
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -15,4 +15,6 @@ ROUTERS: list[APIRouter] = [
     keys.router,
     metrics.router,
     dashboard.router,
+    tokens.router,
+    panel.router,
 ]
