@@ -251,3 +251,18 @@ async def test_listings_show_jobs_waiting_for_children(engine: Engine) -> None:
     assert (await engine.stats("fq-orch")).counts[State.WAITING_CHILDREN] == 1
     await engine.obliterate("fq-orch")
     assert (await engine.stats("fq-orch")).counts[State.WAITING_CHILDREN] == 0
+
+
+async def test_a_fresh_engine_cancels_and_revives_across_queues(engine_factory: EngineFactory) -> None:
+    """Cancel and retry from processes that never saw the submit reach every queue of the flow."""
+    submitter = engine_factory()
+    parent, flight, *others = [r.job.id for r in (await submitter.enqueue([orchestrator(submitter)])).results]
+    await run(engine_factory(), flight, fail=True)
+    assert await state(submitter, parent) is State.FAILED
+    revived = await engine_factory().retry(flight)
+    assert revived.state is State.WAITING
+    assert await state(submitter, parent) is State.WAITING_CHILDREN
+    cancelled = await engine_factory().cancel(parent)
+    assert cancelled.state is State.CANCELLED
+    for child in (flight, *others):
+        assert await state(submitter, child) is State.CANCELLED
