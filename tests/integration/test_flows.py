@@ -266,3 +266,27 @@ async def test_a_fresh_engine_cancels_and_revives_across_queues(engine_factory: 
     assert cancelled.state is State.CANCELLED
     for child in (flight, *others):
         assert await state(submitter, child) is State.CANCELLED
+
+
+async def test_a_cycle_whose_claim_reaps_a_child_of_an_unknown_queue(
+    engine_factory: EngineFactory, fake_clock: FakeClock
+) -> None:
+    """The claim of a finish-and-claim call meets a flow link into a queue the engine has not seen: the
+    call keeps its finish, the engine sends it again with that queue, and the finish counts once."""
+    if engine_factory().cluster:
+        pytest.skip("a flow across queues is refused on a Redis Cluster")
+    submitter, holder, cycler = (engine_factory(clock=fake_clock) for _ in range(3))
+    root = node("parent", "cy-parents", children=[node("child", "cy-children", max_attempts=1, timeout=5)])
+    parent, child = [r.job.id for r in (await submitter.enqueue([root])).results]
+    assert [c.job.id for c in await holder.claim("cy-children", 1)] == [child]
+    [plain] = [r.job.id for r in (await submitter.enqueue([node("plain", "cy-children")])).results]
+    [mine] = await cycler.claim("cy-children", 1)
+    assert mine.job.id == plain
+    fake_clock.advance(60)  # the child's lease runs out
+    finished, _ = await cycler.finish_and_claim(
+        [Outcome(job_id=plain, token=mine.token, status="completed")], "cy-children", 1
+    )
+    assert [f.ok for f in finished] == [True]
+    assert await state(submitter, child) is State.FAILED
+    assert await state(submitter, parent) is State.FAILED
+    assert (await submitter.stats("cy-children")).completed_total == 1
