@@ -41,6 +41,10 @@ class EnqueueJob(TypedDict):
     ih: str  # request hash
     ix: list[int]  # KEYS indexes of listing indexes
     ln: str  # consumer lane
+    sg: NotRequired[str]  # singleton key digest (keys.hold_digest)
+    db: NotRequired[str]  # debounce key digest
+    dw: NotRequired[int]  # debounce window ms
+    dm: NotRequired[int]  # debounce: longest wait after the first submit, ms
     fc: NotRequired[list[str]]  # its flow children's ids (created in this call)
     fp: NotRequired[list[tuple[str, str]]]  # its flow parent's id and the failure policy code
     dx: NotRequired[list[str]]  # ids of existing jobs it depends on
@@ -83,12 +87,20 @@ class FinishOutcome(TypedDict):
     ra: int | None  # retry after ms
     p: int | None  # progress
     g: list[str]  # log lines
+    sn: NotRequired[str]  # status "sleep": the sleep's step name as JSON text
 
 
 class FinishPlan(TypedDict):
     o: list[FinishOutcome]
     u: float  # jitter draw in [0, 1)
     fq: NotRequired[FlowQueues]
+
+
+class StepPlan(TypedDict):
+    id: str  # unique id
+    k: str  # token
+    n: str  # step name as JSON text
+    r: str  # result JSON
 
 
 class LeasePlan(TypedDict):
@@ -171,6 +183,7 @@ CLAIM = Script[ClaimPlan]("claim")
 FINISH = Script[FinishPlan]("finish")
 CYCLE = Cycle("cycle")
 EXTEND = Script[ExtendPlan]("extend")
+STEP = Script[StepPlan]("step")
 REPORT = Script[ReportPlan]("report")
 RELEASE = Script[LeasePlan]("release")
 CANCEL = Script[JobPlan]("cancel")

@@ -133,6 +133,12 @@ def job_panel(job: dict[str, Any]) -> Panel:
         rows.append(("idempotency key", job["idempotency_key"]))
     if job.get("tags"):
         rows.append(("tags", ", ".join(job["tags"])))
+    for key in ("singleton_key", "debounce_key"):
+        if job.get(key):
+            rows.append((key.replace("_", " "), job[key]))
+    if job.get("steps"):
+        names = ", ".join(job.get("step_results") or {})
+        rows.append(("steps", f"{job['steps']}: {names}"))
     if job.get("children") or job.get("depends_on"):
         waits = f"{len(job.get('children', []))} children, {len(job.get('depends_on', []))} dependencies"
         rows.append(("waits for", f"{waits} ({job.get('pending_children', 0)} still to end)"))

@@ -4,6 +4,8 @@
 -- the jobs waiting on it (flow.lua), in this call.
 -- KEYS: the queue's block (lib.lua block), then the blocks of other queues of its flows (plan.fq).
 -- ARGV[1] now ms or -1, ARGV[2] JSON plan {id: unique id, owner: owner or "" (any), fq}.
+-- A queued (or waiting-children) job cancelled releases its singleton and debounce keys (lib.lua
+-- release_holds).
 -- A cancelled job is kept for its queue's cancelled retention (lib.lua apply_retention).
 -- Returns JSON {now, j: the flat record after the change}; error not_found when missing or owned by another.
 local now = now_ms(ARGV[1])
@@ -26,6 +28,8 @@ if m.s == 'queued' or m.s == 'waiting-children' then
   local missing = flow_missing()
   if missing then return missing end
   rec[2] = pack_m(r.m)
+  release_holds(Q, 's', {{h, id}})
+  release_holds(Q, 'd', {{h, id}})
   flow_apply(now)
   apply_retention(meta(Q, now), {cancelled = true})
 elseif m.s == 'active' and m.x ~= '1' then

@@ -70,9 +70,9 @@ local function frec(full)
   if FS.recs[full] == nil then fload({full}) end
   return FS.recs[full]
 end
--- A record the script already read (lib.lua records: {d, m, e, g, r, f, p}) into the session.
+-- A record the script already read (lib.lua records: {d, m, e, g, r, s, f, p}) into the session.
 local function frec_of(full, Q, rec)
-  return FS.recs[full] or fput(full, Q, rec[1], rec[2], rec[6], rec[7], rec[3])
+  return FS.recs[full] or fput(full, Q, rec[1], rec[2], rec[7], rec[8], rec[3])
 end
 
 -- The error of a flow that cannot go on without other queues' keys; nil when the call has them all.

@@ -21,7 +21,7 @@ local function unend(ids, recs)
   for i, id in ipairs(ids) do
     local rec = recs[i]
     local waits = false
-    if rec[6] or rec[7] then
+    if rec[7] or rec[8] then
       local r = frec_of(id .. '.' .. self_queue, Q, rec)
       flow_notify(r.full, r.m.s, r.p, -1)
       if r.f then

@@ -14,7 +14,17 @@ import pytest
 from shared.engine import Engine
 from shared.errors import ValidationError
 from shared.limits import MAX_FLOW_DEPTH, MAX_FLOW_NODES
-from shared.models import ClaimedJob, ErrorKind, JobError, JobSpec, Lease, Outcome, QueueOptions, State
+from shared.models import (
+    ClaimedJob,
+    Debounce,
+    ErrorKind,
+    JobError,
+    JobSpec,
+    Lease,
+    Outcome,
+    QueueOptions,
+    State,
+)
 from tests.support.engine_fixtures import EngineFactory, FakeClock
 
 
@@ -223,6 +233,10 @@ async def test_hostile_trees_are_refused_whole(engine: Engine) -> None:
     with pytest.raises(ValidationError) as late:
         await engine.enqueue([delayed])
     assert late.value.field == "jobs[0].delay"
+    debounced = node("root", "hq", children=[node("leaf", "hq", debounce=Debounce(key="k", seconds=5))])
+    with pytest.raises(ValidationError) as joined:
+        await engine.enqueue([debounced])
+    assert joined.value.field == "jobs[0].children[0].debounce"
     assert (await engine.stats("hq")).counts[State.WAITING] == 0  # nothing half-written
 
 
