@@ -457,7 +457,8 @@ class Engine:
         return dep_queues
 
     async def enqueue(self, specs: Sequence[JobSpec]) -> EnqueueReply:
-        """One or many (<= 1000) jobs in one call, all or none.
+        """One or many (<= 1000) jobs in one call, all or none; `results` has one entry per job, a spec's
+        flow children (and theirs) right after it, in preorder.
 
         An idempotency key (per queue and owner, kept `idempotency_window`) that repeats with the same
         request returns the existing job (created=False); with a different request it raises

@@ -143,6 +143,10 @@ class JobSpec(BaseModel):
             raise ValueError(conflict)
         return self
 
+    def flow_size(self) -> int:
+        """How many jobs this spec submits: itself and its flow children, theirs included."""
+        return 1 + sum(child.flow_size() for child in self.children)
+
     @field_validator("run_at")
     @classmethod
     def _utc_instant(cls, value: datetime | None) -> datetime | None:

@@ -233,3 +233,19 @@ async def test_hostile_flows_are_refused_naming_the_field(
     assert answer.json()["error"]["field"] == field, answer.json()
     listed = (await api.get("/v1/jobs", headers=alice)).json()
     assert listed["jobs"] == []  # nothing half-written
+
+
+async def test_a_batch_answers_once_per_item_with_its_root(
+    api: httpx.AsyncClient, make_user: MakeUser
+) -> None:
+    alice = await make_user("alice")
+    batch = {"jobs": [fan_out(), job("communication"), fan_out()]}
+    answer = await api.post("/v1/jobs/batch", json=batch, headers=alice)
+    assert answer.status_code == 201, answer.text
+    items = answer.json()["results"]
+    assert [(i["index"], i["job"]["type"]) for i in items] == [
+        (0, "orchestrator"),
+        (1, "communication"),
+        (2, "orchestrator"),
+    ]
+    assert items[0]["job"]["state"] == "waiting-children" and len(items[2]["job"]["children"]) == 3

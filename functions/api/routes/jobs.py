@@ -107,10 +107,14 @@ async def submit_batch(
     if reply.trigger:
         background.add_task(fire_trigger, services.trigger, reply.triggers)
     registry = services.registry
+    roots, at = [], 0  # the engine answers for every job, each tree in preorder: its root first
+    for spec in specs:
+        roots.append(reply.results[at])
+        at += spec.flow_size()
     return JobBatchResult(
         results=[
             JobBatchItem(index=index, created=result.created, job=JobPublic.of(result.job, registry))
-            for index, result in enumerate(reply.results)
+            for index, result in enumerate(roots)
         ]
     )
 
