@@ -21,10 +21,11 @@ PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 STATE_INDEXES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 
 # A queue's fixed block of keys, in the order every script receives them (lib.lua `block`).
+# "children": jobs waiting for their flow children or dependencies (state waiting-children).
 BLOCK = (
     "jobs",
     *STATE_INDEXES,
-    *("meta", "due", "events", "owners", "fair", "dedup"),
+    *("meta", "due", "events", "owners", "fair", "dedup", "children"),
     *("schedules", "schedule_times"),
 )
 
@@ -42,13 +43,14 @@ class QueueKeys:
         """The queue's keys in BLOCK order: what every script of the queue gets first in KEYS.
 
         - jobs: hash of every job record of the queue, fields `<unique id>` (immutable JSON) and
-          `<unique id>:<m|e|g|r>` (state, errors, logs, result);
+          `<unique id>:<m|e|g|r|s|f|p>` (state, errors, logs, result, steps, a flow's links);
         - the six state indexes: sorted sets of unique ids (scores in docs/redis-schema.md);
         - meta: hash of policy, paused flag, counters, histograms, throughput, due mirror, triggers;
         - due: string, epoch ms when the queue next has work (absent: none, or paused), read by ticks;
         - events: capped stream of state changes; owners, fair: per-owner counts (limit per owner);
         - dedup: hash of singleton and debounce keys held, `s:<digest>` / `d:<digest>` -> unique id
-          (`hold_digest` names a key per owner).
+          (`hold_digest` names a key per owner);
+        - children: sorted set of the jobs waiting for their flow children or dependencies;
         - schedules: hash of the queue's schedules, id -> JSON record (shared/schedules.py Schedule);
         - schedule_times: sorted set of schedule ids by next slot ms (meta 'ns' mirrors its first).
         """
@@ -61,6 +63,10 @@ class QueueKeys:
 
     def jobs(self) -> str:
         return self._key("jobs")
+
+    def waiting_children(self) -> str:
+        """Sorted set (score: since when) of the jobs waiting for their flow children or dependencies."""
+        return self._key("children")
 
     def meta(self) -> str:
         return self._key("meta")
@@ -79,9 +85,6 @@ class QueueKeys:
         """An owner's jobs of this queue under one tag: every owner has its own (the owner hashed, so no
         owner text can reach into another's key)."""
         return self._key("tag", _digest(owner), tag)
-
-    def dedup(self) -> str:
-        return self._key("dedup")
 
     def schedules(self) -> str:
         return self._key("schedules")

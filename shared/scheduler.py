@@ -4,10 +4,11 @@ A schedule lives in its job's queue (its record in the queue's `schedules` hash,
 `schedule_times`, the earliest of those in the queue's meta 'ns'), so the queue's due time covers it:
 between firings an idle deployment's tick is still its one read of the due keys. When a slot comes, the
 queue is due; a consumer's claim (claim.lua) finds the schedule and returns its record; this module
-works out the firing (shared/schedules.py: cron needs Python) and sends it with the rest of the claim
-(fire.lua), fenced by the record's version, so of any number of consumers racing one slot only the first
-submits its job. Each job's idempotency_key field reads `schedule:<id>:<slot ms>` (the slot it is for;
-no idempotency key is stored: the fence already keeps a slot to one job).
+works out the firing (shared/schedules.py: cron needs Python) and sends it (fire.lua; the engine then
+claims the jobs it submitted), fenced by the record's version, so of any number of consumers racing
+one slot only the first submits its job. Each job's idempotency_key field reads
+`schedule:<id>:<slot ms>` (the slot it is for; no idempotency key is stored: the fence already keeps a
+slot to one job).
 
 Costs per operation are in docs/redis-schema.md.
 """
@@ -36,11 +37,10 @@ from shared.schedules import (
     first_slot,
     slot_after_edit,
 )
-from shared.scriptcalls import FIRE, SCHEDULE, SCHEDULE_LIST, ClaimPlan, FireItem, SchedulePlan
+from shared.scriptcalls import FIRE, SCHEDULE, SCHEDULE_LIST, FireItem, SchedulePlan
 
 if TYPE_CHECKING:
     from shared.engine import Engine, PlannedJob
-    from shared.models import ClaimedJob
 
 log = logging.getLogger("jobq.schedules")
 
@@ -190,9 +190,9 @@ class Scheduler:
         except ValidationError as exc:  # over the cap within the queue (a create raced the count)
             raise _over_cap() from exc
 
-    async def fire(self, queue: str, records: list[Any], now: int, claim: ClaimPlan) -> list[ClaimedJob]:
-        """Fire the due schedules a claim returned (their records) at `now` (the claim's clock), then
-        claim `claim["n"]` jobs, all in one call (fire.lua); the jobs it took."""
+    async def fire(self, queue: str, records: list[Any], now: int) -> None:
+        """Fire the due schedules a claim returned (their records) at `now` (the claim's clock): their
+        jobs submitted, their records and next slots written, in one call (fire.lua)."""
         engine = self.engine
         items: list[FireItem] = []
         planned: list[PlannedJob] = []
@@ -209,7 +209,8 @@ class Scheduler:
                     spec = schedule.job.model_copy(
                         update={"idempotency_key": f"schedule:{schedule.id}:{slot}"}
                     )
-                    jobs.append(engine._plan_job(len(planned) + len(jobs), spec))
+                    index = len(planned) + len(jobs)
+                    jobs.append(engine._plan_job(index, spec, f"jobs[{index}]."))
             except JobqError as exc:  # e.g. its payload outgrew a lowered size limit: its slot is skipped
                 log.error("schedule %s cannot submit its job, slot skipped: %s", schedule.id, exc)
                 step, jobs = Firing([], step.next_slot), []
@@ -234,16 +235,15 @@ class Scheduler:
                     "j": positions,
                 }
             )
-        keys, enqueue = engine._enqueue_call({queue: planned})
-        reply = await FIRE.run(engine.store, keys, engine._now_arg(), ({"f": items, "e": enqueue}, claim))
+        keys, enqueue = engine._enqueue_call({queue: planned}, set())
+        await FIRE.run(engine.store, keys, engine._now_arg(), {"f": items, "e": enqueue})
         self.fired += 1
-        return engine._claimed(queue, reply[2])
 
 
 def _check_job(engine: Engine, job: JobSpec) -> None:
     """What the engine checks on every submit (stored sizes, a lane for the timeout), named under `job.`."""
     try:
-        engine._plan_job(0, job)
+        engine._plan_job(0, job, "jobs[0].")
     except JobqError as exc:
         exc.field = "job." + (exc.field or "").removeprefix("jobs[0].")
         raise

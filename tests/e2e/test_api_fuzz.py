@@ -30,6 +30,7 @@ RUNTIME_VALIDATED = {
     ("PATCH", "/v1/schedules/{schedule_id}"),
     ("POST", "/v1/jobs"),
     ("POST", "/v1/jobs/batch"),
+    ("POST", "/v1/flows"),
     ("GET", "/v1/jobs"),
     ("GET", "/v1/queues/{queue}/jobs"),
 }

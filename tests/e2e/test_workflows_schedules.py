@@ -24,8 +24,10 @@ DOC = ROOT / "docs" / "workflows.md"
 
 
 def block(language: str, first_line: str = "") -> list[str]:
-    """The fenced blocks of docs/workflows.md in `language` whose first line starts with `first_line`."""
-    blocks = re.findall(rf"^```{language}\n(.*?)^```", DOC.read_text(), flags=re.DOTALL | re.MULTILINE)
+    """The fenced blocks of docs/workflows.md's "Schedules" section in `language` whose first line starts
+    with `first_line`."""
+    section = DOC.read_text().split("\n## Schedules\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(rf"^```{language}\n(.*?)^```", section, flags=re.DOTALL | re.MULTILINE)
     return [b for b in blocks if b.splitlines()[0].strip().startswith(first_line)]
 
 

@@ -21,10 +21,11 @@ def test_every_key_is_pinned() -> None:
     assert (
         "jobs",
         *STATE_INDEXES,
-        *("meta", "due", "events", "owners", "fair", "dedup"),
+        *("meta", "due", "events", "owners", "fair", "dedup", "children"),
         *("schedules", "schedule_times"),
     ) == BLOCK
     assert mail.state("waiting") == "jobq:{mail}:waiting"
+    assert mail.waiting_children() == "jobq:{mail}:children" == mail.block()[-1]
     assert (mail.jobs(), mail.meta(), mail.due(), mail.events()) == (
         "jobq:{mail}:jobs",
         "jobq:{mail}:meta",
@@ -35,7 +36,6 @@ def test_every_key_is_pinned() -> None:
     assert re.fullmatch(r"jobq:\{mail\}:tag:[0-9a-f]{32}:project:42", mail.tag_jobs("alice", "project:42"))
     assert re.fullmatch(r"jobq:\{mail\}:idem:[0-9a-f]{32}", mail.idempotency("alice", "k1"))
     assert mail.schedules() == "jobq:{mail}:schedules"
-    assert mail.dedup() == "jobq:{mail}:dedup"
     assert re.fullmatch(r"jobq:\{mail\}:schedule_owner:[0-9a-f]{32}", mail.owner_schedules("alice"))
 
 
