@@ -25,7 +25,7 @@ def test_every_key_is_pinned() -> None:
         *("schedules", "schedule_times"),
     ) == BLOCK
     assert mail.state("waiting") == "jobq:{mail}:waiting"
-    assert mail.waiting_children() == "jobq:{mail}:children" == mail.block()[-1]
+    assert mail.waiting_children() == "jobq:{mail}:children" == mail.block()[BLOCK.index("children")]
     assert (mail.jobs(), mail.meta(), mail.due(), mail.events()) == (
         "jobq:{mail}:jobs",
         "jobq:{mail}:meta",
