@@ -102,6 +102,7 @@ from shared.scriptcalls import (
 )
 from shared.settings import Settings
 from shared.store import Store
+from shared.usage import USAGE_KEEP_MS, usage_plan
 
 _NAME = re.compile(NAME_PATTERN)
 _TAG = re.compile(TAG_PATTERN)
@@ -454,9 +455,11 @@ class Engine:
             )
             return finished, claimed
         others = [o for o in outcomes if _queue_of(o.job_id) != queue]
-        plan = await self._finish_plan(mine)
+        plan, extra = await self._finish_plan(queue, mine)
         args = await self._claim_args(queue, n, None, max_timeout, lane)
-        cycle, rest = await asyncio.gather(CYCLE.run(*self._on(queue), (plan, args)), self.finish(others))
+        cycle, rest = await asyncio.gather(
+            CYCLE.run(*self._on(queue, extra), (plan, args)), self.finish(others)
+        )
         finished, claimed = cycle
         mine_results = iter(self._finished(mine, finished))
         other_results = iter(rest)
@@ -518,13 +521,16 @@ class Engine:
             return []
 
         async def one(queue: str, group: list[Outcome]) -> list[FinishResult]:
-            reply = await FINISH.run(*self._on(queue), await self._finish_plan(group))
+            plan, extra = await self._finish_plan(queue, group)
+            reply = await FINISH.run(*self._on(queue, extra), plan)
             return self._finished(group, reply)
 
         return await _per_queue(outcomes, one)
 
-    async def _finish_plan(self, outcomes: Sequence[Outcome]) -> FinishPlan:
-        """finish.lua's plan (JSON): each outcome checked (a result that is not JSON is refused)."""
+    async def _finish_plan(self, queue: str, outcomes: Sequence[Outcome]) -> tuple[FinishPlan, list[str]]:
+        """finish.lua's plan (JSON), each outcome checked (a result that is not JSON is refused), and the
+        keys it needs beyond the queue's block: the queue's usage hash of the month when usage rides along
+        (the month and day of the caller's clock, UTC)."""
         if len(outcomes) > MAX_BATCH:
             raise ValidationError(f"at most {MAX_BATCH} outcomes per call", field="outcomes")
         plan_outcomes: list[FinishOutcome] = []
@@ -550,10 +556,18 @@ class Engine:
                     "ra": None if o.retry_after is None else ms(o.retry_after),
                     "p": o.progress,
                     "g": _bound_logs(o.logs),
+                    "us": None if o.usage is None else usage_plan(o.usage),
+                    "ch": o.cache,
                 }
             )
         await self._ensure_policies()
-        return {"o": plan_outcomes, "u": jitter_draw()}
+        plan: FinishPlan = {"o": plan_outcomes, "u": jitter_draw(), "uk": 0, "ud": "", "ux": USAGE_KEEP_MS}
+        extra: list[str] = []
+        if any(o.usage is not None for o in outcomes):
+            day = datetime.fromtimestamp(self._now_ms() / 1000, UTC)
+            extra = [self._qk(queue).usage(day.strftime("%Y-%m"))]
+            plan["uk"], plan["ud"] = len(BLOCK) + 1, day.strftime("%d")
+        return plan, extra
 
     @staticmethod
     def _finished(outcomes: Sequence[Outcome], reply: Any) -> list[FinishResult]:
@@ -673,7 +687,7 @@ class Engine:
     async def get(self, job_id: str, *, owner: str | None = None) -> Job:
         """The job; JobNotFoundError if missing or (when owner given) owned by someone else. One read."""
         unique, queue = split_id(_valid_id(job_id))
-        parts = ("d", "m", "e", "g", "r")
+        parts = ("d", "m", "e", "g", "r", "u")
         names = [unique, *(f"{unique}:{part}" for part in parts[1:])]
         values = await self.store.command("HMGET", self._qk(queue).jobs(), *names)
         fields = {part: value for part, value in zip(parts, values or [], strict=False) if value is not None}

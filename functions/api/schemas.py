@@ -17,6 +17,7 @@ from shared.models import (
     Job,
     QueueStats,
     State,
+    Usage,
 )
 from shared.priorities import PRIORITIES, priority_value
 from shared.registry import Registry
@@ -148,6 +149,7 @@ class JobPublic(BaseModel):
     finished_at: datetime | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
+    usage: Usage | None = None  # tokens and cost the handler recorded, over all attempts
 
     @classmethod
     def of(cls, job: Job, registry: Registry) -> JobPublic:

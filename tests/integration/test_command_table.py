@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ import pytest
 from functions.api.auth import Principal
 from functions.api.ratelimit import SubmitLimiter
 from shared.engine import Engine
-from shared.models import ClaimedJob, JobSpec, Outcome
+from shared.llmcache import ResponseCache
+from shared.models import ClaimedJob, JobSpec, Outcome, Usage
+from shared.usage import Budget, UsageBook
 from tests.support.billing import measure_billed
 from tests.support.engine_fixtures import EngineFactory
 
@@ -42,11 +45,19 @@ def done(claimed: list[ClaimedJob]) -> list[Outcome]:
     return [Outcome(job_id=c.job.id, token=c.token, status="completed") for c in claimed]
 
 
+def used(claimed: list[ClaimedJob]) -> list[Outcome]:
+    """Completed outcomes that carry usage (ctx.record_usage)."""
+    usage = Usage(input_tokens=120, output_tokens=30, cost=0.0001, model="m")
+    return [Outcome(job_id=c.job.id, token=c.token, status="completed", usage=usage) for c in claimed]
+
+
 class Ops:
     """One measurement per row: `setup` brings the queue to the row's starting point (not counted)."""
 
     def __init__(self, engine: Engine, limiter: SubmitLimiter) -> None:
         self.engine, self.limiter = engine, limiter
+        self.book = UsageBook(engine.store, engine.keys, budget_ttl=0)
+        self.cache = ResponseCache(engine.store, engine.keys)
         self.claimed: list[ClaimedJob] = []
         self.waiting_id = ""
 
@@ -80,6 +91,10 @@ class Ops:
             await queued(1)
             self.waiting_id = (await e.enqueue(specs(1))).results[0].job.id
 
+        async def budgeted() -> None:
+            await self.book.set_budget("bob", Budget(period="day", tokens=10**9))
+
+        today = datetime.now(UTC).date()
         who = Principal(owner="alice", admin=False, credential="key:table")
         return {
             "submit 1 job to an idle queue": (self.drain, lambda: e.enqueue(specs(1))),
@@ -96,6 +111,16 @@ class Ops:
             "stats of one queue": (nothing, lambda: e.stats("echo")),
             "cancel a waiting job": (one_waiting, lambda: e.cancel(self.waiting_id)),
             "rate limit check of a submit": (nothing, lambda: self.limiter.check(who)),
+            "finish 1 job with usage": (lambda: claimed(1), lambda: e.finish(used(self.claimed))),
+            "finish 100 jobs with usage": (lambda: claimed(100), lambda: e.finish(used(self.claimed))),
+            "response cache read": (nothing, lambda: self.cache.get("echo", "alice", "h")),
+            "response cache write": (nothing, lambda: self.cache.put("echo", "alice", "h", {"a": 1}, 60)),
+            "budget check, no budget": (nothing, lambda: self.book.check("alice")),
+            "budget check, a budget (1 queue)": (budgeted, lambda: self.book.check("bob")),
+            "usage report, 1 queue, 1 month": (
+                nothing,
+                lambda: self.book.report("alice", today.replace(day=1), today, ["echo"]),
+            ),
         }
 
     async def _two(self, claimed: Callable[[int], Awaitable[None]]) -> None:
