@@ -236,18 +236,19 @@ def llm_type(
     queue: str | None = None,
     cache_ttl: float | None = None,
     shared_cache: bool = False,
-    target: Registry = registry,
+    target: Registry | None = None,
     **type_options: Any,
 ) -> JobType:
-    """Register an LLM job type `name` (on queue `queue`, default `name`) with its cache options; other
-    keyword arguments are JobType fields (max_attempts, backoff, timeout, concurrency, ...)."""
+    """Register an LLM job type `name` (on queue `queue`, default `name`) with its cache options, in
+    `target` (default: the process's registry); other keyword arguments are JobType fields (max_attempts,
+    backoff, timeout, concurrency, ...)."""
     options = LLMOptions(cache_ttl=cache_ttl, shared_cache=shared_cache)
 
     async def handler(payload: LLMPayload, ctx: JobContext) -> dict[str, Any]:
         return await run_llm(payload, ctx, options)
 
     defaults: dict[str, Any] = {"max_attempts": 5, "backoff": Backoff(delay=2.0), "timeout": 300.0}
-    return target.register(
+    return (registry if target is None else target).register(
         JobType(
             name=name,
             payload_model=LLMPayload,
