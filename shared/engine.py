@@ -102,7 +102,7 @@ from shared.scriptcalls import (
 )
 from shared.settings import Settings
 from shared.store import Store
-from shared.usage import USAGE_KEEP_MS, usage_plan
+from shared.usage import USAGE_KEEP_MS, month_of, usage_plan
 
 _NAME = re.compile(NAME_PATTERN)
 _TAG = re.compile(TAG_PATTERN)
@@ -564,9 +564,9 @@ class Engine:
         plan: FinishPlan = {"o": plan_outcomes, "u": jitter_draw(), "uk": 0, "ud": "", "ux": USAGE_KEEP_MS}
         extra: list[str] = []
         if any(o.usage is not None for o in outcomes):
-            day = datetime.fromtimestamp(self._now_ms() / 1000, UTC)
-            extra = [self._qk(queue).usage(day.strftime("%Y-%m"))]
-            plan["uk"], plan["ud"] = len(BLOCK) + 1, day.strftime("%d")
+            day = datetime.fromtimestamp(self._now_ms() / 1000, UTC).date()
+            extra = [self._qk(queue).usage(month_of(day))]
+            plan["uk"], plan["ud"] = len(BLOCK) + 1, f"{day.day:02d}"
         return plan, extra
 
     @staticmethod

@@ -30,6 +30,11 @@ MAX_USAGE_DAYS = 93  # the longest range one usage read covers
 QUEUES_TTL = 30.0  # seconds a budget check trusts its list of queues
 
 
+def month_of(day: date) -> str:
+    """ "YYYY-MM" of a day (zero-padded for any year, which strftime is not on every platform)."""
+    return f"{day.year:04d}-{day.month:02d}"
+
+
 def usage_plan(usage: Usage) -> UsagePlan:
     """Usage as finish.lua adds it: integers only (cost in micro-USD), so sums in Redis stay exact."""
     return {"i": usage.input_tokens, "o": usage.output_tokens, "c": usage.cost_micros, "m": usage.model}
@@ -78,7 +83,16 @@ class UsageReport(BaseModel):
 class Budget(BaseModel):
     """An owner's spending limit over a UTC day or calendar month, in tokens, in USD, or both."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # The schema says what the validator below checks: a number for `tokens` or `cost`, or both.
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["tokens"], "properties": {"tokens": {"type": "integer"}}},
+                {"required": ["cost"], "properties": {"cost": {"type": "number"}}},
+            ]
+        },
+    )
 
     period: Literal["day", "month"]
     tokens: int | None = Field(default=None, ge=1, le=10**15)
@@ -111,6 +125,14 @@ class BudgetExceededError(PermanentJobError):
     """The job's owner has used up their budget: the job fails at once, without calling the provider."""
 
     code = "budget_exceeded"
+
+
+def last_days(end: date, days: int) -> tuple[date, date]:
+    """The range of `days` days ending with `end` (cut at the first representable day)."""
+    try:
+        return end - timedelta(days=days - 1), end
+    except OverflowError:
+        return date.min, end
 
 
 def days_between(start: date, end: date) -> list[date]:
@@ -149,11 +171,11 @@ class UsageBook:
         days = days_between(start, end)
         months: dict[str, list[date]] = {}
         for day in days:
-            months.setdefault(day.strftime("%Y-%m"), []).append(day)
+            months.setdefault(month_of(day), []).append(day)
         reads = [(queue, month_days) for queue in sorted(set(queues)) for month_days in months.values()]
         commands: list[list[str]] = [
-            ["HMGET", self.keys.queue(queue).usage(month_days[0].strftime("%Y-%m"))]
-            + [f"{day.strftime('%d')}|{owner}" for day in month_days]
+            ["HMGET", self.keys.queue(queue).usage(month_of(month_days[0]))]
+            + [f"{day.day:02d}|{owner}" for day in month_days]
             for queue, month_days in reads
         ]
         replies = await self._pipeline(commands)
@@ -181,9 +203,9 @@ class UsageBook:
         """What `owner` has spent over every queue in the current UTC day or month: one HGET per queue,
         in one pipeline (and the list of queues, read at most every QUEUES_TTL seconds unless `fresh`)."""
         now = datetime.fromtimestamp(self._wall(), UTC)
-        field = f"{now.strftime('%d')}|{owner}" if period == "day" else f"M|{owner}"
+        field = f"{now.day:02d}|{owner}" if period == "day" else f"M|{owner}"
         queues = await self._queue_names(fresh)
-        month = now.strftime("%Y-%m")
+        month = month_of(now.date())
         replies = await self._pipeline([["HGET", self.keys.queue(q).usage(month), field] for q in queues])
         total = UsageTotals()
         for value in replies:

@@ -138,6 +138,7 @@ async def test_usage_totals_add_up_across_100_jobs_and_3_consumers(
         want_cost = cost_of(expected[owner]["input_tokens"], expected[owner]["output_tokens"])
         assert total["cost"] == pytest.approx(want_cost, abs=1e-5)
         assert [d["day"] for d in report["days"]] == [today]
+        assert report["end"] == today
         assert [q["queue"] for q in report["queues"]] == ["llm"]
     # A user reads only their own; an admin anyone's.
     other = await ai_stack.api.get("/v1/usage", params={"owner": "org-b"}, headers=owners["org-a"])

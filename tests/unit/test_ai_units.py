@@ -17,7 +17,7 @@ from shared.errors import ValidationError as JobqValidationError
 from shared.llmcache import request_hash
 from shared.models import ClaimedJob, Job, State
 from shared.settings import ModelPrice, Settings
-from shared.usage import Budget, UsageTotals, days_between
+from shared.usage import Budget, UsageTotals, days_between, last_days, month_of
 
 
 def test_a_request_hash_ignores_key_order_and_whitespace_but_not_values() -> None:
@@ -60,6 +60,12 @@ def test_usage_totals_parse_and_add() -> None:
     total.add(UsageTotals.parse("1 1 1 1"))
     assert total == UsageTotals(input_tokens=11, output_tokens=6, cost=0.001501, jobs=3)
     assert UsageTotals.parse(None) == UsageTotals()
+
+
+def test_a_usage_range_ends_where_asked_and_stops_at_the_first_day() -> None:
+    assert last_days(date(2026, 3, 2), 3) == (date(2026, 2, 28), date(2026, 3, 2))
+    assert last_days(date(1, 1, 5), 93) == (date.min, date(1, 1, 5))
+    assert month_of(date(5, 7, 1)) == "0005-07"
 
 
 def test_a_usage_range_is_bounded() -> None:

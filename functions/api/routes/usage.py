@@ -13,7 +13,7 @@ from functions.api.deps import AdminUser, CurrentUser, EngineDep, ServicesDep
 from functions.api.schemas import OWNER_PATTERN
 from shared.errors import ForbiddenError
 from shared.models import NAME_PATTERN
-from shared.usage import Budget, BudgetStatus, UsageReport
+from shared.usage import MAX_USAGE_DAYS, Budget, BudgetStatus, UsageReport, last_days
 
 router = APIRouter(prefix="/v1/usage", tags=["usage"])
 
@@ -38,14 +38,16 @@ async def read_usage(
     services: ServicesDep,
     engine: EngineDep,
     owner: OwnerQuery = None,
-    start: Annotated[date | None, Query(description="First UTC day (default: the 1st of the month).")] = None,
     end: Annotated[date | None, Query(description="Last UTC day, inclusive (default: today).")] = None,
+    days: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_USAGE_DAYS, description="Days up to `end` (default: its month to date)."),
+    ] = None,
     queue: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
 ) -> UsageReport:
-    """Tokens, cost and jobs per day and per queue, and their total, over at most 93 days."""
-    today = datetime.now(UTC).date()
-    end = end or today
-    start = start or end.replace(day=1)
+    """Tokens, cost and jobs per day and per queue, and their total, over the `days` days ending `end`."""
+    end = end or datetime.now(UTC).date()
+    start, end = last_days(end, days or end.day)
     queues = [queue] if queue is not None else await engine.queue_names()
     return await services.usage.report(_whose(user, owner), start, end, queues)
 
