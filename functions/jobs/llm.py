@@ -138,7 +138,7 @@ async def _complete(
             completion = await client.chat.completions.create(**request)
             return _answer(completion)
     except openai.APIStatusError as exc:
-        raise _status_error(exc) from None
+        raise _status_error(exc, settings.llm_api_key.get_secret_value()) from None
     except openai.APITimeoutError:
         raise ProviderUnavailableError(f"provider did not answer within {timeout:g} s") from None
     except openai.APIConnectionError as exc:
@@ -201,10 +201,13 @@ async def _streamed(client: AsyncOpenAI, request: dict[str, Any], ctx: JobContex
     return _result("".join(parts), model, finish, input_tokens, output_tokens)
 
 
-def _status_error(exc: openai.APIStatusError) -> Exception:
-    """429, 408, 409 and 5xx: retry (after the provider's Retry-After when it sends one); other: permanent."""
+def _status_error(exc: openai.APIStatusError, key: str = "") -> Exception:
+    """429, 408, 409 and 5xx: retry (after the provider's Retry-After when it sends one); other: permanent.
+    The provider's message goes into the job's error, so the key is cut out of it should it be echoed."""
     status = exc.status_code
     detail = _excerpt(exc)
+    if key:
+        detail = detail.replace(key, "[key]")
     if status in RETRYABLE_STATUSES or status >= 500:
         headers = exc.response.headers
         after_ms = headers.get("retry-after-ms")

@@ -184,6 +184,9 @@ async def test_a_spent_budget_stops_the_next_job_before_any_provider_call(
     assert fake_llm.count == 1  # the refused job never reached the provider
     status = await ai_stack.api.get("/v1/usage/budget", headers=alice)
     assert status.json()["exceeded"] is True
+    assert status.json()["spent"]["input_tokens"] == job1["usage"]["input_tokens"]
+    nosy = await ai_stack.api.get("/v1/usage/budget", params={"owner": "alice"}, headers=bob)
+    assert nosy.status_code == 403, nosy.text
 
     bob_job = await ai_stack.submit(bob, llm_body("Extract the names: Alan."))  # another owner is unaffected
     [job3] = await ai_stack.settle(bob, bob_job)

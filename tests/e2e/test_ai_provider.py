@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.ai_stack import AIStack, llm_body
 from tests.support.api_fixtures import MakeUser
-from tests.support.fake_llm import FakeLLM, Malformed, Reply, Status, Stream
+from tests.support.fake_llm import API_KEY, FakeLLM, Malformed, Reply, Status, Stream
 
 
 def seconds_between(later: str, earlier: str) -> float:
@@ -110,3 +110,14 @@ async def test_a_malformed_body_is_a_retryable_failure(
     [job] = await ai_stack.settle(alice, job_id)
     assert job["state"] == "completed" and job["attempts"] == 3, job
     assert all("malformed" in e["message"] for e in job["errors"]), job["errors"]
+
+
+async def test_a_key_the_provider_echoes_never_reaches_the_job(
+    ai_stack: AIStack, fake_llm: FakeLLM, make_user: MakeUser
+) -> None:
+    alice = await make_user("alice")
+    fake_llm.script(Status(401, f"Incorrect API key provided: {API_KEY}."))
+    job_id = await ai_stack.submit(alice, llm_body("Classify: k", cache=False))
+    [job] = await ai_stack.settle(alice, job_id)
+    assert job["state"] == "failed" and "Incorrect API key provided: [key]." in job["error"]["message"]
+    assert API_KEY not in str(job)
