@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from functions.api.auth import Principal
+from functions.api.events import OwnerFeed, StreamCursor, Watch
 from functions.api.ratelimit import SubmitLimiter
 from shared.engine import Engine
 from shared.llmcache import ResponseCache
@@ -37,8 +38,8 @@ def table() -> dict[str, int]:
     return {row["op"]: int(row["count"]) for row in ROW.finditer(match.group(1))}
 
 
-def specs(n: int, queue: str = "echo") -> list[JobSpec]:
-    return [JobSpec(type="echo", queue=queue, payload=PAYLOAD, owner="alice") for _ in range(n)]
+def specs(n: int, queue: str = "echo", owner: str = "alice") -> list[JobSpec]:
+    return [JobSpec(type="echo", queue=queue, payload=PAYLOAD, owner=owner) for _ in range(n)]
 
 
 def done(claimed: list[ClaimedJob]) -> list[Outcome]:
@@ -60,6 +61,7 @@ class Ops:
         self.cache = ResponseCache(engine.store, engine.keys)
         self.claimed: list[ClaimedJob] = []
         self.waiting_id = ""
+        self.feed = OwnerFeed(engine, Watch(owner="alice"), StreamCursor(base=0))
 
     async def drain(self) -> None:
         while claimed := await self.engine.claim("echo", 1000):
@@ -95,6 +97,17 @@ class Ops:
             await self.book.set_budget("bob", Budget(period="day", tokens=10**9))
 
         today = datetime.now(UTC).date()
+
+        async def caught_up(owner: str | None = None) -> None:
+            """alice's event stream read to its end; then `owner`'s 100 jobs submitted (not counted)."""
+            while await self.feed.cursor.read(e, ["echo"]):
+                pass
+            if owner is not None:
+                await e.enqueue(specs(100, owner=owner))
+
+        async def poll(changed: int) -> None:
+            assert len(await self.feed.poll(["echo"])) == changed
+
         who = Principal(owner="alice", admin=False, credential="key:table")
         return {
             "submit 1 job to an idle queue": (self.drain, lambda: e.enqueue(specs(1))),
@@ -120,6 +133,15 @@ class Ops:
             "usage report, 1 queue, 1 month": (
                 nothing,
                 lambda: self.book.report("alice", today.replace(day=1), today, ["echo"]),
+            ),
+            "owner event stream poll: nothing new": (caught_up, lambda: poll(0)),
+            "owner event stream poll: 100 of the owner's jobs changed": (
+                lambda: caught_up("alice"),
+                lambda: poll(100),
+            ),
+            "owner event stream poll: 100 other owners' jobs changed": (
+                lambda: caught_up("bob"),
+                lambda: poll(0),
             ),
         }
 

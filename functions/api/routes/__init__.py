@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from functions.api.routes import dashboard, events, health, jobs, keys, metrics, queues, usage
+from functions.api.routes import (
+    dashboard,
+    events,
+    health,
+    jobs,
+    keys,
+    metrics,
+    panel,
+    queues,
+    tokens,
+    usage,
+)
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -14,5 +25,7 @@ ROUTERS: list[APIRouter] = [
     keys.router,
     metrics.router,
     dashboard.router,
+    tokens.router,
+    panel.router,
     usage.router,
 ]
