@@ -74,5 +74,9 @@ async def test_billed_commands_of_an_llm_job_with_and_without_a_cache_hit(
         # usage hash's HMGET, HSET and PEXPIRE in the finish call.
         assert figures["llm job, cache hit"] == figures["plain job"] + 1
         assert figures["llm job, cache miss"] == figures["llm job, cache hit"] + 5
+        # The handlers' facilities count what they sent: GET + SET per miss (the warm-up and three), GET
+        # per hit; a budget HGET per provider call (nothing cached: budget_cache_seconds=0, no budget set).
+        assert runtime.consumer.cache.commands == 4 * 2 + 3
+        assert runtime.consumer.usage.commands == 4
     finally:
         await runtime.redis.close()
