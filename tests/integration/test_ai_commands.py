@@ -78,5 +78,20 @@ async def test_billed_commands_of_an_llm_job_with_and_without_a_cache_hit(
         # per hit; a budget HGET per provider call (nothing cached: budget_cache_seconds=0, no budget set).
         assert runtime.consumer.cache.commands == 4 * 2 + 3
         assert runtime.consumer.usage.commands == 4
+        # 100 jobs submitted in one call and run together: what a job costs when calls are shared.
+        batch: dict[str, float] = {}
+        for name, prefix_ in (("plain", None), ("llm miss", "batch"), ("llm hit", "batch")):
+            if prefix_ is None:
+                specs = [JobSpec(type="noop", queue="noop", owner="alice", payload={}) for _ in range(100)]
+            else:
+                specs = [llm_spec(f"{prefix_} {i}", "alice") for i in range(100)]
+            async with measure_billed(gateway.redis_url) as billed:
+                await runtime.engine.enqueue(specs)
+                while (await runtime.consumer.drain()).completed:
+                    pass
+            assert billed.count is not None
+            batch[name] = billed.count / 100
+        print("billed commands per job, 100 submitted in one call:", batch)
+        assert batch["llm hit"] < batch["llm miss"]
     finally:
         await runtime.redis.close()
