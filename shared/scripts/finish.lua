@@ -8,8 +8,9 @@
 -- Terminal indexes are trimmed to the queue's retention (lib.lua apply_retention).
 -- Counters, histograms, throughput and the call's events are written once, with the queue's meta.
 -- Usage an attempt recorded is added to the job's 'u' field, to the queue's totals in meta and to the
--- queue's usage hash of the month (per owner and day, and per owner and month): one HMGET, one HSET and
--- one PEXPIRE per call, whatever the number of outcomes. Cache answers count in meta ('ch', 'cm').
+-- queue's usage hash of the month (per owner and day, and per owner and month): one HMGET and one HSET
+-- per call, whatever the number of outcomes, and a PEXPIRE when an owner's first usage of a day arrives.
+-- Cache answers count in meta ('ch', 'cm').
 -- KEYS: the queue's block (lib.lua block), then the queue's usage hash of the month when uk > 0.
 -- ARGV[1] now ms or -1, ARGV[2] JSON plan (shared/scriptcalls.py FinishPlan)
 --   {o: [{id: unique id, k: token, st: status, r: result JSON|null, e: {kind, message}|null,
@@ -144,8 +145,9 @@ if #usage_owners > 0 and plan.uk > 0 then
     fields[#fields + 1] = plan.ud .. '|' .. owner; fields[#fields + 1] = 'M|' .. owner
   end
   local got = redis.call('HMGET', key, unpack(fields))
-  local flat = {}
+  local flat, fresh = {}, false
   for j, field in ipairs(fields) do
+    fresh = fresh or not got[j]
     local t = usage[usage_owners[math.floor((j + 1) / 2)]]
     local n, k = {0, 0, 0, 0}, 1
     for v in string.gmatch(got[j] or '', '%d+') do n[k] = tonumber(v); k = k + 1 end
@@ -153,7 +155,9 @@ if #usage_owners > 0 and plan.uk > 0 then
     flat[#flat + 1] = n2s(n[1] + t[1]) .. ' ' .. n2s(n[2] + t[2]) .. ' ' .. n2s(n[3] + t[3]) .. ' ' .. n2s(n[4] + t[4])
   end
   redis.call('HSET', key, unpack(flat))
-  redis.call('PEXPIRE', key, plan.ux)
+  -- The expiry moves on with each new owner-day field (the first write of a month makes one), so most
+  -- calls skip it and a month's hash still outlives its last day by `ux`.
+  if fresh then redis.call('PEXPIRE', key, plan.ux) end
 end
 commit()
 return cjson.encode(replies)
