@@ -3,6 +3,8 @@ Retry-After, 5xx, other 4xx, slow replies past the timeout, streamed replies, ma
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import datetime
 
 import pytest
@@ -121,3 +123,28 @@ async def test_a_key_the_provider_echoes_never_reaches_the_job(
     [job] = await ai_stack.settle(alice, job_id)
     assert job["state"] == "failed" and "Incorrect API key provided: [key]." in job["error"]["message"]
     assert API_KEY not in str(job)
+
+
+async def test_streamed_output_shows_as_progress_and_lines_while_the_job_runs(
+    ai_stack: AIStack, fake_llm: FakeLLM, make_user: MakeUser
+) -> None:
+    """The lines and progress reach the job with the consumer's heartbeat flush, before it finishes."""
+    alice = await make_user("alice")
+    fake_llm.script(Stream([f"line {i}\n" for i in range(8)], gap=0.4))
+    job_id = await ai_stack.submit(alice, llm_body("Count", stream=True, max_tokens=10, cache=False))
+    runtime = ai_stack.consumer()
+    run = asyncio.create_task(runtime.consumer.drain())
+    try:
+        deadline = time.monotonic() + 20
+        while True:  # poll with a deadline until the running job shows partial output
+            job = await ai_stack.job(alice, job_id)
+            if job["state"] == "active" and job["progress"] > 0 and job["logs"]:
+                break
+            assert job["state"] != "completed", "the output was not reported before the job finished"
+            assert time.monotonic() < deadline, job
+            await asyncio.sleep(0.05)
+        assert job["logs"][0] == "line 0" and job["progress"] < 100
+    finally:
+        await run
+    [done] = await ai_stack.settle(alice, job_id)
+    assert done["state"] == "completed" and done["logs"] == [f"line {i}" for i in range(8)]
