@@ -20,7 +20,7 @@ import openai
 from openai import AsyncOpenAI
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from functions.jobs.outbound import retry_after
+from functions.jobs.outbound import MAX_RETRY_AFTER, retry_after
 from shared.context import JobContext
 from shared.errors import PermanentJobError, RetryJobError
 from shared.models import Backoff
@@ -210,12 +210,11 @@ def _status_error(exc: openai.APIStatusError, key: str = "") -> Exception:
         detail = detail.replace(key, "[key]")
     if status in RETRYABLE_STATUSES or status >= 500:
         headers = exc.response.headers
-        after_ms = headers.get("retry-after-ms")
-        after = (
-            float(after_ms) / 1000
-            if after_ms and after_ms.isdigit()
-            else retry_after(headers.get("retry-after"))
-        )
+        after_ms = headers.get("retry-after-ms")  # OpenAI's own, finer than Retry-After
+        if after_ms and after_ms.isdigit():
+            after: float | None = min(float(after_ms) / 1000, MAX_RETRY_AFTER)
+        else:
+            after = retry_after(headers.get("retry-after"))  # capped there
         message = f"provider answered {status}: {detail}"
         if after is not None:
             return RetryJobError(message, after=after)

@@ -111,5 +111,7 @@ def test_provider_statuses_map_to_jobqs_retry_rules() -> None:
     assert isinstance(_status_error(_status(503)), ProviderUnavailableError)
     assert isinstance(_status_error(_status(408)), ProviderUnavailableError)
     assert _status_error(_status(500, {"retry-after-ms": "250"})).after == 0.25  # type: ignore[attr-defined]
+    huge = _status_error(_status(429, {"retry-after-ms": "9" * 30}))
+    assert isinstance(huge, RetryJobError) and huge.after == 3600  # a provider cannot park a job for years
     for code in (400, 401, 403, 404, 422):
         assert isinstance(_status_error(_status(code)), PermanentJobError)
