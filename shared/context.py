@@ -33,7 +33,7 @@ from shared.limits import (
     MAX_STEPS,
 )
 from shared.llmcache import JobCache, ResponseCache
-from shared.models import CacheOutcome, ClaimedJob, ProgressUpdate, Usage
+from shared.models import CacheOutcome, ClaimedJob, Job, ProgressUpdate, Usage
 from shared.usage import UsageBook
 
 # Records a step for the running attempt: (name, result JSON) -> False when its lease was lost.
@@ -80,6 +80,7 @@ class JobContext:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         record_step: StepRecorder | None = None,
+        children: Callable[[Job], Awaitable[list[Job]]] | None = None,
         cache: ResponseCache | None = None,
         usage_book: UsageBook | None = None,
     ) -> None:
@@ -103,9 +104,18 @@ class JobContext:
         self._record_step = record_step  # None: steps are kept in this context only (tests, tools)
         self._wall = wall
         self._sleeps = 0  # unnamed sleeps asked for in this invocation: they are "sleep:<n>"
+        self._children = children
         self._cache, self._usage_book = cache, usage_book
         self.usage: Usage | None = None  # what this attempt recorded; sent with its outcome
         self.cache_outcome: CacheOutcome | None = None  # the cache's last answer to this attempt
+
+    async def children(self) -> list[Job]:
+        """The jobs this one waited for (its flow children, then its depends_on), with their states,
+        results and errors; a failed child whose policy is "ignore" is left out. One read per queue
+        among them (Engine.children); [] for a job that waited for none."""
+        if self._children is None or not (self.job.children or self.job.depends_on):
+            return []
+        return await self._children(self.job)
 
     def progress(self, pct: int) -> Done:
         """Record progress 0-100; the latest value is sent with the next flush."""

@@ -45,6 +45,13 @@ class EnqueueJob(TypedDict):
     db: NotRequired[str]  # debounce key digest
     dw: NotRequired[int]  # debounce window ms
     dm: NotRequired[int]  # debounce: longest wait after the first submit, ms
+    fc: NotRequired[list[str]]  # its flow children's ids (created in this call)
+    fp: NotRequired[list[tuple[str, str]]]  # its flow parent's id and the failure policy code
+    dx: NotRequired[list[str]]  # ids of existing jobs it depends on
+
+
+# Blocks of the queues a call may reach through flows: (queue, KEYS index before its block), its own first.
+FlowQueues = list[tuple[str, int]]
 
 
 class EnqueueGroup(TypedDict):
@@ -58,6 +65,7 @@ class EnqueuePlan(TypedDict):
     tr: int  # trigger expiry ms
     cap: int  # listing index cap
     g: list[EnqueueGroup]
+    fq: FlowQueues
 
 
 class ClaimPlan(TypedDict):
@@ -67,6 +75,7 @@ class ClaimPlan(TypedDict):
     nonce: str
     max_timeout: float  # s; -1: any
     lanes: list[str]  # lanes whose pending trigger a claim that takes jobs clears; ["*"]: all
+    fq: NotRequired[FlowQueues]
 
 
 class FinishOutcome(TypedDict):
@@ -93,6 +102,7 @@ class UsagePlan(TypedDict):
 class FinishPlan(TypedDict):
     o: list[FinishOutcome]
     u: float  # jitter draw in [0, 1)
+    fq: NotRequired[FlowQueues]
     uk: int  # KEYS index of the queue's usage hash of the month; 0: no outcome carries usage
     ud: str  # day of the month, "DD"
     ux: int  # ms the usage hash is kept after its last write
@@ -127,6 +137,7 @@ class ReportPlan(TypedDict):
 class JobPlan(TypedDict):
     id: str  # unique id
     owner: str  # "" for any
+    fq: NotRequired[FlowQueues]
 
 
 class RerunPlan(TypedDict, total=False):
@@ -134,6 +145,7 @@ class RerunPlan(TypedDict, total=False):
     id: str
     owner: str
     limit: int
+    fq: FlowQueues
 
 
 class ListPlan(TypedDict):

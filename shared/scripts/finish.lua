@@ -9,21 +9,25 @@
 -- matches has already taken this outcome (an HTTP retry): ok=true, nothing changes twice.
 -- Terminal indexes are trimmed to the queue's retention (lib.lua apply_retention).
 -- Counters, histograms, throughput and the call's events are written once, with the queue's meta.
+-- A job that ends tells the jobs waiting on it (flow.lua), in this call.
 -- Usage an attempt recorded is added to the job's 'u' field, to the queue's totals in meta and to the
 -- queue's usage hash of the month (per owner and day, and per owner and month): one HMGET and one HSET
 -- per call, whatever the number of outcomes, and a PEXPIRE when an owner's first usage of a day arrives.
 -- Cache answers count in meta ('ch', 'cm').
--- KEYS: the queue's block (lib.lua block), then the queue's usage hash of the month when uk > 0.
+-- KEYS: the queue's block (lib.lua block), then the blocks of other queues of its flows (plan.fq), then
+-- the queue's usage hash of the month when uk > 0.
 -- ARGV[1] now ms or -1, ARGV[2] JSON plan (shared/scriptcalls.py FinishPlan)
 --   {o: [{id: unique id, k: token, st: status, r: result JSON|null, e: {kind, message}|null,
 --         ra: delay ms|null (retry, sleep), p: progress|null, g: [log lines], sn: sleep step name JSON,
---         us: {i, o, c: micro-USD, m}|null, ch: "hit"|"miss"|null}], u: jitter draw,
+--         us: {i, o, c: micro-USD, m}|null, ch: "hit"|"miss"|null}],
+--    u: jitter draw, fq: [[queue, KEYS index before its block]], this queue first,
 --    uk: KEYS index of the usage hash (0: none), ud: day of the month "DD", ux: usage hash expiry ms}
 -- Returns JSON [[ok 0|1, state|""], ...] in outcome order.
 local now = now_ms(ARGV[1])
 local plan = cjson.decode(ARGV[2])
 local Q = block(0)
 local s = meta(Q, now)
+local self_queue = flow_blocks(plan.fq)
 local replies = {}
 local moved, delayed, writes = {}, {}, {}
 local terminal = {completed = {}, failed = {}, cancelled = {}}
@@ -52,8 +56,8 @@ for i, o in ipairs(plan.o) do
     if o.p ~= cjson.null and o.p then m.p = o.p end
     if o.us ~= cjson.null and o.us then
       local u = {i = o.us.i, o = o.us.o, c = o.us.c, m = o.us.m}
-      if rec[7] then
-        local old = cjson.decode(rec[7])
+      if rec[9] then
+        local old = cjson.decode(rec[9])
         u.i, u.o, u.c = u.i + old.i, u.o + old.o, u.c + old.c
         if u.m == cjson.null or not u.m then u.m = old.m end
       end
@@ -109,6 +113,7 @@ for i, o in ipairs(plan.o) do
       list[#list + 1] = o.id
       counts[state] = (counts[state] or 0) + 1
       ended[#ended + 1] = {h, o.id}
+      if rec[8] then flow_notify(o.id .. '.' .. self_queue, state, cjson.decode(rec[8])) end
     end
     writes[#writes + 1] = o.id .. ':m'; writes[#writes + 1] = pack_m(m)
     if state == 'completed' or state == 'failed' then
@@ -124,6 +129,9 @@ for i, o in ipairs(plan.o) do
   end
 end
 
+flow_run(now)
+local missing = flow_missing()
+if missing then return missing end
 if #moved > 0 then
   stage(Q, writes)
   zrem(Q.state.active, moved)
@@ -151,6 +159,8 @@ if #moved > 0 then
   end
   apply_retention(s, added)
 end
+flow_apply(now)
+-- Usage after the flows: a call that stops there for a queue it lacks has added none (it is sent again).
 if #usage_owners > 0 and plan.uk > 0 then
   local key = KEYS[plan.uk]
   local fields = {}

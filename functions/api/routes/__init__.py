@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from functions.api.routes import (
     dashboard,
     events,
+    flows,
     health,
     jobs,
     keys,
@@ -20,6 +21,7 @@ from functions.api.routes import (
 ROUTERS: list[APIRouter] = [
     health.router,
     jobs.router,
+    flows.router,
     events.router,
     queues.router,
     keys.router,
