@@ -19,6 +19,7 @@ from shared.models import (
     QueueMetrics,
     State,
     ThroughputPoint,
+    Usage,
 )
 
 
@@ -94,6 +95,19 @@ def compact_backoff(b: Backoff) -> list[Any] | None:
     return None if raw == DEFAULT_BACKOFF else raw
 
 
+def decode_usage(text: str | None) -> Usage | None:
+    """A job's stored usage field ('<id>:u', written by finish.lua), or None."""
+    if not text:
+        return None
+    raw = json.loads(text)
+    return Usage(
+        input_tokens=int(raw.get("i") or 0),
+        output_tokens=int(raw.get("o") or 0),
+        cost=int(raw.get("c") or 0) / 1_000_000,
+        model=raw.get("m") or None,
+    )
+
+
 def decode_job(job_id: str, fields: dict[str, str], now_ms: int) -> Job:
     """A Job from its Redis hash (fields in docs/redis-schema.md), its state as of `now_ms`."""
     d = json.loads(fields["d"])
@@ -128,6 +142,7 @@ def decode_job(job_id: str, fields: dict[str, str], now_ms: int) -> Job:
         singleton_key=d.get("sk"),
         debounce_key=d.get("dk"),
         **_flow_links(fields),
+        usage=decode_usage(fields.get("u")),
     )
 
 
@@ -196,5 +211,10 @@ def decode_metrics(entry: dict[str, Any], now: int) -> QueueMetrics:
         run_buckets=[count(f"hr{i}") for i in range(1, buckets + 1)],
         wait_buckets=wait_buckets,
         claimed_total=sum(wait_buckets),
+        cache_hits_total=count("ch"),
+        cache_misses_total=count("cm"),
+        input_tokens_total=count("ui"),
+        output_tokens_total=count("uo"),
+        cost_total=count("uc") / 1_000_000,
         throughput=points,
     )

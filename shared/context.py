@@ -32,7 +32,9 @@ from shared.limits import (
     MAX_STEP_NAME_CHARS,
     MAX_STEPS,
 )
-from shared.models import ClaimedJob, Job, ProgressUpdate
+from shared.llmcache import JobCache, ResponseCache
+from shared.models import CacheOutcome, ClaimedJob, Job, ProgressUpdate, Usage
+from shared.usage import UsageBook
 
 # Records a step for the running attempt: (name, result JSON) -> False when its lease was lost.
 StepRecorder = Callable[[str, str], Awaitable[bool]]
@@ -79,6 +81,8 @@ class JobContext:
         wall: Callable[[], float] = time.time,
         record_step: StepRecorder | None = None,
         children: Callable[[Job], Awaitable[list[Job]]] | None = None,
+        cache: ResponseCache | None = None,
+        usage_book: UsageBook | None = None,
     ) -> None:
         job = claimed.job
         self.job = job
@@ -101,6 +105,9 @@ class JobContext:
         self._wall = wall
         self._sleeps = 0  # unnamed sleeps asked for in this invocation: they are "sleep:<n>"
         self._children = children
+        self._cache, self._usage_book = cache, usage_book
+        self.usage: Usage | None = None  # what this attempt recorded; sent with its outcome
+        self.cache_outcome: CacheOutcome | None = None  # the cache's last answer to this attempt
 
     async def children(self) -> list[Job]:
         """The jobs this one waited for (its flow children, then its depends_on), with their states,
@@ -122,6 +129,37 @@ class JobContext:
         self._logs.append(clip_line(str(line)))
         del self._logs[:-MAX_LOG_LINES]
         return DONE
+
+    def record_usage(
+        self, *, input_tokens: int = 0, output_tokens: int = 0, cost: float = 0.0, model: str | None = None
+    ) -> Done:
+        """Add tokens and cost (USD) to this attempt's usage: it goes with the outcome, onto the job and
+        into its owner's totals per queue and day (GET /v1/usage), in the finish call (no command here)."""
+        add = Usage(input_tokens=input_tokens, output_tokens=output_tokens, cost=cost, model=model)  # checked
+        before = self.usage or Usage()
+        self.usage = Usage(
+            input_tokens=before.input_tokens + add.input_tokens,
+            output_tokens=before.output_tokens + add.output_tokens,
+            cost=before.cost + add.cost,
+            model=add.model or before.model,
+        )
+        return DONE
+
+    @property
+    def cache(self) -> JobCache:
+        """The response cache in this job's owner's scope (shared/llmcache.py): one command a call."""
+        if self._cache is None:
+            raise RuntimeError("this context has no response cache (the consumer gives one)")
+        return JobCache(self._cache, self.job.queue, self.owner, self._cache_answered)
+
+    def _cache_answered(self, outcome: CacheOutcome) -> None:
+        self.cache_outcome = outcome
+
+    async def check_budget(self) -> None:
+        """Raise BudgetExceededError (permanent) when the owner has used up their budget; call it before
+        spending. No command without a budget (its absence is cached briefly, shared/usage.py)."""
+        if self._usage_book is not None:
+            await self._usage_book.check(self.owner)
 
     @property
     def cancelled(self) -> bool:

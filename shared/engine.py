@@ -115,6 +115,7 @@ from shared.scriptcalls import (
 )
 from shared.settings import Settings
 from shared.store import Store, retrying
+from shared.usage import USAGE_KEEP_MS, month_of, usage_plan
 
 log = logging.getLogger("jobq.engine")
 _NAME = re.compile(NAME_PATTERN)
@@ -650,12 +651,13 @@ class Engine:
             )
             return finished, claimed
         others = [o for o in outcomes if _queue_of(o.job_id) != queue]
-        plan = await self._finish_plan(mine)
+        plan, extra = await self._finish_plan(queue, mine)
         args = await self._claim_args(queue, n, None, max_timeout, lane)
 
         async def call(keys: list[str], fq: FlowQueues) -> Any:
             plan["fq"] = args["fq"] = fq
-            return await CYCLE.run(self.store, keys, self._now_arg(), (plan, args))
+            plan["uk"] = len(keys) + 1 if extra else 0  # the usage hash goes after every block
+            return await CYCLE.run(self.store, [*keys, *extra], self._now_arg(), (plan, args))
 
         cycle, rest = await asyncio.gather(self._flowing(queue, call), self.finish(others))
         finished, claimed = cycle
@@ -734,18 +736,21 @@ class Engine:
             return []
 
         async def one(queue: str, group: list[Outcome]) -> list[FinishResult]:
-            plan = await self._finish_plan(group)
+            plan, extra = await self._finish_plan(queue, group)
 
             async def call(keys: list[str], fq: FlowQueues) -> Any:
                 plan["fq"] = fq
-                return await FINISH.run(self.store, keys, self._now_arg(), plan)
+                plan["uk"] = len(keys) + 1 if extra else 0  # the usage hash goes after every block
+                return await FINISH.run(self.store, [*keys, *extra], self._now_arg(), plan)
 
             return self._finished(group, await self._flowing(queue, call))
 
         return await _per_queue(outcomes, one)
 
-    async def _finish_plan(self, outcomes: Sequence[Outcome]) -> FinishPlan:
-        """finish.lua's plan (JSON): each outcome checked (a result that is not JSON is refused)."""
+    async def _finish_plan(self, queue: str, outcomes: Sequence[Outcome]) -> tuple[FinishPlan, list[str]]:
+        """finish.lua's plan (JSON), each outcome checked (a result that is not JSON is refused), and the
+        keys it needs beyond the queue's block: the queue's usage hash of the month when usage rides along
+        (the month and day of the caller's clock, UTC)."""
         if len(outcomes) > MAX_BATCH:
             raise ValidationError(f"at most {MAX_BATCH} outcomes per call", field="outcomes")
         plan_outcomes: list[FinishOutcome] = []
@@ -771,12 +776,20 @@ class Engine:
                     "ra": None if o.retry_after is None else ms(o.retry_after),
                     "p": o.progress,
                     "g": _bound_logs(o.logs),
+                    "us": None if o.usage is None else usage_plan(o.usage),
+                    "ch": o.cache,
                 }
             )
             if o.status == "sleep":
                 plan_outcomes[-1]["sn"] = dumps(o.step or "sleep")
         await self._ensure_policies()
-        return {"o": plan_outcomes, "u": jitter_draw()}
+        plan: FinishPlan = {"o": plan_outcomes, "u": jitter_draw(), "uk": 0, "ud": "", "ux": USAGE_KEEP_MS}
+        extra: list[str] = []
+        if any(o.usage is not None for o in outcomes):
+            day = datetime.fromtimestamp(self._now_ms() / 1000, UTC).date()
+            extra = [self._qk(queue).usage(month_of(day))]
+            plan["ud"] = f"{day.day:02d}"
+        return plan, extra
 
     @staticmethod
     def _finished(outcomes: Sequence[Outcome], reply: Any) -> list[FinishResult]:
@@ -1186,8 +1199,8 @@ def _one_debounce_per_key(jobs: Sequence[PlannedJob]) -> None:
 
 
 # A job record's fields in its queue's jobs hash: the immutable JSON, then state, errors, logs, result,
-# durable steps, a flow's links.
-_RECORD_PARTS = ("d", "m", "e", "g", "r", "s", "f", "p")  # f, p: a flow's links (flow.lua)
+# durable steps, a flow's links (f, p: flow.lua), usage.
+_RECORD_PARTS = ("d", "m", "e", "g", "r", "s", "f", "p", "u")
 
 
 def _record_fields(unique: str) -> list[str]:

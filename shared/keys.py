@@ -93,6 +93,19 @@ class QueueKeys:
         """Sorted set (scores 0) of an owner's schedule ids in this queue (the owner hashed)."""
         return self._key("schedule_owner", _digest(owner))
 
+    def usage(self, month: str) -> str:
+        """Hash of the queue's token usage in one month ("YYYY-MM"): field "<DD>|<owner>" (a day) and
+        "M|<owner>" (the month) -> "input output cost_micros jobs". Written by finish.lua only."""
+        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}", month):
+            raise ValueError(f"month must be YYYY-MM: {month!r}")
+        return self._key("usage", month)
+
+    def llm_cache(self, owner: str | None, request: str) -> str:
+        """String: a cached LLM response for a request hash, in the owner's own scope (None: the shared
+        scope a job type opts into); hashed, so no owner text reaches the key."""
+        scope = ("shared", request) if owner is None else ("owner", owner, request)
+        return self._key("llm", _digest(*scope))
+
     def idempotency(self, owner: str, key: str) -> str:
         """String: job id and request hash for an idempotency key; hashed so any owner/key text is safe."""
         return self._key("idem", _digest(owner, key))
@@ -123,6 +136,10 @@ class Keys:
     def wake(self, lane: str) -> str:
         """String: epoch ms of the delayed wake-up of the lane's consumer that is pending, expiring then."""
         return self._key("wake", lane)
+
+    def budgets(self) -> str:
+        """Hash: owner -> JSON budget (shared/usage.py Budget), set by admins through /v1/usage/budget."""
+        return self._key("budgets")
 
     # --- API (issue 4, functions/api): credentials and submit rate limits. Owned by the API area. ---
     def api_keys(self) -> str:

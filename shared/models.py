@@ -67,6 +67,31 @@ class JobError(BaseModel):
     at: datetime | None = None
 
 
+MAX_TOKENS_RECORDED = 10**12  # per call of record_usage: far above any real call, bounded for the scripts
+MAX_COST_RECORDED = 10**6  # USD per call of record_usage
+
+
+class Usage(BaseModel):
+    """Tokens and cost (USD) a job used, over all its attempts: what `ctx.record_usage` adds up."""
+
+    input_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS_RECORDED)
+    output_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS_RECORDED)
+    cost: float = Field(default=0.0, ge=0, le=MAX_COST_RECORDED)
+    model: str | None = Field(default=None, max_length=128)  # the last model recorded
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def cost_micros(self) -> int:
+        """The cost in millionths of a USD: what Redis adds up (integers stay exact)."""
+        return round(self.cost * 1_000_000)
+
+
+CacheOutcome = Literal["hit", "miss"]
+
+
 class Debounce(BaseModel):
     """Submits with the same key (per queue and owner) within `seconds` of each other make one run, with
     the last submit's payload: the run starts once `seconds` pass without a new submit, and at the
@@ -201,6 +226,7 @@ class Job(BaseModel):
     depends_on: list[str] = Field(default_factory=list)
     pending_children: int = 0
     parents: list[ParentLink] = Field(default_factory=list)
+    usage: Usage | None = None  # recorded by the handler (ctx.record_usage), summed over attempts
 
 
 class EnqueueResult(BaseModel):
@@ -246,6 +272,8 @@ class Outcome(BaseModel):
     step: str | None = None  # for status "sleep": the sleep's step name
     progress: int | None = Field(default=None, ge=0, le=100)
     logs: list[str] = Field(default_factory=list)
+    usage: Usage | None = None  # what this attempt recorded (ctx.record_usage)
+    cache: CacheOutcome | None = None  # whether a response cache answered this attempt (ctx.cache)
 
 
 class FinishResult(BaseModel):
@@ -390,4 +418,9 @@ class QueueMetrics(QueueStats):
     run_buckets: list[int] = Field(default_factory=lambda: [0] * (len(HISTOGRAM_BOUNDS) + 1))
     wait_buckets: list[int] = Field(default_factory=lambda: [0] * (len(HISTOGRAM_BOUNDS) + 1))
     claimed_total: int = 0  # jobs claimed (each wait time observed once per claim)
+    cache_hits_total: int = 0  # attempts a response cache answered (ctx.cache)
+    cache_misses_total: int = 0
+    input_tokens_total: int = 0  # usage recorded by the queue's jobs (ctx.record_usage)
+    output_tokens_total: int = 0
+    cost_total: float = 0.0  # USD
     throughput: list[ThroughputPoint] = Field(default_factory=list)  # last 60 minutes, oldest first

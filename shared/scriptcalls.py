@@ -88,12 +88,24 @@ class FinishOutcome(TypedDict):
     p: int | None  # progress
     g: list[str]  # log lines
     sn: NotRequired[str]  # status "sleep": the sleep's step name as JSON text
+    us: UsagePlan | None  # usage this attempt recorded
+    ch: str | None  # "hit" | "miss": a response cache's answer
+
+
+class UsagePlan(TypedDict):
+    i: int  # input tokens
+    o: int  # output tokens
+    c: int  # cost, micro-USD
+    m: str | None  # model
 
 
 class FinishPlan(TypedDict):
     o: list[FinishOutcome]
     u: float  # jitter draw in [0, 1)
     fq: NotRequired[FlowQueues]
+    uk: int  # KEYS index of the queue's usage hash of the month; 0: no outcome carries usage
+    ud: str  # day of the month, "DD"
+    ux: int  # ms the usage hash is kept after its last write
 
 
 class StepPlan(TypedDict):

@@ -8,12 +8,19 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.lanes import DEFAULT_LANES, Lanes
 
 PLACEHOLDER_TOKENS = frozenset({"", "changeme", "change-me", "secret", "admin", "token", "xxx"})
+
+
+class ModelPrice(BaseModel):
+    """A model's price in USD per million tokens."""
+
+    input: float = Field(ge=0, le=10_000)
+    output: float = Field(ge=0, le=10_000)
 
 
 class Settings(BaseSettings):
@@ -91,6 +98,19 @@ class Settings(BaseSettings):
     allow_private_urls: bool = False
     url_allowlist: list[str] = []
     url_denylist: list[str] = []
+
+    # AI jobs (functions/jobs/llm.py, docs/ai-jobs.md): any OpenAI-compatible chat endpoint. The key is
+    # sent to the provider only: never logged, never in a job record.
+    llm_base_url: str = "https://api.openai.com/v1"
+    llm_api_key: SecretStr = SecretStr("")
+    llm_model: str = Field(default="gpt-4o-mini", min_length=1, max_length=128)
+    # USD per million tokens of each model; a model missing here records its tokens at no cost.
+    llm_prices: dict[str, ModelPrice] = {}
+    # Seconds one provider call may take (kept below the job's own timeout, whichever is shorter).
+    llm_timeout: float = Field(default=120.0, gt=0, le=3600)
+    llm_cache_ttl: float = Field(default=3600.0, gt=0, le=30 * 86400)  # of the built-in `llm` type
+    # Seconds a consumer trusts an owner's budget as read (a budget change reaches every consumer then).
+    budget_cache_seconds: float = Field(default=10.0, ge=0, le=3600)
 
     # Logging.
     log_format: Literal["json", "console"] = "json"

@@ -6,4 +6,6 @@ pytest_plugins = [
     "tests.support.api_fixtures",
     "tests.support.consumer_fixtures",
     "tests.support.qstash_server",
+    "tests.support.fake_llm",
+    "tests.support.ai_stack",
 ]

@@ -21,6 +21,7 @@ from shared.models import (
     ParentLink,
     QueueStats,
     State,
+    Usage,
 )
 from shared.priorities import PRIORITIES, priority_value
 from shared.registry import Registry
@@ -193,6 +194,7 @@ class JobPublic(BaseModel):
     depends_on: list[str] = Field(default_factory=list)
     pending_children: int = Field(default=0, description="Children and dependencies not yet ended.")
     parents: list[ParentLink] = Field(default_factory=list, description="Jobs waiting on this one.")
+    usage: Usage | None = None  # tokens and cost the handler recorded, over all attempts
 
     @classmethod
     def of(cls, job: Job, registry: Registry) -> JobPublic:

@@ -15,6 +15,7 @@ from shared.registry import Registry
 from shared.settings import Settings
 from shared.store import Store, make_redis
 from shared.triggers import Trigger, build_trigger
+from shared.usage import UsageBook
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Services:
     limiter: SubmitLimiter
     trigger: Trigger
     registry: Registry
+    usage: UsageBook  # usage totals and budgets (shared/usage.py)
 
 
 def connect(settings: Settings) -> Any:
@@ -58,4 +60,5 @@ def build_services(
         limiter=SubmitLimiter(store, keys.rate_limits(), settings.default_rate),
         trigger=trigger if trigger is not None else build_trigger(settings),
         registry=registry,
+        usage=UsageBook(store, keys, budget_ttl=settings.budget_cache_seconds),
     )

@@ -21,6 +21,7 @@ from shared.registry import registry as default_registry
 from shared.settings import Settings, get_settings
 from shared.store import make_redis
 from shared.triggers import Trigger, build_trigger
+from shared.usage import UsageBook
 
 log = logging.getLogger("jobq.consumer")
 
@@ -75,7 +76,12 @@ def build_runtime(
         redis=redis,
         engine=engine,
         registry=registry,
-        consumer=Consumer(engine, registry, config),
+        consumer=Consumer(
+            engine,
+            registry,
+            config,
+            usage=UsageBook(engine.store, engine.keys, budget_ttl=settings.budget_cache_seconds),
+        ),
         trigger=trigger if trigger is not None else build_trigger(settings),
     )
 

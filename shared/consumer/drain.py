@@ -32,8 +32,10 @@ from shared.consumer.recorder import Pending, Recorder, Tally
 from shared.context import JobContext
 from shared.engine import Engine
 from shared.errors import JobqError
+from shared.llmcache import ResponseCache
 from shared.models import ClaimedJob, Lease, Outcome
 from shared.registry import Registry
+from shared.usage import UsageBook
 
 log = logging.getLogger("jobq.consumer")
 
@@ -70,8 +72,12 @@ class Consumer:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        usage: UsageBook | None = None,
     ) -> None:
         self.engine, self.registry = engine, registry
+        # What handlers reach through their context: the response cache and the budgets.
+        self.cache = ResponseCache(engine.store, engine.keys)
+        self.usage = usage or UsageBook(engine.store, engine.keys)
         self.config = config or ConsumerConfig()
         if self.config.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -378,6 +384,8 @@ class _Run:
             wall=self.c._wall,
             record_step=record_step,
             children=self.c.engine.children,
+            cache=self.c.cache,
+            usage_book=self.c.usage,
         )
         ctx.deadline = min(self.c._clock() + job.timeout, self.deadline)
         slot = Slot(claimed, ctx, lease_until=lease_until)
@@ -410,6 +418,7 @@ class _Run:
         update = slot.ctx.take_update()
         if update is not None:  # the last progress and lines travel with the outcome
             outcome.progress, outcome.logs = update.progress, update.logs
+        outcome.usage, outcome.cache = slot.ctx.usage, slot.ctx.cache_outcome
         fields: dict[str, object] = {}
         if log.isEnabledFor(logging.DEBUG):  # for the per-job line only
             fields = {**slot.fields(), "duration_ms": round((self.c._clock() - slot.began) * 1000, 1)}

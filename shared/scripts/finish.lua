@@ -10,11 +10,18 @@
 -- Terminal indexes are trimmed to the queue's retention (lib.lua apply_retention).
 -- Counters, histograms, throughput and the call's events are written once, with the queue's meta.
 -- A job that ends tells the jobs waiting on it (flow.lua), in this call.
--- KEYS: the queue's block (lib.lua block), then the blocks of other queues of its flows (plan.fq).
+-- Usage an attempt recorded is added to the job's 'u' field, to the queue's totals in meta and to the
+-- queue's usage hash of the month (per owner and day, and per owner and month): one HMGET and one HSET
+-- per call, whatever the number of outcomes, and a PEXPIRE when an owner's first usage of a day arrives.
+-- Cache answers count in meta ('ch', 'cm').
+-- KEYS: the queue's block (lib.lua block), then the blocks of other queues of its flows (plan.fq), then
+-- the queue's usage hash of the month when uk > 0.
 -- ARGV[1] now ms or -1, ARGV[2] JSON plan (shared/scriptcalls.py FinishPlan)
 --   {o: [{id: unique id, k: token, st: status, r: result JSON|null, e: {kind, message}|null,
---         ra: delay ms|null (retry, sleep), p: progress|null, g: [log lines], sn: sleep step name JSON}],
---    u: jitter draw, fq: [[queue, KEYS index before its block]], this queue first}
+--         ra: delay ms|null (retry, sleep), p: progress|null, g: [log lines], sn: sleep step name JSON,
+--         us: {i, o, c: micro-USD, m}|null, ch: "hit"|"miss"|null}],
+--    u: jitter draw, fq: [[queue, KEYS index before its block]], this queue first,
+--    uk: KEYS index of the usage hash (0: none), ud: day of the month "DD", ux: usage hash expiry ms}
 -- Returns JSON [[ok 0|1, state|""], ...] in outcome order.
 local now = now_ms(ARGV[1])
 local plan = cjson.decode(ARGV[2])
@@ -28,6 +35,7 @@ local by_state = {}
 local owners = {}
 local counts = {}
 local ids = {}
+local usage, usage_owners = {}, {} -- owner -> {input, output, cost micros, jobs}, owners in order
 local ended = {} -- {h, id} of jobs leaving for good: their singleton keys are released
 for i, o in ipairs(plan.o) do ids[i] = o.id end
 local recs = records(Q, ids)
@@ -46,6 +54,22 @@ for i, o in ipairs(plan.o) do
     local logs = append_logs(rec[4], o.g)
     if logs then writes[#writes + 1] = o.id .. ':g'; writes[#writes + 1] = logs end
     if o.p ~= cjson.null and o.p then m.p = o.p end
+    if o.us ~= cjson.null and o.us then
+      local u = {i = o.us.i, o = o.us.o, c = o.us.c, m = o.us.m}
+      if rec[9] then
+        local old = cjson.decode(rec[9])
+        u.i, u.o, u.c = u.i + old.i, u.o + old.o, u.c + old.c
+        if u.m == cjson.null or not u.m then u.m = old.m end
+      end
+      writes[#writes + 1] = o.id .. ':u'; writes[#writes + 1] = cjson.encode(u)
+      local t = usage[h.o]
+      if not t then t = {0, 0, 0, 0}; usage[h.o] = t; usage_owners[#usage_owners + 1] = h.o end
+      t[1], t[2], t[3], t[4] = t[1] + o.us.i, t[2] + o.us.o, t[3] + o.us.c, t[4] + 1
+      counts.ui = (counts.ui or 0) + o.us.i
+      counts.uo = (counts.uo or 0) + o.us.o
+      counts.uc = (counts.uc or 0) + o.us.c
+    end
+    if o.ch == 'hit' then counts.ch = (counts.ch or 0) + 1 elseif o.ch == 'miss' then counts.cm = (counts.cm or 0) + 1 end
     local err = nil
     if status ~= 'completed' and o.e ~= cjson.null and o.e then
       err = {kind = o.e.kind, message = o.e.message, attempt = attempt, at = now}
@@ -136,5 +160,27 @@ if #moved > 0 then
   apply_retention(s, added)
 end
 flow_apply(now)
+-- Usage after the flows: a call that stops there for a queue it lacks has added none (it is sent again).
+if #usage_owners > 0 and plan.uk > 0 then
+  local key = KEYS[plan.uk]
+  local fields = {}
+  for _, owner in ipairs(usage_owners) do
+    fields[#fields + 1] = plan.ud .. '|' .. owner; fields[#fields + 1] = 'M|' .. owner
+  end
+  local got = redis.call('HMGET', key, unpack(fields))
+  local flat, fresh = {}, false
+  for j, field in ipairs(fields) do
+    fresh = fresh or not got[j]
+    local t = usage[usage_owners[math.floor((j + 1) / 2)]]
+    local n, k = {0, 0, 0, 0}, 1
+    for v in string.gmatch(got[j] or '', '%d+') do n[k] = tonumber(v); k = k + 1 end
+    flat[#flat + 1] = field
+    flat[#flat + 1] = n2s(n[1] + t[1]) .. ' ' .. n2s(n[2] + t[2]) .. ' ' .. n2s(n[3] + t[3]) .. ' ' .. n2s(n[4] + t[4])
+  end
+  redis.call('HSET', key, unpack(flat))
+  -- The expiry moves on with each new owner-day field (the first write of a month makes one), so most
+  -- calls skip it and a month's hash still outlives its last day by `ux`.
+  if fresh then redis.call('PEXPIRE', key, plan.ux) end
+end
 commit()
 return cjson.encode(replies)

@@ -93,8 +93,8 @@ end
 
 -- A job record's fields in the queue's jobs hash: the immutable JSON under the id, the rest under
 -- "<id>:<part>" (m state, e errors, g logs, r result, s durable steps: STEPS below,
--- f and p a flow's links: flow.lua).
-local RECORD_PARTS = {'m', 'e', 'g', 'r', 's', 'f', 'p'}
+-- f and p a flow's links: flow.lua, u usage).
+local RECORD_PARTS = {'m', 'e', 'g', 'r', 's', 'f', 'p', 'u'}
 local function record_fields(id)
   local f = {id}
   for _, part in ipairs(RECORD_PARTS) do f[#f + 1] = id .. ':' .. part end
@@ -145,11 +145,11 @@ local function records(Q, ids)
   return out
 end
 
--- A record as the flat field list the caller decodes (Python codec.decode_job): d, m, e, g, r, s, f, p
--- present.
+-- A record as the flat field list the caller decodes (Python codec.decode_job): d, m, e, g, r, s, f, p,
+-- u present.
 local function flat_record(rec)
   local out = {}
-  local names = {'d', 'm', 'e', 'g', 'r', 's', 'f', 'p'}
+  local names = {'d', 'm', 'e', 'g', 'r', 's', 'f', 'p', 'u'}
   for i, name in ipairs(names) do
     if rec[i] then out[#out + 1] = name; out[#out + 1] = rec[i] end
   end
@@ -166,7 +166,7 @@ local function zrem(key, ids) if #ids > 0 then batch('ZREM', key, ids) end end
 -- stage changes, and `commit()` writes them in one HSET, moves the due key when the due time changed and
 -- writes the call's events as one stream entry.
 local META_FIELDS = {'paused', 'pol', 'du', 'vc', 'rseq', 'lc', 'rlw', 'rlc', 'nd', 'nr', 'ns', 'tr', 'wait_ms',
-  'completed', 'failed', 'retried', 'cancelled', 'run_ms'}
+  'completed', 'failed', 'retried', 'cancelled', 'run_ms', 'ch', 'cm', 'ui', 'uo', 'uc'}
 for _, h in ipairs({'hw', 'hr'}) do
   for i = 1, #RUN_BOUNDS + 1 do META_FIELDS[#META_FIELDS + 1] = h .. i end
 end

@@ -66,6 +66,9 @@ def dashboard_registry(switches: Switches) -> Registry:
 
     @reg("dash_echo", payload=Message, queue="dash", timeout=10)
     async def echo(payload: Message, ctx: JobContext) -> str:
+        ctx.record_usage(
+            input_tokens=1200, output_tokens=30, cost=0.0012, model="m"
+        )  # the queue page shows it
         return payload.message
 
     @reg("dash_gate", payload=Message, queue="dash", timeout=30)
@@ -232,6 +235,9 @@ def run_scenario(page: Any, api: httpx.Client, switches: Switches, url: str, exp
     # Pause the queue (the flag shows on the queue page and the overview), resume it after confirming.
     page.goto(f"{url}/dashboard#/queue/dash")
     expect(page.locator("#paused-flag")).to_have_text("running")
+    expect(page.locator("#ai-figures")).to_contain_text(
+        re.compile(r"Tokens: [\d,]+ in / [\d,]+ out · Cost: \$0\.0")
+    )
     page.get_by_role("button", name="Pause").click()
     expect(page.locator("#paused-flag")).to_have_text("paused")
     assert api.get("/v1/queues/dash").json()["paused"] is True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,10 @@ from functions.api.auth import Principal
 from functions.api.events import OwnerFeed, StreamCursor, Watch
 from functions.api.ratelimit import SubmitLimiter
 from shared.engine import Engine
-from shared.models import ClaimedJob, Debounce, JobSpec, Lease, Outcome
+from shared.llmcache import ResponseCache
+from shared.models import ClaimedJob, Debounce, JobSpec, Lease, Outcome, Usage
 from shared.schedules import ScheduleSpec
+from shared.usage import Budget, UsageBook
 from tests.support.billing import measure_billed
 from tests.support.engine_fixtures import EngineFactory
 
@@ -52,12 +55,21 @@ def done(claimed: list[ClaimedJob]) -> list[Outcome]:
     return [Outcome(job_id=c.job.id, token=c.token, status="completed") for c in claimed]
 
 
+def used(claimed: list[ClaimedJob]) -> list[Outcome]:
+    """Completed outcomes that carry usage (ctx.record_usage)."""
+    usage = Usage(input_tokens=120, output_tokens=30, cost=0.0001, model="m")
+    return [Outcome(job_id=c.job.id, token=c.token, status="completed", usage=usage) for c in claimed]
+
+
 class Ops:
     """One measurement per row: `setup` brings the queue to the row's starting point (not counted)."""
 
     def __init__(self, engine: Engine, limiter: SubmitLimiter, past: Engine) -> None:
         self.engine, self.limiter = engine, limiter
         self.past = past  # the same store an hour behind: the schedules it creates are due now
+        # A still clock: the list of queues a budget check reads is the one of its first run (1 queue).
+        self.book = UsageBook(engine.store, engine.keys, budget_ttl=0, clock=lambda: 0.0)
+        self.cache = ResponseCache(engine.store, engine.keys)
         self.claimed: list[ClaimedJob] = []
         self.waiting_id = ""
         self.schedule_id = ""
@@ -122,6 +134,11 @@ class Ops:
         async def to_delete() -> None:
             self.schedule_id = (await e.scheduler.create(nightly())).id
 
+        async def budgeted() -> None:
+            await self.book.set_budget("bob", Budget(period="day", tokens=10**9))
+
+        today = datetime.now(UTC).date()
+
         # Workflow rows run on queues of their own ("wf", "deb"), so the jobs they leave delayed change
         # no other row's starting point.
         async def one_claimed(**spec: Any) -> None:
@@ -178,6 +195,16 @@ class Ops:
             "stats of one queue": (nothing, lambda: e.stats("echo")),
             "cancel a waiting job": (one_waiting, lambda: e.cancel(self.waiting_id)),
             "rate limit check of a submit": (nothing, lambda: self.limiter.check(who)),
+            "finish 1 job with usage": (lambda: claimed(1), lambda: e.finish(used(self.claimed))),
+            "finish 100 jobs with usage": (lambda: claimed(100), lambda: e.finish(used(self.claimed))),
+            "response cache read": (nothing, lambda: self.cache.get("echo", "alice", "h")),
+            "response cache write": (nothing, lambda: self.cache.put("echo", "alice", "h", {"a": 1}, 60)),
+            "budget check, no budget": (nothing, lambda: self.book.check("alice")),
+            "budget check, a budget (1 queue)": (budgeted, lambda: self.book.check("bob")),
+            "usage report, 1 queue, 1 month": (
+                nothing,
+                lambda: self.book.report("alice", today.replace(day=1), today, ["echo"]),
+            ),
             "create a schedule (6 queues: a ZCARD each)": (nothing, lambda: e.scheduler.create(nightly())),
             "tick with 10 schedules between firings": (lambda: schedules(10), e.due),
             "fire a due schedule, then claim its job": (due_schedule, fire),

@@ -37,6 +37,9 @@ def test_every_key_is_pinned() -> None:
     assert re.fullmatch(r"jobq:\{mail\}:idem:[0-9a-f]{32}", mail.idempotency("alice", "k1"))
     assert mail.schedules() == "jobq:{mail}:schedules"
     assert re.fullmatch(r"jobq:\{mail\}:schedule_owner:[0-9a-f]{32}", mail.owner_schedules("alice"))
+    assert mail.usage("2026-12") == "jobq:{mail}:usage:2026-12"
+    assert re.fullmatch(r"jobq:\{mail\}:llm:[0-9a-f]{32}", mail.llm_cache("alice", "ab12"))
+    assert keys.budgets() == "jobq:budgets"
 
 
 def test_every_key_of_a_queue_shares_its_hash_tag() -> None:
@@ -51,6 +54,7 @@ def test_every_key_of_a_queue_shares_its_hash_tag() -> None:
             mail.owner_schedules("o"),
         ),
     ]
+    built += [mail.usage("2026-01"), mail.llm_cache("o", "h"), mail.llm_cache(None, "h")]
     assert all(re.match(r"^jobq:\{mail:eu\.1\}:", key) for key in built)
 
 
@@ -99,3 +103,16 @@ def test_no_script_builds_a_key_name() -> None:
     for script in SCRIPTS.glob("*.lua"):
         text = script.read_text()
         assert "ARGV[1] .. " not in text and "P .. " not in text, script.name
+
+
+def test_cache_scopes_never_meet() -> None:
+    """An owner's cache entry, another owner's and the shared one are three keys, whatever the texts."""
+    q = Keys("jobq").queue("llm")
+    assert len({q.llm_cache("alice", "h"), q.llm_cache("bob", "h"), q.llm_cache(None, "h")}) == 3
+    assert q.llm_cache("shared", "h") != q.llm_cache(None, "h")
+
+
+@pytest.mark.parametrize("month", ["2026-1", "26-01", "2026-01:x", ""])
+def test_a_usage_month_is_checked(month: str) -> None:
+    with pytest.raises(ValueError, match="YYYY-MM"):
+        Keys("jobq").queue("llm").usage(month)

@@ -16,6 +16,7 @@ from functions.api.routes import (
     queues,
     schedules,
     tokens,
+    usage,
 )
 
 ROUTERS: list[APIRouter] = [
@@ -30,4 +31,5 @@ ROUTERS: list[APIRouter] = [
     tokens.router,
     panel.router,
     schedules.router,
+    usage.router,
 ]

@@ -65,9 +65,20 @@ async def dashboard_asset(asset: str) -> Response:
 # -- overview -----------------------------------------------------------------------------------
 
 
+class AIFigures(BaseModel):
+    """A queue's response-cache answers and recorded usage (docs/ai-jobs.md)."""
+
+    cache_hits: int
+    cache_misses: int
+    input_tokens: int
+    output_tokens: int
+    cost: float
+
+
 class QueueOverview(QueuePublic):
     """A queue's counts and totals, plus the last hour's throughput and estimated p50/p95 times."""
 
+    ai: AIFigures | None = Field(default=None, description="Null for a queue without cache use or usage")
     throughput: list[ThroughputPoint] = Field(description="Jobs finished per minute, last 60, oldest first")
     run_p50_seconds: float | None = None
     run_p95_seconds: float | None = None
@@ -98,7 +109,19 @@ def queue_overview(metrics: QueueMetrics) -> QueueOverview:
         run_p95_seconds=pct(metrics.run_buckets, 0.95),
         wait_p50_seconds=pct(metrics.wait_buckets, 0.5),
         wait_p95_seconds=pct(metrics.wait_buckets, 0.95),
+        ai=ai_figures(metrics),
     )
+
+
+def ai_figures(m: QueueMetrics) -> AIFigures | None:
+    figures = AIFigures(
+        cache_hits=m.cache_hits_total,
+        cache_misses=m.cache_misses_total,
+        input_tokens=m.input_tokens_total,
+        output_tokens=m.output_tokens_total,
+        cost=m.cost_total,
+    )
+    return figures if any(figures.model_dump().values()) else None
 
 
 def overview_totals(queues: list[QueueOverview]) -> OverviewTotals:

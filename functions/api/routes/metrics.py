@@ -41,6 +41,11 @@ COUNTERS = (
     ("jobq_jobs_retried", "Failed attempts scheduled for a retry.", "retried_total"),
     ("jobq_jobs_cancelled", "Jobs cancelled.", "cancelled_total"),
     ("jobq_jobs_claimed", "Jobs claimed by consumers (one per attempt).", "claimed_total"),
+    ("jobq_cache_hits", "Attempts the response cache answered (ctx.cache).", "cache_hits_total"),
+    ("jobq_cache_misses", "Attempts the response cache could not answer.", "cache_misses_total"),
+    ("jobq_llm_input_tokens", "Input tokens jobs recorded (ctx.record_usage).", "input_tokens_total"),
+    ("jobq_llm_output_tokens", "Output tokens jobs recorded (ctx.record_usage).", "output_tokens_total"),
+    ("jobq_llm_cost_usd", "Cost in USD jobs recorded (ctx.record_usage).", "cost_total"),
 )
 
 

@@ -446,7 +446,7 @@ function queueView(name, params) {
         paused: false,
         counts: {},
       };
-      const snapshot = JSON.stringify([queue.paused, queue.stalled, queue.counts, page, pages.length]);
+      const snapshot = JSON.stringify([queue.paused, queue.stalled, queue.counts, queue.ai, page, pages.length]);
       if (snapshot === last) return;
       last = snapshot;
       mount(renderQueue(queue, filters, page, pages, () => refreshNow()));
@@ -569,12 +569,19 @@ function renderQueue(queue, filters, page, pages, rerender) {
       h("span", { id: "paused-flag", class: `badge ${queue.paused ? "paused" : "running"}`, text: queue.paused ? "paused" : "running" }),
     ),
     queue.stalled ? h("p", { class: "banner stalled", role: "status", text: queue.stalled }) : null,
+    queue.ai ? aiFigures(queue.ai) : null,
     actions,
     tabs,
     filterForm,
     table,
     pager,
   );
+}
+
+function aiFigures(ai) {
+  const tokens = `${fmtNumber(ai.input_tokens)} in / ${fmtNumber(ai.output_tokens)} out`;
+  const text = `Cache: ${fmtNumber(ai.cache_hits)} hits / ${fmtNumber(ai.cache_misses)} misses · Tokens: ${tokens} · Cost: $${ai.cost.toFixed(4)}`;
+  return h("p", { id: "ai-figures", class: "crumbs", text });
 }
 
 function cleanForm(name) {
