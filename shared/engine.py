@@ -100,7 +100,6 @@ from shared.scriptcalls import (
     ListPlan,
     ProgressItem,
 )
-from shared.settings import Settings
 from shared.store import Store
 
 _NAME = re.compile(NAME_PATTERN)
@@ -129,28 +128,6 @@ class PlannedJob:
 class Engine:
     """The job queue on one Redis, under one key prefix. A method on one queue or one job is one round
     trip; one over several queues sends one call per queue at once (module docstring)."""
-
-    @classmethod
-    def for_settings(
-        cls,
-        settings: Settings,
-        redis: Any,
-        queue_options: Callable[[str], QueueOptions],
-        queues: Sequence[str] = (),
-    ) -> Engine:
-        """The engine a deployment's settings describe: the API and the consumers build it this one way."""
-        return cls(
-            redis,
-            prefix=settings.key_prefix,
-            queue_options=queue_options,
-            queues=queues,
-            max_payload_bytes=settings.max_payload_bytes,
-            idempotency_window=settings.idempotency_window,
-            timeout=settings.redis_timeout,
-            lease_margin=settings.lease_margin,
-            lanes=settings.lane_set,
-            cluster=settings.redis_cluster,
-        )
 
     def __init__(
         self,
