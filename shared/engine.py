@@ -60,7 +60,7 @@ from shared.models import (
     Event,
     FinishResult,
     Job,
-    JobPage,
+    JobSlice,
     JobSpec,
     Lease,
     LeaseStatus,
@@ -671,7 +671,7 @@ class Engine:
         type: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
-    ) -> JobPage:
+    ) -> JobSlice:
         """Jobs of an owner (by tag when given: tag listings are per owner), else of a queue, newest first.
 
         Owner and tag listings are newest created first (ids are time-ordered), over every queue (one
@@ -712,7 +712,7 @@ class Engine:
         reply = await LIST.run(*self._on(queue), plan)
         now = int(reply["now"])
         jobs = [decode_job(job_id(unique, queue), as_fields(flat), now) for unique, flat in reply["j"] or []]
-        return JobPage(jobs=jobs, cursor=reply["c"] or None)
+        return JobSlice(jobs=jobs, cursor=reply["c"] or None)
 
     async def _list_index(
         self,
@@ -722,7 +722,7 @@ class Engine:
         cursor: str | None,
         limit: int,
         filters: tuple[str, str],
-    ) -> JobPage:
+    ) -> JobSlice:
         """An owner's (or tag's) listing over `queues`: each queue's page, merged newest first. A queue
         that stopped scanning early bounds the page (nothing older than where it stopped), so the next
         page, from the cursor, misses nothing."""
@@ -763,7 +763,7 @@ class Engine:
             next_cursor = bound
         else:
             next_cursor = None
-        return JobPage(jobs=jobs, cursor=next_cursor)
+        return JobSlice(jobs=jobs, cursor=next_cursor)
 
     async def stats(self, queue: str) -> QueueStats:
         """Counts per state, paused flag, counters, backlog age, last claim and stall reason of one queue.

@@ -24,8 +24,8 @@ from pydantic import BaseModel, Field
 
 from functions.api.deps import AdminUser, EngineDep, QueueName, ServicesDep
 from functions.api.errors import public_message
-from functions.api.events import sse
 from functions.api.schemas import MAX_LIST_LIMIT, JobErrorPublic, QueuePublic
+from functions.api.sse import sse
 from shared.engine import MAX_STREAM_PART, Engine, is_stream_id
 from shared.errors import JobqError
 from shared.models import NAME_PATTERN, Job, QueueMetrics, State, ThroughputPoint

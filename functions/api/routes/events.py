@@ -16,8 +16,8 @@ from fastapi.responses import StreamingResponse
 
 from functions.api.deps import CurrentUser, EngineDep, ServicesDep, job_id_or_404, owner_scope
 from functions.api.errors import public_message
-from functions.api.events import Mark, is_terminal, new_logs, sse, status_changed, status_of
 from functions.api.schemas import JobChange
+from functions.api.sse import Mark, is_terminal, new_logs, sse, status_changed, status_of
 from shared.engine import Engine
 from shared.errors import JobqError
 from shared.models import Job
