@@ -780,9 +780,11 @@ class Engine:
             for m in await self._metrics(await self.queue_names())
         ]
 
-    async def metrics(self) -> list[QueueMetrics]:
-        """Stats plus histograms and per-minute throughput of every queue, read as `stats_all` does."""
-        return await self._metrics(await self.queue_names())
+    async def metrics(self, queues: Sequence[str] | None = None) -> list[QueueMetrics]:
+        """Stats plus histograms and per-minute throughput of `queues` (of every queue when None), read
+        as `stats_all` does."""
+        names = [self._check_queue(q) for q in queues] if queues is not None else await self.queue_names()
+        return await self._metrics(names)
 
     async def _metrics(self, queues: list[str]) -> list[QueueMetrics]:
         """One read-only call for all `queues` (their blocks in KEYS), one per queue on a cluster."""

@@ -1,18 +1,33 @@
-"""Live job updates for the event stream and the long poll, by polling the engine (one GET per interval).
+"""Server-sent events: the polling loop every stream shares, and the event ids that let a client resume.
 
-An event id records what the client has seen: state, progress, attempts, the cancel flag, how many log
-lines and a digest of the last one. Sent back as Last-Event-ID it lets a reconnecting client receive only
-what changed, and only the log lines it has not seen.
+A stream polls the engine, sends what changed, and ends after a bounded time; the client reconnects with
+the last event id as Last-Event-ID. A job's id (`Mark`) records what the client has seen of it: state,
+progress, attempts, the cancel flag, how many log lines and a digest of the last one, so a reconnecting
+client receives only what changed, and only the log lines it has not seen. The queues' id (`StreamCursor`)
+records its position in every queue's event stream.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import re
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 
+from fastapi.responses import StreamingResponse
+
+from functions.api.errors import public_message
 from functions.api.schemas import JobErrorPublic, JobStatus
-from shared.models import TERMINAL_STATES, Job, State
+from shared.engine import MAX_STREAM_PART, is_stream_id
+from shared.errors import JobqError
+from shared.models import NAME_PATTERN, TERMINAL_STATES, Job, State
+
+RECONNECT_MS = 2000  # the client's reconnect delay after a stream ends (the `retry:` field)
+KEEPALIVE_SECONDS = 15.0  # a comment line when nothing was sent this long, so proxies keep the stream
+_QUEUE = re.compile(NAME_PATTERN)
 
 _MARK = re.compile(r"^([a-z]+)\.(\d{1,3})\.(\d{1,3})\.([01])\.(\d{1,4})\.([0-9a-f]{8}|-)$")
 
@@ -95,3 +110,75 @@ def sse(event: str, data: str, event_id: str | None = None) -> str:
     """One server-sent event; data is JSON (one line), so no line splitting is needed."""
     head = f"id: {event_id}\n" if event_id else ""
     return f"{head}event: {event}\ndata: {data}\n\n"
+
+
+@dataclass
+class StreamCursor:
+    """Where a client is in every queue's event stream, sent as the SSE id and returned as Last-Event-ID.
+
+    `base` (epoch ms) is where the client's first connection started: a queue absent from `positions` has
+    had nothing new for the client since then, so it is read from `base`. Encoded as
+    `base~queue=ms-seq,queue=ms-seq`.
+    """
+
+    base: int
+    positions: dict[str, str] = field(default_factory=dict)
+
+    def after(self, queue: str) -> str:
+        return self.positions.get(queue, f"{self.base}-0")
+
+    def encode(self) -> str:
+        return f"{self.base}~" + ",".join(f"{q}={pos}" for q, pos in sorted(self.positions.items()))
+
+    @classmethod
+    def decode(cls, raw: str | None, now_ms: int) -> StreamCursor:
+        """A client-supplied id; anything malformed starts afresh from now."""
+        base, _, rest = (raw or "").partition("~")
+        if not (base.isascii() and base.isdigit() and len(base) <= 20 and int(base) <= MAX_STREAM_PART):
+            return cls(base=now_ms)
+        positions: dict[str, str] = {}
+        for item in filter(None, rest.split(",")):
+            queue, _, pos = item.rpartition("=")
+            if not _QUEUE.fullmatch(queue) or not is_stream_id(pos):
+                return cls(base=now_ms)
+            positions[queue] = pos
+        return cls(base=int(base), positions=positions)
+
+
+# What one poll of a stream found: the events to send, and whether the stream is over.
+Step = Callable[[], Awaitable[tuple[list[str], bool]]]
+
+
+def stream_response(body: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(
+        body, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+
+
+async def poll_stream(
+    step: Step, *, poll: float, max_seconds: float, opening: Iterable[str] = ()
+) -> AsyncIterator[str]:
+    """The loop every stream runs: the reconnect delay and `opening`, then `step` every `poll` seconds
+    until it says the stream is over or `max_seconds` have passed, with a keep-alive comment when quiet.
+    A JobqError (Redis unavailable) ends the stream with an `error` event."""
+    yield f"retry: {RECONNECT_MS}\n\n"
+    for event in opening:
+        yield event
+    deadline = time.monotonic() + max_seconds
+    quiet_since = time.monotonic()
+    while True:
+        try:
+            events, over = await step()
+        except JobqError as exc:
+            yield sse("error", json.dumps({"code": exc.code, "message": public_message(exc)}))
+            return
+        for event in events:
+            yield event
+        if events:
+            quiet_since = time.monotonic()
+        if over or time.monotonic() >= deadline:
+            return
+        if time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
+            yield ": keep-alive\n\n"
+            quiet_since = time.monotonic()
+        await asyncio.sleep(min(poll, max(0.0, deadline - time.monotonic())))

@@ -270,9 +270,11 @@ query = st.one_of(
 )
 list_calls = st.builds(
     lambda path, params, admin: Call(
-        "GET", path + "?" + "&".join(f"{k}={segment(v)}" for k, v in params.items()), admin=admin
+        "GET",
+        path + ("&" if "?" in path else "?") + "&".join(f"{k}={segment(v)}" for k, v in params.items()),
+        admin=admin,
     ),
-    st.sampled_from(["/v1/jobs", "/v1/queues/echo/jobs", "/v1/dashboard/queues/echo/jobs"]),
+    st.sampled_from(["/v1/jobs", "/v1/queues/echo/jobs", "/v1/queues/echo/jobs?view=summary"]),
     st.dictionaries(st.sampled_from(["state", "type", "tag", "cursor", "limit", "owner"]), query, max_size=4),
     st.booleans(),
 ).map(lambda c: Call(c.method, c.path, admin=c.admin or not c.path.startswith("/v1/jobs")))
@@ -288,7 +290,7 @@ path_calls = st.builds(
             "/v1/queues/{}/pause",
             "/v1/queues/{}/resume",
             "/v1/keys/{}",
-            "/v1/dashboard/queues/{}/jobs",
+            "/v1/queues/{}/jobs?view=summary",
         ]
     ),
     st.sampled_from(["GET", "POST", "DELETE"]),
@@ -301,9 +303,9 @@ header_calls = st.builds(
         path,
         headers={name: value},
         body=b'{"type":"echo","payload":{"message":"h"}}' if path == "/v1/jobs" else None,
-        admin="dashboard" in path,
+        admin=path == "/v1/events/queues",
     ),
-    st.sampled_from(["/v1/jobs/{job}/events?wait=0", "/v1/dashboard/stream", "/v1/jobs"]),
+    st.sampled_from(["/v1/jobs/{job}/events?wait=0", "/v1/events/queues", "/v1/jobs"]),
     st.sampled_from(["Last-Event-ID", "Idempotency-Key", "X-Request-ID"]),
     st.one_of(
         latin1_text,

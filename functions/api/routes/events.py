@@ -1,6 +1,10 @@
-"""/v1/jobs/{id}/events: server-sent events of a job until it is terminal, or a long poll with ?wait=N.
+"""Server-sent event streams, each bounded in time and resumed with Last-Event-ID (functions/api/sse.py).
 
-Cost: one engine GET (one Redis command) per poll interval per watching client, nothing else.
+- /v1/jobs/{id}/events: a job's changes until it is terminal, or a long poll with ?wait=N. Cost: one
+  engine GET (one Redis command) per poll interval per watching client, nothing else.
+- /v1/events/queues (admin): every queue's job state changes, as the dashboard shows them. Cost: one
+  XREAD for all queues per poll interval per open stream, plus one SMEMBERS per QUEUE_REFRESH_SECONDS
+  to learn new queues.
 """
 
 from __future__ import annotations
@@ -14,19 +18,28 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
-from functions.api.deps import CurrentUser, EngineDep, ServicesDep, job_id_or_404, owner_scope
-from functions.api.errors import public_message
+from functions.api.deps import AdminUser, CurrentUser, EngineDep, ServicesDep, job_id_or_404, owner_scope
 from functions.api.schemas import JobChange
-from functions.api.sse import Mark, is_terminal, new_logs, sse, status_changed, status_of
+from functions.api.sse import (
+    Mark,
+    StreamCursor,
+    is_terminal,
+    new_logs,
+    poll_stream,
+    sse,
+    status_changed,
+    status_of,
+    stream_response,
+)
 from shared.engine import Engine
-from shared.errors import JobqError
 from shared.models import Job
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter()
 
 MAX_WAIT = 25  # seconds: below API Gateway's 30 s integration timeout
-KEEPALIVE_SECONDS = 15.0
-RECONNECT_MS = 2000
+QUEUE_REFRESH_SECONDS = 5.0
+EVENTS_PER_READ = 100
+MAX_CURSOR_CHARS = 8192
 
 EVENTS_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
@@ -37,7 +50,7 @@ EVENTS_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
-@router.get("/{job_id}/events", response_model=JobChange, responses=EVENTS_RESPONSES)
+@router.get("/v1/jobs/{job_id}/events", response_model=JobChange, responses=EVENTS_RESPONSES, tags=["jobs"])
 async def job_events(
     job_id: str,
     user: CurrentUser,
@@ -59,12 +72,7 @@ async def job_events(
         return Response(change.model_dump_json(), media_type="application/json")
     if is_terminal(job) and seen is not None and not _changed(job, seen):
         return Response(status_code=204)
-    stream = _stream(engine, job, owner, seen, poll, services.settings.events_max_seconds)
-    return StreamingResponse(
-        stream,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return stream_response(_job_stream(engine, job, owner, seen, poll, services.settings.events_max_seconds))
 
 
 def _changed(job: Job, seen: Mark | None) -> bool:
@@ -88,30 +96,92 @@ async def _long_poll(
     )
 
 
-async def _stream(
+def _job_stream(
     engine: Engine, job: Job, owner: str | None, seen: Mark | None, poll: float, max_seconds: float
 ) -> AsyncIterator[str]:
-    yield f"retry: {RECONNECT_MS}\n\n"
-    deadline = time.monotonic() + max_seconds
-    quiet_since = time.monotonic()
-    while True:
+    first = True
+
+    async def step() -> tuple[list[str], bool]:
+        nonlocal job, seen, first
+        if not first:
+            job = await engine.get(job.id, owner=owner)
+        first = False
+        events: list[str] = []
         if _changed(job, seen):
             mark = Mark.of(job)
-            for line in new_logs(job.logs, seen):
-                yield sse("log", json.dumps({"line": line}))
+            events += [sse("log", json.dumps({"line": line})) for line in new_logs(job.logs, seen)]
             if status_changed(job, seen) or is_terminal(job):
-                yield sse("status", status_of(job).model_dump_json(), mark.encode())
+                events.append(sse("status", status_of(job).model_dump_json(), mark.encode()))
             else:
-                yield f"id: {mark.encode()}\n\n"
-            seen, quiet_since = mark, time.monotonic()
-        if is_terminal(job) or time.monotonic() >= deadline:
-            return
-        if time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
-            yield ": keep-alive\n\n"
-            quiet_since = time.monotonic()
-        await asyncio.sleep(min(poll, max(0.0, deadline - time.monotonic())))
-        try:
-            job = await engine.get(job.id, owner=owner)
-        except JobqError as exc:
-            yield sse("error", json.dumps({"code": exc.code, "message": public_message(exc)}))
-            return
+                events.append(f"id: {mark.encode()}\n\n")
+            seen = mark
+        return events, is_terminal(job)
+
+    return poll_stream(step, poll=poll, max_seconds=max_seconds)
+
+
+# -- every queue (admin) ----------------------------------------------------------------------------
+
+QUEUES_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {
+        "description": "text/event-stream of `hello` and `jobs` events (state changes of every queue's jobs)",
+        "content": {
+            "text/event-stream": {
+                "schema": {  # one event (OpenAPI before 3.2); `data` is JSON text
+                    "type": "object",
+                    "properties": {
+                        "event": {"type": "string", "enum": ["hello", "jobs", "error"]},
+                        "data": {"type": "string"},
+                        "id": {"type": "string"},
+                        "retry": {"type": "integer"},
+                    },
+                }
+            }
+        },
+    },
+}
+
+
+@router.get("/v1/events/queues", response_model=None, responses=QUEUES_RESPONSES, tags=["queues"])
+async def queue_events(
+    _: AdminUser,
+    engine: EngineDep,
+    services: ServicesDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=MAX_CURSOR_CHARS)] = None,
+) -> StreamingResponse:
+    """Server-sent events of every queue's job state changes, polled from the per-queue event streams.
+    Bounded in time (reconnect with Last-Event-ID to resume exactly where the last event left off)."""
+    cursor = StreamCursor.decode(last_event_id, int(time.time() * 1000))
+    queues = await engine.queue_names()  # fails fast (401/503) before streaming
+    settings = services.settings
+    return stream_response(
+        _queue_stream(engine, cursor, queues, settings.events_poll_seconds, settings.events_max_seconds)
+    )
+
+
+def _queue_stream(
+    engine: Engine, cursor: StreamCursor, queues: list[str], poll: float, max_seconds: float
+) -> AsyncIterator[str]:
+    refreshed = time.monotonic()
+
+    async def step() -> tuple[list[str], bool]:
+        nonlocal queues, refreshed
+        if time.monotonic() - refreshed >= QUEUE_REFRESH_SECONDS:
+            queues, refreshed = await engine.queue_names(), time.monotonic()
+        found = await _read(engine, cursor, queues)
+        return ([sse("jobs", json.dumps({"events": found}), cursor.encode())] if found else []), False
+
+    hello = sse("hello", json.dumps({"queues": queues}), cursor.encode())
+    return poll_stream(step, poll=poll, max_seconds=max_seconds, opening=[hello])
+
+
+async def _read(engine: Engine, cursor: StreamCursor, queues: list[str]) -> list[dict[str, object]]:
+    batches = await engine.events_since({q: cursor.after(q) for q in queues}, count=EVENTS_PER_READ)
+    found: list[dict[str, object]] = []
+    for queue, events in batches.items():
+        if events:
+            cursor.positions[queue] = events[-1].id
+        for e in events:
+            row: dict[str, object] = {"queue": queue, "job_id": e.job_id, "state": e.state}
+            found.append(row | {"progress": e.progress, "at": e.at.isoformat()})
+    return found

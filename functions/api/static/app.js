@@ -9,7 +9,7 @@ const REQUEST_TIMEOUT_MS = 10000;
 const POLL_MS = 5000; // fallback refresh when the stream cannot be used
 const HELLO_TIMEOUT_MS = 5000; // a stream that says nothing this long is buffered (API Gateway): poll
 const STREAM_RETRY_IN_POLLING_MS = 60000;
-const REFRESH_DEBOUNCE_MS = 1000; // at most one reload a second: each overview read runs the stats script
+const REFRESH_DEBOUNCE_MS = 1000; // at most one reload a second: each queue read runs the stats script
 const PAGE_SIZE = 25;
 
 // -- DOM helpers ---------------------------------------------------------------------------------
@@ -192,7 +192,7 @@ async function login(event) {
   const button = event.target.querySelector("button[type=submit]");
   button.disabled = true;
   try {
-    await api("/v1/dashboard/overview", { credential });
+    await api("/v1/queues", { credential });
   } catch (error) {
     const box = $("#login-error");
     box.hidden = false;
@@ -324,7 +324,7 @@ function overviewView() {
     name: "overview",
     wants: () => true,
     refresh: async (fresh) => {
-      const data = await api("/v1/dashboard/overview");
+      const data = await api("/v1/queues");
       if (!fresh()) return;
       const snapshot = JSON.stringify(data);
       if (snapshot === last) return;
@@ -433,17 +433,10 @@ function queueView(name, params) {
       if (filters.owner) query.set("owner", filters.owner);
       const cursor = pages[pages.length - 1];
       if (cursor) query.set("cursor", cursor);
+      query.set("view", "summary");
       const q = encodeURIComponent(name);
-      const [overview, page] = await Promise.all([
-        api("/v1/dashboard/overview"),
-        api(`/v1/dashboard/queues/${q}/jobs?${query}`),
-      ]);
+      const [queue, page] = await Promise.all([api(`/v1/queues/${q}`), api(`/v1/queues/${q}/jobs?${query}`)]);
       if (!fresh()) return;
-      const queue = overview.queues.find((item) => item.queue === name) || {
-        queue: name,
-        paused: false,
-        counts: {},
-      };
       const snapshot = JSON.stringify([queue.paused, queue.stalled, queue.counts, page, pages.length]);
       if (snapshot === last) return;
       last = snapshot;
@@ -852,7 +845,7 @@ const live = {
     try {
       const headers = { Authorization: `Bearer ${token()}`, Accept: "text/event-stream" };
       if (this.lastId) headers["Last-Event-ID"] = this.lastId;
-      const response = await fetch("/v1/dashboard/stream", { headers, signal: controller.signal, cache: "no-store" });
+      const response = await fetch("/v1/events/queues", { headers, signal: controller.signal, cache: "no-store" });
       if (response.status === 401 || response.status === 403) {
         handleError(new ApiError(response.status, "auth", "not allowed"));
         return;
