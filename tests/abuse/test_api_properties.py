@@ -436,12 +436,21 @@ def _diff(after: tuple[Any, ...], before: tuple[Any, ...], changed: list[int]) -
 
 
 def _stable(value: Any) -> Any:
-    """A read without the figures that move with the clock alone (ages and averages)."""
+    """A read without the figures that move with the clock alone (ages, and the minutes of the last hour's
+    throughput: only minutes that counted a job are kept)."""
     if isinstance(value, dict):
-        return {k: _stable(v) for k, v in value.items() if k not in ("oldest_waiting_age",)}
+        return {
+            k: _busy_minutes(v) if k == "throughput" else _stable(v)
+            for k, v in value.items()
+            if k not in ("oldest_waiting_age",)
+        }
     if isinstance(value, list):
         return [_stable(v) for v in value]
     return value
+
+
+def _busy_minutes(points: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    return {p["minute"]: (p["completed"], p["failed"]) for p in points if p["completed"] or p["failed"]}
 
 
 @pytest.fixture
