@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,9 +11,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from functions.api.routes.dashboard import STATIC
 from functions.api.schemas import QUEUE_CURSOR_PATTERN
 from shared.engine import _QUEUE_CURSOR, Engine
-from shared.models import HISTOGRAM_BOUNDS, ErrorKind, JobError, Outcome
+from shared.models import HISTOGRAM_BOUNDS, TERMINAL_STATES, ErrorKind, JobError, Outcome, State
 from shared.percentiles import percentile
 from tests.support.api_fixtures import ADMIN_HEADERS, MakeUser, ServedApp
 
@@ -45,15 +47,42 @@ async def test_page_and_assets_need_no_credentials_and_forbid_foreign_code(api: 
     page = await api.get("/dashboard")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
-    assert "/dashboard/app.js" in page.text
+    assert '<script type="module" src="/dashboard/main.js"></script>' in page.text
     csp = page.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
-    for asset, kind in [("app.js", "text/javascript"), ("app.css", "text/css")]:
-        response = await api.get(f"/dashboard/{asset}")
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith(kind)
-    for path in ["/dashboard/index.py", "/dashboard/..%2Fapp.py", "/dashboard/%2e%2e%2froutes"]:
+    assert (await api.get("/dashboard/app.css")).headers["content-type"].startswith("text/css")
+    # Every module the page imports, followed from main.js, is served as JavaScript.
+    pending, seen = ["main.js"], set()
+    while pending:
+        module = pending.pop()
+        seen.add(module)
+        response = await api.get(f"/dashboard/{module}")
+        assert response.status_code == 200, module
+        assert response.headers["content-type"].startswith("text/javascript"), module
+        pending += [
+            m for m in re.findall(r'^import .* from "\./([\w.]+)";$', response.text, re.M) if m not in seen
+        ]
+    assert {"api.js", "stream.js", "states.js", "overview.js", "queue.js", "job.js"} <= seen
+    for path in [
+        "/dashboard/index.py",
+        "/dashboard/..%2Fapp.py",
+        "/dashboard/%2e%2e%2froutes",
+        "/dashboard/app.js",
+    ]:
         assert (await api.get(path)).status_code == 404, path
+
+
+async def test_the_page_learns_the_states_from_the_server(api: httpx.AsyncClient) -> None:
+    module = (await api.get("/dashboard/states.js")).text
+    states = json.loads(re.search(r"^export const STATES = (.*);$", module, re.M).group(1))  # type: ignore[union-attr]
+    terminal = json.loads(re.search(r"^export const TERMINAL = new Set\((.*)\);$", module, re.M).group(1))  # type: ignore[union-attr]
+    assert states == [state.value for state in State]
+    assert set(terminal) == {state.value for state in TERMINAL_STATES}
+
+
+def test_no_module_keeps_its_own_list_of_states() -> None:
+    for module in STATIC.glob("*.js"):
+        assert '"waiting", "delayed"' not in module.read_text(), module.name
 
 
 async def test_data_routes_need_admin_credentials(api: httpx.AsyncClient, make_user: MakeUser) -> None:
