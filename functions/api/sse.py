@@ -3,8 +3,7 @@
 A stream polls the engine, sends what changed, and ends after a bounded time; the client reconnects with
 the last event id as Last-Event-ID. A job's id (`Mark`) records what the client has seen of it: state,
 progress, attempts, the cancel flag, how many log lines and a digest of the last one, so a reconnecting
-client receives only what changed, and only the log lines it has not seen. The queues' id (`StreamCursor`)
-records its position in every queue's event stream.
+client receives only what changed, and only the log lines it has not seen.
 """
 
 from __future__ import annotations
@@ -15,19 +14,17 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fastapi.responses import StreamingResponse
 
 from functions.api.errors import public_message
 from functions.api.schemas import JobErrorPublic, JobStatus
-from shared.engine import MAX_STREAM_PART, is_stream_id
 from shared.errors import JobqError
-from shared.models import NAME_PATTERN, TERMINAL_STATES, Job, State
+from shared.models import TERMINAL_STATES, Job, State
 
 RECONNECT_MS = 2000  # the client's reconnect delay after a stream ends (the `retry:` field)
 KEEPALIVE_SECONDS = 15.0  # a comment line when nothing was sent this long, so proxies keep the stream
-_QUEUE = re.compile(NAME_PATTERN)
 
 _MARK = re.compile(r"^([a-z]+)\.(\d{1,3})\.(\d{1,3})\.([01])\.(\d{1,4})\.([0-9a-f]{8}|-)$")
 
@@ -110,39 +107,6 @@ def sse(event: str, data: str, event_id: str | None = None) -> str:
     """One server-sent event; data is JSON (one line), so no line splitting is needed."""
     head = f"id: {event_id}\n" if event_id else ""
     return f"{head}event: {event}\ndata: {data}\n\n"
-
-
-@dataclass
-class StreamCursor:
-    """Where a client is in every queue's event stream, sent as the SSE id and returned as Last-Event-ID.
-
-    `base` (epoch ms) is where the client's first connection started: a queue absent from `positions` has
-    had nothing new for the client since then, so it is read from `base`. Encoded as
-    `base~queue=ms-seq,queue=ms-seq`.
-    """
-
-    base: int
-    positions: dict[str, str] = field(default_factory=dict)
-
-    def after(self, queue: str) -> str:
-        return self.positions.get(queue, f"{self.base}-0")
-
-    def encode(self) -> str:
-        return f"{self.base}~" + ",".join(f"{q}={pos}" for q, pos in sorted(self.positions.items()))
-
-    @classmethod
-    def decode(cls, raw: str | None, now_ms: int) -> StreamCursor:
-        """A client-supplied id; anything malformed starts afresh from now."""
-        base, _, rest = (raw or "").partition("~")
-        if not (base.isascii() and base.isdigit() and len(base) <= 20 and int(base) <= MAX_STREAM_PART):
-            return cls(base=now_ms)
-        positions: dict[str, str] = {}
-        for item in filter(None, rest.split(",")):
-            queue, _, pos = item.rpartition("=")
-            if not _QUEUE.fullmatch(queue) or not is_stream_id(pos):
-                return cls(base=now_ms)
-            positions[queue] = pos
-        return cls(base=int(base), positions=positions)
 
 
 # What one poll of a stream found: the events to send, and whether the stream is over.

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
@@ -22,7 +24,6 @@ from functions.api.deps import AdminUser, CurrentUser, EngineDep, ServicesDep, j
 from functions.api.schemas import JobChange
 from functions.api.sse import (
     Mark,
-    StreamCursor,
     is_terminal,
     new_logs,
     poll_stream,
@@ -31,8 +32,8 @@ from functions.api.sse import (
     status_of,
     stream_response,
 )
-from shared.engine import Engine
-from shared.models import Job
+from shared.engine import MAX_STREAM_PART, Engine, is_stream_id
+from shared.models import NAME_PATTERN, Job
 
 router = APIRouter()
 
@@ -40,6 +41,7 @@ MAX_WAIT = 25  # seconds: below API Gateway's 30 s integration timeout
 QUEUE_REFRESH_SECONDS = 5.0
 EVENTS_PER_READ = 100
 MAX_CURSOR_CHARS = 8192
+_QUEUE = re.compile(NAME_PATTERN)
 
 EVENTS_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
@@ -140,6 +142,39 @@ QUEUES_RESPONSES: dict[int | str, dict[str, object]] = {
         },
     },
 }
+
+
+@dataclass
+class StreamCursor:
+    """Where a client is in every queue's event stream, sent as the SSE id and returned as Last-Event-ID.
+
+    `base` (epoch ms) is where the client's first connection started: a queue absent from `positions` has
+    had nothing new for the client since then, so it is read from `base`. Encoded as
+    `base~queue=ms-seq,queue=ms-seq`.
+    """
+
+    base: int
+    positions: dict[str, str] = field(default_factory=dict)
+
+    def after(self, queue: str) -> str:
+        return self.positions.get(queue, f"{self.base}-0")
+
+    def encode(self) -> str:
+        return f"{self.base}~" + ",".join(f"{q}={pos}" for q, pos in sorted(self.positions.items()))
+
+    @classmethod
+    def decode(cls, raw: str | None, now_ms: int) -> StreamCursor:
+        """A client-supplied id; anything malformed starts afresh from now."""
+        base, _, rest = (raw or "").partition("~")
+        if not (base.isascii() and base.isdigit() and len(base) <= 20 and int(base) <= MAX_STREAM_PART):
+            return cls(base=now_ms)
+        positions: dict[str, str] = {}
+        for item in filter(None, rest.split(",")):
+            queue, _, pos = item.rpartition("=")
+            if not _QUEUE.fullmatch(queue) or not is_stream_id(pos):
+                return cls(base=now_ms)
+            positions[queue] = pos
+        return cls(base=int(base), positions=positions)
 
 
 @router.get("/v1/events/queues", response_model=None, responses=QUEUES_RESPONSES, tags=["queues"])
