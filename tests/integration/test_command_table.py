@@ -17,6 +17,7 @@ import pytest
 
 from functions.api.auth import Principal
 from functions.api.ratelimit import SubmitLimiter
+from functions.api.sse import OwnerFeed, StreamCursor, Watch
 from shared.engine import Engine
 from shared.models import ClaimedJob, JobSpec, Outcome
 from tests.support.billing import measure_billed
@@ -34,8 +35,8 @@ def table() -> dict[str, int]:
     return {row["op"]: int(row["count"]) for row in ROW.finditer(match.group(1))}
 
 
-def specs(n: int, queue: str = "echo") -> list[JobSpec]:
-    return [JobSpec(type="echo", queue=queue, payload=PAYLOAD, owner="alice") for _ in range(n)]
+def specs(n: int, queue: str = "echo", owner: str = "alice") -> list[JobSpec]:
+    return [JobSpec(type="echo", queue=queue, payload=PAYLOAD, owner=owner) for _ in range(n)]
 
 
 def done(claimed: list[ClaimedJob]) -> list[Outcome]:
@@ -49,6 +50,7 @@ class Ops:
         self.engine, self.limiter = engine, limiter
         self.claimed: list[ClaimedJob] = []
         self.waiting_id = ""
+        self.feed = OwnerFeed(engine, Watch(owner="alice"), StreamCursor(base=0))
 
     async def drain(self) -> None:
         while claimed := await self.engine.claim("echo", 1000):
@@ -80,6 +82,16 @@ class Ops:
             await queued(1)
             self.waiting_id = (await e.enqueue(specs(1))).results[0].job.id
 
+        async def caught_up(owner: str | None = None) -> None:
+            """alice's event stream read to its end; then `owner`'s 100 jobs submitted (not counted)."""
+            while await self.feed.cursor.read(e, ["echo"]):
+                pass
+            if owner is not None:
+                await e.enqueue(specs(100, owner=owner))
+
+        async def poll(changed: int) -> None:
+            assert len(await self.feed.poll(["echo"])) == changed
+
         who = Principal(owner="alice", admin=False, credential="key:table")
         return {
             "submit 1 job to an idle queue": (self.drain, lambda: e.enqueue(specs(1))),
@@ -96,6 +108,15 @@ class Ops:
             "stats of one queue": (nothing, lambda: e.stats("echo")),
             "cancel a waiting job": (one_waiting, lambda: e.cancel(self.waiting_id)),
             "rate limit check of a submit": (nothing, lambda: self.limiter.check(who)),
+            "owner event stream poll: nothing new": (caught_up, lambda: poll(0)),
+            "owner event stream poll: 100 of the owner's jobs changed": (
+                lambda: caught_up("alice"),
+                lambda: poll(100),
+            ),
+            "owner event stream poll: 100 other owners' jobs changed": (
+                lambda: caught_up("bob"),
+                lambda: poll(0),
+            ),
         }
 
     async def _two(self, claimed: Callable[[int], Awaitable[None]]) -> None:

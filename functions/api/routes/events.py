@@ -1,29 +1,45 @@
-"""Server-sent event streams, each bounded in time and resumed with Last-Event-ID (functions/api/sse.py).
+"""Server-sent events, or a long poll with ?wait=N where nothing can stream (API Gateway):
 
-- /v1/jobs/{id}/events: a job's changes until it is terminal, or a long poll with ?wait=N. Cost: one
-  engine GET (one Redis command) per poll interval per watching client, nothing else.
+- /v1/jobs/{id}/events: one job until it is terminal. Cost: one engine GET (one Redis command) per poll
+  interval per watching client, nothing else.
+- /v1/events: every change to the caller's jobs, by tag and queue. Cost per poll, whatever the number of
+  jobs: functions/api/sse.py OwnerFeed.
 - /v1/events/queues (admin): every queue's job state changes, as the dashboard shows them. Cost: one
   XREAD for all queues per poll interval per open stream, plus one SMEMBERS per QUEUE_REFRESH_SECONDS
   to learn new queues.
+
+Every stream runs the one loop in functions/api/sse.py (poll_stream).
+
+The first two accept a browser token as `?access_token=` (EventSource cannot send a header).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
-from functions.api.deps import AdminUser, CurrentUser, EngineDep, ServicesDep, job_id_or_404, owner_scope
-from functions.api.schemas import JobChange
+from functions.api.deps import (
+    AdminUser,
+    EngineDep,
+    ServicesDep,
+    StreamUser,
+    job_id_or_404,
+    owner_scope,
+    sees,
+)
+from functions.api.schemas import JobChange, JobUpdates
 from functions.api.sse import (
+    QUEUE_REFRESH_SECONDS,
     Mark,
+    OwnerFeed,
+    StreamCursor,
+    Watch,
     is_terminal,
     new_logs,
     poll_stream,
@@ -32,16 +48,15 @@ from functions.api.sse import (
     status_of,
     stream_response,
 )
-from shared.engine import MAX_STREAM_PART, Engine, is_stream_id
-from shared.models import NAME_PATTERN, Job
+from shared.engine import Engine
+from shared.errors import ForbiddenError, JobNotFoundError
+from shared.ids import split_id
+from shared.models import NAME_PATTERN, TAG_PATTERN, Job
 
-router = APIRouter()
+router = APIRouter(tags=["events"])
 
 MAX_WAIT = 25  # seconds: below API Gateway's 30 s integration timeout
-QUEUE_REFRESH_SECONDS = 5.0
-EVENTS_PER_READ = 100
 MAX_CURSOR_CHARS = 8192
-_QUEUE = re.compile(NAME_PATTERN)
 
 EVENTS_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
@@ -52,10 +67,10 @@ EVENTS_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
-@router.get("/v1/jobs/{job_id}/events", response_model=JobChange, responses=EVENTS_RESPONSES, tags=["jobs"])
+@router.get("/v1/jobs/{job_id}/events", response_model=JobChange, responses=EVENTS_RESPONSES)
 async def job_events(
     job_id: str,
-    user: CurrentUser,
+    user: StreamUser,
     engine: EngineDep,
     services: ServicesDep,
     wait: Annotated[float | None, Query(ge=0, le=MAX_WAIT)] = None,
@@ -67,6 +82,8 @@ async def job_events(
     changed since `since`/Last-Event-ID, or after N seconds with `changed: false`."""
     owner = owner_scope(user)
     job = await engine.get(job_id_or_404(job_id), owner=owner)
+    if not sees(user, job):
+        raise JobNotFoundError("job not found")
     seen = Mark.decode(since or last_event_id)
     poll = services.settings.events_poll_seconds
     if wait is not None:
@@ -122,6 +139,100 @@ def _job_stream(
     return poll_stream(step, poll=poll, max_seconds=max_seconds)
 
 
+FEED_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {
+        "description": "text/event-stream of `hello` and `job` (JobUpdate) events; JSON (JobUpdates) with "
+        "?wait=N",
+        "content": {
+            "text/event-stream": {
+                "schema": {  # one event (OpenAPI before 3.2); `data` is JSON text
+                    "type": "object",
+                    "properties": {
+                        "event": {"type": "string", "enum": ["hello", "job", "error"]},
+                        "data": {"type": "string"},
+                        "id": {"type": "string"},
+                        "retry": {"type": "integer"},
+                    },
+                }
+            }
+        },
+    },
+}
+
+
+@router.get("/v1/events", response_model=JobUpdates, responses=FEED_RESPONSES)
+async def owner_events(
+    user: StreamUser,
+    engine: EngineDep,
+    services: ServicesDep,
+    tag: Annotated[str | None, Query(pattern=TAG_PATTERN, description="Only jobs with this tag")] = None,
+    queue: Annotated[str | None, Query(pattern=NAME_PATTERN, description="Only this queue's jobs")] = None,
+    wait: Annotated[float | None, Query(ge=0, le=MAX_WAIT)] = None,
+    since: Annotated[str | None, Query(max_length=MAX_CURSOR_CHARS)] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=MAX_CURSOR_CHARS)] = None,
+) -> Response:
+    """Stream every change to the caller's jobs (state, progress, log lines), by tag and queue, bounded in
+    time (reconnect with Last-Event-ID to resume). With `?wait=N`: answer as soon as something changed
+    since `since`/Last-Event-ID, or after N seconds with no updates."""
+    if user.tag is not None:
+        if tag not in (None, user.tag):
+            raise ForbiddenError("this token sees only its own tag's jobs", field="tag")
+        tag = user.tag
+    cursor = StreamCursor.decode(since or last_event_id, int(time.time() * 1000))
+    feed = OwnerFeed(engine, Watch(owner=user.owner, tag=tag, queue=queue), cursor)
+    queues = [queue] if queue is not None else await engine.queue_names()  # fails fast (503) before streaming
+    settings = services.settings
+    if wait is not None:
+        held = min(wait, settings.events_max_seconds)  # no longer than a stream stays open
+        answer = await _feed_poll(feed, queues, held, settings.events_poll_seconds)
+        return Response(answer.model_dump_json(), media_type="application/json")
+    await feed.follow_active()
+    return stream_response(
+        _feed_stream(feed, queues, settings.events_poll_seconds, settings.events_max_seconds)
+    )
+
+
+async def _queues(feed: OwnerFeed, queues: list[str], refreshed: float) -> tuple[list[str], float]:
+    """Every queue's name again every QUEUE_REFRESH_SECONDS (one SMEMBERS), unless one queue is watched."""
+    if feed.watch.queue is not None or time.monotonic() - refreshed < QUEUE_REFRESH_SECONDS:
+        return queues, refreshed
+    return await feed.engine.queue_names(), time.monotonic()
+
+
+async def _feed_poll(feed: OwnerFeed, queues: list[str], wait: float, poll: float) -> JobUpdates:
+    deadline = refreshed = time.monotonic()
+    deadline += wait
+    while True:
+        queues, refreshed = await _queues(feed, queues, refreshed)
+        updates = await feed.poll(queues, remember=False)
+        if updates or time.monotonic() >= deadline:
+            return JobUpdates(event_id=feed.cursor.encode(), updates=updates)
+        await asyncio.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+
+
+def _feed_stream(feed: OwnerFeed, queues: list[str], poll: float, max_seconds: float) -> AsyncIterator[str]:
+    refreshed = time.monotonic()
+    sent = feed.cursor.encode()
+
+    async def step() -> tuple[list[str], bool]:
+        nonlocal queues, refreshed, sent
+        queues, refreshed = await _queues(feed, queues, refreshed)
+        updates = await feed.poll(queues)
+        position, moved = feed.cursor.encode(), feed.cursor.encode() != sent
+        sent = position
+        if not updates:  # other owners' events moved the cursor: a bare id, so a resume skips them too
+            return ([f"id: {position}\n\n"] if moved else []), False
+        last = len(updates) - 1  # the id on the batch's last event: a resume never skips one
+        events = [
+            sse("job", update.model_dump_json(), position if index == last else None)
+            for index, update in enumerate(updates)
+        ]
+        return events, False
+
+    hello = sse("hello", json.dumps({"queue": feed.watch.queue, "tag": feed.watch.tag}), feed.cursor.encode())
+    return poll_stream(step, poll=poll, max_seconds=max_seconds, opening=[hello])
+
+
 # -- every queue (admin) ----------------------------------------------------------------------------
 
 QUEUES_RESPONSES: dict[int | str, dict[str, object]] = {
@@ -144,40 +255,7 @@ QUEUES_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
-@dataclass
-class StreamCursor:
-    """Where a client is in every queue's event stream, sent as the SSE id and returned as Last-Event-ID.
-
-    `base` (epoch ms) is where the client's first connection started: a queue absent from `positions` has
-    had nothing new for the client since then, so it is read from `base`. Encoded as
-    `base~queue=ms-seq,queue=ms-seq`.
-    """
-
-    base: int
-    positions: dict[str, str] = field(default_factory=dict)
-
-    def after(self, queue: str) -> str:
-        return self.positions.get(queue, f"{self.base}-0")
-
-    def encode(self) -> str:
-        return f"{self.base}~" + ",".join(f"{q}={pos}" for q, pos in sorted(self.positions.items()))
-
-    @classmethod
-    def decode(cls, raw: str | None, now_ms: int) -> StreamCursor:
-        """A client-supplied id; anything malformed starts afresh from now."""
-        base, _, rest = (raw or "").partition("~")
-        if not (base.isascii() and base.isdigit() and len(base) <= 20 and int(base) <= MAX_STREAM_PART):
-            return cls(base=now_ms)
-        positions: dict[str, str] = {}
-        for item in filter(None, rest.split(",")):
-            queue, _, pos = item.rpartition("=")
-            if not _QUEUE.fullmatch(queue) or not is_stream_id(pos):
-                return cls(base=now_ms)
-            positions[queue] = pos
-        return cls(base=int(base), positions=positions)
-
-
-@router.get("/v1/events/queues", response_model=None, responses=QUEUES_RESPONSES, tags=["queues"])
+@router.get("/v1/events/queues", response_model=None, responses=QUEUES_RESPONSES)
 async def queue_events(
     _: AdminUser,
     engine: EngineDep,
@@ -211,12 +289,8 @@ def _queue_stream(
 
 
 async def _read(engine: Engine, cursor: StreamCursor, queues: list[str]) -> list[dict[str, object]]:
-    batches = await engine.events_since({q: cursor.after(q) for q in queues}, count=EVENTS_PER_READ)
-    found: list[dict[str, object]] = []
-    for queue, events in batches.items():
-        if events:
-            cursor.positions[queue] = events[-1].id
-        for e in events:
-            row: dict[str, object] = {"queue": queue, "job_id": e.job_id, "state": e.state}
-            found.append(row | {"progress": e.progress, "at": e.at.isoformat()})
-    return found
+    return [
+        {"queue": split_id(e.job_id)[1], "job_id": e.job_id, "state": e.state}
+        | {"progress": e.progress, "at": e.at.isoformat()}
+        for e in await cursor.read(engine, queues)
+    ]
