@@ -139,25 +139,24 @@ def _job_stream(
     return poll_stream(step, poll=poll, max_seconds=max_seconds)
 
 
-FEED_RESPONSES: dict[int | str, dict[str, object]] = {
-    200: {
-        "description": "text/event-stream of `hello` and `job` (JobUpdate) events; JSON (JobUpdates) with "
-        "?wait=N",
-        "content": {
-            "text/event-stream": {
-                "schema": {  # one event (OpenAPI before 3.2); `data` is JSON text
-                    "type": "object",
-                    "properties": {
-                        "event": {"type": "string", "enum": ["hello", "job", "error"]},
-                        "data": {"type": "string"},
-                        "id": {"type": "string"},
-                        "retry": {"type": "integer"},
-                    },
-                }
-            }
+def stream_responses(description: str, events: list[str]) -> dict[int | str, dict[str, object]]:
+    """A stream's 200 in the OpenAPI schema: one event (OpenAPI before 3.2), whose `data` is JSON text."""
+    event = {
+        "type": "object",
+        "properties": {
+            "event": {"type": "string", "enum": events},
+            "data": {"type": "string"},
+            "id": {"type": "string"},
+            "retry": {"type": "integer"},
         },
-    },
-}
+    }
+    return {200: {"description": description, "content": {"text/event-stream": {"schema": event}}}}
+
+
+FEED_RESPONSES = stream_responses(
+    "text/event-stream of `hello` and `job` (JobUpdate) events; JSON (JobUpdates) with ?wait=N",
+    ["hello", "job", "error"],
+)
 
 
 @router.get("/v1/events", response_model=JobUpdates, responses=FEED_RESPONSES)
@@ -192,18 +191,20 @@ async def owner_events(
     )
 
 
-async def _queues(feed: OwnerFeed, queues: list[str], refreshed: float) -> tuple[list[str], float]:
+async def _queues(
+    engine: Engine, queues: list[str], refreshed: float, *, watched: str | None = None
+) -> tuple[list[str], float]:
     """Every queue's name again every QUEUE_REFRESH_SECONDS (one SMEMBERS), unless one queue is watched."""
-    if feed.watch.queue is not None or time.monotonic() - refreshed < QUEUE_REFRESH_SECONDS:
+    if watched is not None or time.monotonic() - refreshed < QUEUE_REFRESH_SECONDS:
         return queues, refreshed
-    return await feed.engine.queue_names(), time.monotonic()
+    return await engine.queue_names(), time.monotonic()
 
 
 async def _feed_poll(feed: OwnerFeed, queues: list[str], wait: float, poll: float) -> JobUpdates:
     deadline = refreshed = time.monotonic()
     deadline += wait
     while True:
-        queues, refreshed = await _queues(feed, queues, refreshed)
+        queues, refreshed = await _queues(feed.engine, queues, refreshed, watched=feed.watch.queue)
         updates = await feed.poll(queues, remember=False)
         if updates or time.monotonic() >= deadline:
             return JobUpdates(event_id=feed.cursor.encode(), updates=updates)
@@ -216,7 +217,7 @@ def _feed_stream(feed: OwnerFeed, queues: list[str], poll: float, max_seconds: f
 
     async def step() -> tuple[list[str], bool]:
         nonlocal queues, refreshed, sent
-        queues, refreshed = await _queues(feed, queues, refreshed)
+        queues, refreshed = await _queues(feed.engine, queues, refreshed, watched=feed.watch.queue)
         updates = await feed.poll(queues)
         position, moved = feed.cursor.encode(), feed.cursor.encode() != sent
         sent = position
@@ -235,24 +236,10 @@ def _feed_stream(feed: OwnerFeed, queues: list[str], poll: float, max_seconds: f
 
 # -- every queue (admin) ----------------------------------------------------------------------------
 
-QUEUES_RESPONSES: dict[int | str, dict[str, object]] = {
-    200: {
-        "description": "text/event-stream of `hello` and `jobs` events (state changes of every queue's jobs)",
-        "content": {
-            "text/event-stream": {
-                "schema": {  # one event (OpenAPI before 3.2); `data` is JSON text
-                    "type": "object",
-                    "properties": {
-                        "event": {"type": "string", "enum": ["hello", "jobs", "error"]},
-                        "data": {"type": "string"},
-                        "id": {"type": "string"},
-                        "retry": {"type": "integer"},
-                    },
-                }
-            }
-        },
-    },
-}
+QUEUES_RESPONSES = stream_responses(
+    "text/event-stream of `hello` and `jobs` events (state changes of every queue's jobs)",
+    ["hello", "jobs", "error"],
+)
 
 
 @router.get("/v1/events/queues", response_model=None, responses=QUEUES_RESPONSES)
@@ -279,8 +266,7 @@ def _queue_stream(
 
     async def step() -> tuple[list[str], bool]:
         nonlocal queues, refreshed
-        if time.monotonic() - refreshed >= QUEUE_REFRESH_SECONDS:
-            queues, refreshed = await engine.queue_names(), time.monotonic()
+        queues, refreshed = await _queues(engine, queues, refreshed)
         found = await _read(engine, cursor, queues)
         return ([sse("jobs", json.dumps({"events": found}), cursor.encode())] if found else []), False
 
