@@ -30,7 +30,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from shared.errors import UnknownJobTypeError, ValidationError, validation_message
 from shared.lanes import Lanes
-from shared.models import NAME_PATTERN, Backoff, JobSpec, QueueOptions
+from shared.models import NAME_PATTERN, Backoff, Debounce, JobSpec, QueueOptions
 from shared.priorities import DEFAULT_PRIORITY
 
 if TYPE_CHECKING:
@@ -85,6 +85,8 @@ class JobType:
         idempotency_key: str | None = None,
         metadata: dict[str, Any] | None = None,
         tags: list[str] | None = None,
+        singleton_key: str | None = None,
+        debounce: Debounce | None = None,
     ) -> JobSpec:
         """The engine's spec for a job of this type: the payload checked against its model (kept with its
         secrets, which the handler needs), and this type's defaults for whatever the caller leaves out.
@@ -103,6 +105,8 @@ class JobType:
             "idempotency_key": idempotency_key,
             "metadata": metadata or {},
             "tags": tags or [],
+            "singleton_key": singleton_key,
+            "debounce": debounce,
         }
         try:
             return JobSpec(**fields)

@@ -31,11 +31,13 @@ from shared.errors import (
     JobNotFoundError,
     JobqError,
     LeaseLostError,
+    PayloadTooLargeError,
+    SingletonConflictError,
     StoreError,
     StoreUnavailableError,
     ValidationError,
 )
-from shared.limits import MAX_ERRORS_KEPT, MAX_LOG_LINES
+from shared.limits import MAX_ERRORS_KEPT, MAX_LOG_LINES, MAX_STEPS, MAX_STEPS_BYTES
 from shared.models import QueueOptions
 from shared.settings import Settings
 
@@ -48,6 +50,8 @@ ERRORS_BY_CODE: dict[str, type[JobqError]] = {
         IdempotencyConflictError,
         InvalidTransitionError,
         LeaseLostError,
+        PayloadTooLargeError,
+        SingletonConflictError,
         ValidationError,
     )
 }
@@ -100,7 +104,8 @@ def constants_header() -> str:
     shared/limits.py and the policy of a queue no process has published (QueueOptions' defaults)."""
     default_policy = ", ".join(f"{name} = {value}" for name, value in QueueOptions().stored().items())
     return (
-        f"local LIMITS = {{errors = {MAX_ERRORS_KEPT}, log_lines = {MAX_LOG_LINES}}}\n"
+        f"local LIMITS = {{errors = {MAX_ERRORS_KEPT}, log_lines = {MAX_LOG_LINES}, steps = {MAX_STEPS}, "
+        f"step_bytes = {MAX_STEPS_BYTES}}}\n"
         f"local DEFAULT_POLICY = {{{default_policy}}}"
     )
 

@@ -2,6 +2,7 @@
 -- records "cancelled" at its next heartbeat or finish); terminal -> unchanged.
 -- KEYS: the queue's block (lib.lua block).
 -- ARGV[1] now ms or -1, ARGV[2] JSON plan {id: unique id, owner: owner or "" (any)}.
+-- A queued job cancelled releases its singleton and debounce keys (lib.lua release_holds).
 -- A cancelled job is kept for its queue's cancelled retention (lib.lua apply_retention).
 -- Returns JSON {now, j: the flat record after the change}; error not_found when missing or owned by another.
 local now = now_ms(ARGV[1])
@@ -21,6 +22,8 @@ if m.s == 'queued' then
   m.s, m.fa = 'cancelled', now
   rec[2] = pack_m(m)
   redis.call('HSET', Q.jobs, id .. ':m', rec[2])
+  release_holds(Q, 's', {{h, id}})
+  release_holds(Q, 'd', {{h, id}})
   local s = meta(Q, now)
   madd(s, 'cancelled', 1)
   emit(s, 'cancelled', {id})
