@@ -9,13 +9,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator, model_validator
 
 from shared.apikeys import parse_rate
-from shared.limits import MAX_TAGS, utc_run_at
+from shared.limits import MAX_DEPENDS_ON, MAX_FLOW_NODES, MAX_TAGS, utc_run_at
 from shared.models import (
     TAG_PATTERN,
     Backoff,
     Debounce,
     ErrorKind,
+    FailurePolicy,
     Job,
+    ParentLink,
     QueueMetrics,
     State,
     ThroughputPoint,
@@ -39,7 +41,7 @@ StrictBool = Annotated[bool, Strict()]
 CURSOR_PATTERN = r"^[0-9A-Za-z.:_-]{1,64}$"
 # A queue listing's cursor (state index number and offset); pinned to the engine's by a test, so every
 # cursor the schema allows is one the engine accepts.
-QUEUE_CURSOR_PATTERN = r"^[1-6]\.[0-9]{1,9}$"
+QUEUE_CURSOR_PATTERN = r"^[1-7]\.[0-9]{1,9}$"
 MAX_LIST_LIMIT = 200
 # A key's owner starts with a letter or digit, so no key can take the bootstrap admin's owner ("@admin").
 OWNER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$"
@@ -90,6 +92,20 @@ class JobCreate(BaseModel):
         default_factory=dict, description="Free-form labels; size bound in shared/limits.py."
     )
     tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
+    children: list[JobCreate] = Field(
+        default_factory=list,
+        max_length=MAX_FLOW_NODES,
+        description="A flow: jobs (of any types and queues) that run first; this job waits for them.",
+    )
+    on_failure: FailurePolicy = Field(
+        default="fail",
+        description="As a child: fail the parent (default), ignore the failure, or continue (recorded).",
+    )
+    depends_on: list[Annotated[str, Field(max_length=128)]] = Field(
+        default_factory=list,
+        max_length=MAX_DEPENDS_ON,
+        description="Ids of the caller's existing jobs this job waits for (simple chains).",
+    )
     singleton_key: str | None = Field(
         default=None,
         min_length=1,
@@ -176,6 +192,10 @@ class JobPublic(BaseModel):
     )
     singleton_key: str | None = None
     debounce_key: str | None = None
+    children: list[str] = Field(default_factory=list, description="Its flow children's ids.")
+    depends_on: list[str] = Field(default_factory=list)
+    pending_children: int = Field(default=0, description="Children and dependencies not yet ended.")
+    parents: list[ParentLink] = Field(default_factory=list, description="Jobs waiting on this one.")
 
     @classmethod
     def of(cls, job: Job, registry: Registry) -> JobPublic:
@@ -184,6 +204,13 @@ class JobPublic(BaseModel):
         data["steps"], data["step_results"] = len(job.steps), job.steps
         payload = registry.public_payload(job.type, job.payload)
         return cls.model_validate({**data, "payload": payload, "timeout_seconds": job.timeout})
+
+
+class FlowPublic(BaseModel):
+    """A flow as a tree: a job and, under it, its flow children (each with theirs)."""
+
+    job: JobPublic
+    children: list[FlowPublic] = Field(default_factory=list)
 
 
 class JobBatchItem(BaseModel):

@@ -84,6 +84,12 @@ class ApiClient:
     def job(self, job_id: str) -> dict[str, Any]:
         return dict(self.json("GET", f"/v1/jobs/{_segment(job_id)}"))
 
+    def flow(self, job_id: str) -> dict[str, Any]:
+        return dict(self.json("GET", f"/v1/flows/{_segment(job_id)}"))
+
+    def submit_flow(self, body: Any) -> dict[str, Any]:
+        return dict(self.json("POST", "/v1/flows", json=body))
+
     def jobs(self, **params: Any) -> dict[str, Any]:
         return dict(self.json("GET", "/v1/jobs", params=params))
 
