@@ -45,7 +45,7 @@ def import_from_working_directory() -> None:
 # Imported for their side effect of registering commands on `app`; `jobq --help` lists them in this order.
 import infra.cli.jobs  # noqa: E402
 import infra.cli.queues  # noqa: E402, F401
-from infra.cli import dev, gateway, keys, worker  # noqa: E402, F401
+from infra.cli import dev, gateway, keys, schedules, worker  # noqa: E402, F401
 
 
 @app.command()

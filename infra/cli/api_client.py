@@ -130,6 +130,24 @@ class ApiClient:
     def revoke_key(self, key_id: str) -> dict[str, Any]:
         return dict(self.json("DELETE", f"/v1/keys/{_segment(key_id)}"))
 
+    # Schedules (the caller's own; admins: any owner's).
+
+    def create_schedule(self, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.json("POST", "/v1/schedules", json=body))
+
+    def schedules(self, owner: str | None = None) -> dict[str, Any]:
+        """`{"schedules": [...]}`."""
+        return dict(self.json("GET", "/v1/schedules", params={"owner": owner}))
+
+    def schedule(self, schedule_id: str) -> dict[str, Any]:
+        return dict(self.json("GET", f"/v1/schedules/{_segment(schedule_id)}"))
+
+    def change_schedule(self, schedule_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.json("PATCH", f"/v1/schedules/{_segment(schedule_id)}", json=body))
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self.request("DELETE", f"/v1/schedules/{_segment(schedule_id)}")
+
 
 def _segment(value: str) -> str:
     """A path segment: ids and queue names never contain these, and a hostile one must not change the
