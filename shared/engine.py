@@ -68,7 +68,7 @@ from shared.models import (
     Event,
     FinishResult,
     Job,
-    JobPage,
+    JobSlice,
     JobSpec,
     Lease,
     LeaseStatus,
@@ -113,7 +113,6 @@ from shared.scriptcalls import (
     RerunPlan,
     StepPlan,
 )
-from shared.settings import Settings
 from shared.store import Store, retrying
 from shared.usage import USAGE_KEEP_MS, month_of, usage_plan
 
@@ -182,28 +181,6 @@ def _flatten(specs: Sequence[JobSpec]) -> list[FlowNode]:
 class Engine:
     """The job queue on one Redis, under one key prefix. A method on one queue or one job is one round
     trip; one over several queues sends one call per queue at once (module docstring)."""
-
-    @classmethod
-    def for_settings(
-        cls,
-        settings: Settings,
-        redis: Any,
-        queue_options: Callable[[str], QueueOptions],
-        queues: Sequence[str] = (),
-    ) -> Engine:
-        """The engine a deployment's settings describe: the API and the consumers build it this one way."""
-        return cls(
-            redis,
-            prefix=settings.key_prefix,
-            queue_options=queue_options,
-            queues=queues,
-            max_payload_bytes=settings.max_payload_bytes,
-            idempotency_window=settings.idempotency_window,
-            timeout=settings.redis_timeout,
-            lease_margin=settings.lease_margin,
-            lanes=settings.lane_set,
-            cluster=settings.redis_cluster,
-        )
 
     def __init__(
         self,
@@ -1009,7 +986,7 @@ class Engine:
         type: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
-    ) -> JobPage:
+    ) -> JobSlice:
         """Jobs of an owner (by tag when given: tag listings are per owner), else of a queue, newest first.
 
         Owner and tag listings are newest created first (ids are time-ordered), over every queue (one
@@ -1050,7 +1027,7 @@ class Engine:
         reply = await LIST.run(*self._on(queue), plan)
         now = int(reply["now"])
         jobs = [decode_job(job_id(unique, queue), as_fields(flat), now) for unique, flat in reply["j"] or []]
-        return JobPage(jobs=jobs, cursor=reply["c"] or None)
+        return JobSlice(jobs=jobs, cursor=reply["c"] or None)
 
     async def _list_index(
         self,
@@ -1060,7 +1037,7 @@ class Engine:
         cursor: str | None,
         limit: int,
         filters: tuple[str, str],
-    ) -> JobPage:
+    ) -> JobSlice:
         """An owner's (or tag's) listing over `queues`: each queue's page, merged newest first. A queue
         that stopped scanning early bounds the page (nothing older than where it stopped), so the next
         page, from the cursor, misses nothing."""
@@ -1101,7 +1078,7 @@ class Engine:
             next_cursor = bound
         else:
             next_cursor = None
-        return JobPage(jobs=jobs, cursor=next_cursor)
+        return JobSlice(jobs=jobs, cursor=next_cursor)
 
     async def stats(self, queue: str) -> QueueStats:
         """Counts per state, paused flag, counters, backlog age, last claim and stall reason of one queue.
@@ -1118,9 +1095,11 @@ class Engine:
             for m in await self._metrics(await self.queue_names())
         ]
 
-    async def metrics(self) -> list[QueueMetrics]:
-        """Stats plus histograms and per-minute throughput of every queue, read as `stats_all` does."""
-        return await self._metrics(await self.queue_names())
+    async def metrics(self, queues: Sequence[str] | None = None) -> list[QueueMetrics]:
+        """Stats plus histograms and per-minute throughput of `queues` (of every queue when None), read
+        as `stats_all` does."""
+        names = [self._check_queue(q) for q in queues] if queues is not None else await self.queue_names()
+        return await self._metrics(names)
 
     async def _metrics(self, queues: list[str]) -> list[QueueMetrics]:
         """One read-only call for all `queues` (their blocks in KEYS), one per queue on a cluster."""

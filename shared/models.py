@@ -381,7 +381,9 @@ def _span(seconds: float) -> str:
     return f"{int(seconds)}s"
 
 
-class JobPage(BaseModel):
+class JobSlice(BaseModel):
+    """One stretch of the engine's job listing (the API answers it as a JobPage)."""
+
     jobs: list[Job]
     cursor: str | None = None  # pass back to get the next page; None at the end
 

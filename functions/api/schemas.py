@@ -19,10 +19,12 @@ from shared.models import (
     FailurePolicy,
     Job,
     ParentLink,
-    QueueStats,
+    QueueMetrics,
     State,
+    ThroughputPoint,
     Usage,
 )
+from shared.percentiles import percentile
 from shared.priorities import PRIORITIES, priority_value
 from shared.registry import Registry
 from shared.schedules import MAX_CRON_LENGTH, MAX_EVERY, MAX_LIMIT, MIN_EVERY, CatchUp, Schedule, Timetable
@@ -40,6 +42,9 @@ StrictFloat = Annotated[float, Strict()]
 StrictBool = Annotated[bool, Strict()]
 # Page cursors are opaque and issued by the engine; this only keeps hostile text out.
 CURSOR_PATTERN = r"^[0-9A-Za-z.:_-]{1,64}$"
+# A queue listing's cursor (state index number and offset); pinned to the engine's by a test, so every
+# cursor the schema allows is one the engine accepts.
+QUEUE_CURSOR_PATTERN = r"^[1-7]\.[0-9]{1,9}$"
 MAX_LIST_LIMIT = 200
 # A key's owner starts with a letter or digit, so no key can take the bootstrap admin's owner ("@admin").
 OWNER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$"
@@ -227,6 +232,32 @@ class JobPage(BaseModel):
     cursor: str | None = Field(default=None, description="Pass back as ?cursor= for the next page.")
 
 
+class JobSummary(BaseModel):
+    """A job without its payload, result or logs: a row of a queue's listing with `?view=summary`."""
+
+    id: str
+    type: str
+    owner: str
+    state: State
+    priority: int
+    progress: int
+    attempts: int
+    max_attempts: int
+    error: JobErrorPublic | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @classmethod
+    def of(cls, job: Job) -> JobSummary:
+        return cls.model_validate(job.model_dump(include=set(cls.model_fields)))
+
+
+class JobSummaryPage(BaseModel):
+    jobs: list[JobSummary]
+    cursor: str | None = Field(default=None, description="Pass back as ?cursor= for the next page.")
+
+
 class JobStatus(BaseModel):
     """What the event stream and the long poll send: a job's state without its payload."""
 
@@ -275,42 +306,108 @@ class JobUpdates(BaseModel):
     updates: list[JobUpdate]
 
 
+class AIFigures(BaseModel):
+    """A queue's response-cache answers and recorded usage (docs/ai-jobs.md)."""
+
+    cache_hits: int
+    cache_misses: int
+    input_tokens: int
+    output_tokens: int
+    cost: float
+
+    @classmethod
+    def of(cls, m: QueueMetrics) -> AIFigures | None:
+        """None for a queue that never used the cache nor recorded usage."""
+        figures = cls(
+            cache_hits=m.cache_hits_total,
+            cache_misses=m.cache_misses_total,
+            input_tokens=m.input_tokens_total,
+            output_tokens=m.output_tokens_total,
+            cost=m.cost_total,
+        )
+        return figures if any(figures.model_dump().values()) else None
+
+
 class QueuePublic(BaseModel):
+    """A queue's counts, totals and times: the last hour's throughput and p50/p95 run and wait times
+    estimated from its histograms (shared/percentiles.py)."""
+
     queue: str
     paused: bool
-    counts: dict[State, int]
+    counts: dict[State, int] = Field(description="Jobs per state: every state, in lifecycle order.")
     completed_total: int = 0
     failed_total: int = 0
     retried_total: int = 0
     cancelled_total: int = 0
     avg_run_seconds: float | None = None
     avg_wait_seconds: float | None = None
+    run_p50_seconds: float | None = None
+    run_p95_seconds: float | None = None
+    wait_p50_seconds: float | None = None
+    wait_p95_seconds: float | None = None
     oldest_waiting_age: float | None = None
     last_claim_at: datetime | None = None
     stalled: str | None = None  # why waiting jobs are not being taken, when they are not
+    throughput: list[ThroughputPoint] = Field(description="Jobs finished per minute, last 60, oldest first")
+    ai: AIFigures | None = Field(default=None, description="Null for a queue without cache use or usage")
 
     @classmethod
-    def of(cls, stats: QueueStats) -> QueuePublic:
-        done = stats.completed_total + stats.failed_total
-        started = done + stats.cancelled_total
+    def of(cls, metrics: QueueMetrics) -> QueuePublic:
+        done = metrics.completed_total + metrics.failed_total
+        started = done + metrics.cancelled_total
+
+        def pct(buckets: list[int], q: float) -> float | None:
+            return percentile(metrics.bounds, buckets, q)
+
         return cls(
-            queue=stats.queue,
-            paused=stats.paused,
-            counts=stats.counts,
-            completed_total=stats.completed_total,
-            failed_total=stats.failed_total,
-            retried_total=stats.retried_total,
-            cancelled_total=stats.cancelled_total,
-            avg_run_seconds=stats.run_seconds_total / done if done else None,
-            avg_wait_seconds=stats.wait_seconds_total / started if started else None,
-            last_claim_at=stats.last_claim_at,
-            stalled=stats.stalled,
-            oldest_waiting_age=stats.oldest_waiting_age,
+            queue=metrics.queue,
+            paused=metrics.paused,
+            counts={state: metrics.counts.get(state, 0) for state in State},
+            completed_total=metrics.completed_total,
+            failed_total=metrics.failed_total,
+            retried_total=metrics.retried_total,
+            cancelled_total=metrics.cancelled_total,
+            avg_run_seconds=metrics.run_seconds_total / done if done else None,
+            avg_wait_seconds=metrics.wait_seconds_total / started if started else None,
+            run_p50_seconds=pct(metrics.run_buckets, 0.5),
+            run_p95_seconds=pct(metrics.run_buckets, 0.95),
+            wait_p50_seconds=pct(metrics.wait_buckets, 0.5),
+            wait_p95_seconds=pct(metrics.wait_buckets, 0.95),
+            last_claim_at=metrics.last_claim_at,
+            stalled=metrics.stalled,
+            oldest_waiting_age=metrics.oldest_waiting_age,
+            throughput=metrics.throughput,
+            ai=AIFigures.of(metrics),
+        )
+
+
+class QueueTotals(BaseModel):
+    """Every queue together: counts per state, finished totals, and throughput per minute."""
+
+    counts: dict[State, int]
+    completed_total: int
+    failed_total: int
+    throughput: list[ThroughputPoint]
+
+    @classmethod
+    def of(cls, queues: list[QueuePublic]) -> QueueTotals:
+        minutes: dict[datetime, ThroughputPoint] = {}
+        for queue in queues:
+            for point in queue.throughput:
+                total = minutes.setdefault(point.minute, ThroughputPoint(minute=point.minute))
+                total.completed += point.completed
+                total.failed += point.failed
+        return cls(
+            counts={state: sum(q.counts[state] for q in queues) for state in State},
+            completed_total=sum(q.completed_total for q in queues),
+            failed_total=sum(q.failed_total for q in queues),
+            throughput=[minutes[m] for m in sorted(minutes)],
         )
 
 
 class QueueList(BaseModel):
     queues: list[QueuePublic]
+    totals: QueueTotals
 
 
 class QueueClean(BaseModel):

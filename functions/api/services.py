@@ -10,10 +10,11 @@ from functions.api.ratelimit import SubmitLimiter
 from shared import freshness
 from shared.apikeys import ApiKeyStore
 from shared.engine import Engine
+from shared.factory import build_engine
 from shared.keys import Keys
 from shared.registry import Registry
 from shared.settings import Settings
-from shared.store import Store, make_redis
+from shared.store import Store
 from shared.triggers import Trigger, build_trigger
 from shared.usage import UsageBook
 
@@ -32,11 +33,6 @@ class Services:
     usage: UsageBook  # usage totals and budgets (shared/usage.py)
 
 
-def connect(settings: Settings) -> Any:
-    """The SDK client the API uses (kept for callers that import it from here: see shared.store)."""
-    return make_redis(settings)
-
-
 def build_services(
     settings: Settings,
     *,
@@ -44,11 +40,11 @@ def build_services(
     redis: Any = None,
     trigger: Trigger | None = None,
 ) -> Services:
-    redis = redis if redis is not None else make_redis(settings)
+    engine = build_engine(settings, registry, redis=redis)
+    redis = engine.store.redis
     freshness.install(redis)  # a request's Jobq-Sync-Token reaches its Redis calls (SyncTokenMiddleware)
     store = Store(redis, timeout=settings.redis_timeout)
     keys = Keys(settings.key_prefix)
-    engine = Engine.for_settings(settings, redis, registry.queue_options, registry.queues())
     key_store = ApiKeyStore(store, keys.api_keys())
     return Services(
         settings=settings,

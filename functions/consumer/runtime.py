@@ -15,11 +15,11 @@ from typing import Any
 from shared.consumer import Consumer, ConsumerConfig, DrainReport
 from shared.engine import Engine
 from shared.errors import JobqError
+from shared.factory import build_engine
 from shared.logs import configure_logging
 from shared.registry import Registry
 from shared.registry import registry as default_registry
 from shared.settings import Settings, get_settings
-from shared.store import make_redis
 from shared.triggers import Trigger, build_trigger
 from shared.usage import UsageBook
 
@@ -69,11 +69,10 @@ def build_runtime(
     config = config or ConsumerConfig()
     if config.lane is None and settings.lane is not None:
         config = replace(config, lane=settings.lane)
-    redis = redis if redis is not None else make_redis(settings)
-    engine = Engine.for_settings(settings, redis, registry.queue_options, registry.queues())
+    engine = build_engine(settings, registry, redis=redis)
     return ConsumerRuntime(
         settings=settings,
-        redis=redis,
+        redis=engine.store.redis,
         engine=engine,
         registry=registry,
         consumer=Consumer(

@@ -42,8 +42,10 @@ def import_from_working_directory() -> None:
         sys.path.insert(0, cwd)
 
 
-# Imported for their side effect of registering commands on `app`.
-from infra.cli import client, dev, gateway, keys, schedules, worker  # noqa: E402, F401
+# Imported for their side effect of registering commands on `app`; `jobq --help` lists them in this order.
+import infra.cli.jobs  # noqa: E402
+import infra.cli.queues  # noqa: E402, F401
+from infra.cli import dev, gateway, keys, schedules, worker  # noqa: E402, F401
 
 
 @app.command()

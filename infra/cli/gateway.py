@@ -44,7 +44,7 @@ def gateway(
     """Serve the Upstash REST protocol (POST /, /pipeline, /multi-exec) in front of Redis."""
     import uvicorn
 
-    from infra.local.gateway import KEEP_ALIVE_SECONDS, create_app
+    from infra.local.rest_gateway import KEEP_ALIVE_SECONDS, create_app
 
     if not token:
         raise typer.BadParameter("must not be empty", param_hint="--token")

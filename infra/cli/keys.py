@@ -8,8 +8,7 @@ import typer
 from rich.text import Text
 
 from infra.cli import app
-from infra.cli.client import confirm
-from infra.cli.options import Yes, api_options
+from infra.cli.options import Yes, api_options, confirm
 from infra.cli.output import err, handled, keys_table, out, print_json
 
 keys_app = typer.Typer(help="Create, list and revoke API keys (admin).", no_args_is_help=True)

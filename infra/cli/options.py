@@ -7,9 +7,10 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
+import click
 import typer
 
-from infra.cli.errors import UsageError
+from infra.cli.errors import CliError, UsageError
 
 if TYPE_CHECKING:
     from infra.cli.api_client import ApiClient
@@ -76,3 +77,15 @@ def duration(value: str) -> float:
     if not match:
         raise UsageError(f"invalid duration {value!r}: use seconds or a number with s, m, h or d (e.g. 2h)")
     return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask before a destructive action unless --yes; declining exits 1 with nothing changed."""
+    if yes:
+        return
+    try:
+        agreed = typer.confirm(question, default=False, err=True)
+    except click.Abort:
+        agreed = False
+    if not agreed:
+        raise CliError("not confirmed: nothing changed (pass --yes to skip the question)")

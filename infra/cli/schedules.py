@@ -10,8 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from infra.cli import app
-from infra.cli.client import confirm, parse_priority, read_payload
-from infra.cli.options import Yes, api_options, duration
+from infra.cli.jobs import parse_priority, read_payload
+from infra.cli.options import Yes, api_options, confirm, duration
 from infra.cli.output import compact, handled, out, print_json, when
 
 schedules_app = typer.Typer(help="Run a job on a cron timetable or every N seconds.", no_args_is_help=True)

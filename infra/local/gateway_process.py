@@ -19,7 +19,7 @@ import socket
 from multiprocessing.connection import Connection
 from typing import Any
 
-from infra.local.gateway import create_app
+from infra.local.rest_gateway import create_app
 from infra.local.servers import START_TIMEOUT, make_server, wait_started
 from shared.runner import run as run_loop
 

@@ -9,7 +9,7 @@ from collections.abc import Generator
 
 import uvicorn
 
-from infra.local.gateway import KEEP_ALIVE_SECONDS
+from infra.local.rest_gateway import KEEP_ALIVE_SECONDS
 
 START_TIMEOUT = 15.0
 

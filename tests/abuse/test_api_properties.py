@@ -270,9 +270,11 @@ query = st.one_of(
 )
 list_calls = st.builds(
     lambda path, params, admin: Call(
-        "GET", path + "?" + "&".join(f"{k}={segment(v)}" for k, v in params.items()), admin=admin
+        "GET",
+        path + ("&" if "?" in path else "?") + "&".join(f"{k}={segment(v)}" for k, v in params.items()),
+        admin=admin,
     ),
-    st.sampled_from(["/v1/jobs", "/v1/queues/echo/jobs", "/v1/dashboard/queues/echo/jobs"]),
+    st.sampled_from(["/v1/jobs", "/v1/queues/echo/jobs", "/v1/queues/echo/jobs?view=summary"]),
     st.dictionaries(st.sampled_from(["state", "type", "tag", "cursor", "limit", "owner"]), query, max_size=4),
     st.booleans(),
 ).map(lambda c: Call(c.method, c.path, admin=c.admin or not c.path.startswith("/v1/jobs")))
@@ -288,7 +290,7 @@ path_calls = st.builds(
             "/v1/queues/{}/pause",
             "/v1/queues/{}/resume",
             "/v1/keys/{}",
-            "/v1/dashboard/queues/{}/jobs",
+            "/v1/queues/{}/jobs?view=summary",
         ]
     ),
     st.sampled_from(["GET", "POST", "DELETE"]),
@@ -301,9 +303,9 @@ header_calls = st.builds(
         path,
         headers={name: value},
         body=b'{"type":"echo","payload":{"message":"h"}}' if path == "/v1/jobs" else None,
-        admin="dashboard" in path,
+        admin=path == "/v1/events/queues",
     ),
-    st.sampled_from(["/v1/jobs/{job}/events?wait=0", "/v1/dashboard/stream", "/v1/jobs"]),
+    st.sampled_from(["/v1/jobs/{job}/events?wait=0", "/v1/events/queues", "/v1/jobs"]),
     st.sampled_from(["Last-Event-ID", "Idempotency-Key", "X-Request-ID"]),
     st.one_of(
         latin1_text,
@@ -434,12 +436,21 @@ def _diff(after: tuple[Any, ...], before: tuple[Any, ...], changed: list[int]) -
 
 
 def _stable(value: Any) -> Any:
-    """A read without the figures that move with the clock alone (ages and averages)."""
+    """A read without the figures that move with the clock alone (ages, and the minutes of the last hour's
+    throughput: only minutes that counted a job are kept)."""
     if isinstance(value, dict):
-        return {k: _stable(v) for k, v in value.items() if k not in ("oldest_waiting_age",)}
+        return {
+            k: _busy_minutes(v) if k == "throughput" else _stable(v)
+            for k, v in value.items()
+            if k not in ("oldest_waiting_age",)
+        }
     if isinstance(value, list):
         return [_stable(v) for v in value]
     return value
+
+
+def _busy_minutes(points: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    return {p["minute"]: (p["completed"], p["failed"]) for p in points if p["completed"] or p["failed"]}
 
 
 @pytest.fixture

@@ -101,7 +101,7 @@ async def test_a_stored_run_at_beyond_datetime_breaks_no_read(
         ("GET", "/v1/jobs", user),
         ("GET", f"/v1/jobs/{job['id']}/events?wait=0", user),
         ("GET", "/v1/queues/echo/jobs?state=delayed", ADMIN_HEADERS),
-        ("GET", "/v1/dashboard/queues/echo/jobs?state=delayed", ADMIN_HEADERS),
+        ("GET", "/v1/queues/echo/jobs?state=delayed&view=summary", ADMIN_HEADERS),
         ("DELETE", f"/v1/jobs/{job['id']}", user),
     ]
     for method, path, headers in reads:
@@ -364,7 +364,7 @@ async def test_secret_payload_fields_are_masked_in_every_read_but_stored_for_the
         await api.get(f"/v1/jobs/{job_id}", headers=ADMIN_HEADERS),
         await api.get("/v1/jobs", headers=user),
         await api.get("/v1/queues/agent/jobs", headers=ADMIN_HEADERS),
-        await api.get("/v1/dashboard/queues/agent/jobs", headers=ADMIN_HEADERS),
+        await api.get("/v1/queues/agent/jobs?view=summary", headers=ADMIN_HEADERS),
         await api.get(f"/v1/jobs/{job_id}/events?wait=0", headers=user),
     ]
     for response in reads:
@@ -408,12 +408,8 @@ async def test_an_outage_never_tells_callers_the_backends_address(
         "1~echo=1-18446744073709551616",
     ],
 )
-async def test_dashboard_stream_ids_out_of_range_start_afresh(
-    api: httpx.AsyncClient, last_event_id: str
-) -> None:
+async def test_queue_stream_ids_out_of_range_start_afresh(api: httpx.AsyncClient, last_event_id: str) -> None:
     assert (await api.post("/v1/jobs", json=ECHO, headers=ADMIN_HEADERS)).status_code == 201
-    response = await api.get(
-        "/v1/dashboard/stream", headers={**ADMIN_HEADERS, "Last-Event-ID": last_event_id}
-    )
+    response = await api.get("/v1/events/queues", headers={**ADMIN_HEADERS, "Last-Event-ID": last_event_id})
     assert response.status_code == 200
     assert "event: hello" in response.text and "event: error" not in response.text

@@ -303,7 +303,7 @@ def test_dashboard_falls_back_to_polling_and_reports_outages(stack: tuple[Served
         browser = playwright.chromium.launch(executable_path=executable)
         try:
             page = browser.new_page()
-            page.route("**/v1/dashboard/stream", lambda route: route.abort())  # no streaming here
+            page.route("**/v1/events/queues", lambda route: route.abort())  # no streaming here
             page.goto(f"{served.url}/dashboard")
             page.get_by_label("Admin API key, admin token or JWT").fill(ADMIN_TOKEN)
             page.get_by_role("button", name="Sign in").click()
@@ -314,15 +314,15 @@ def test_dashboard_falls_back_to_polling_and_reports_outages(stack: tuple[Served
             expect(completed).to_have_text("2")  # by polling alone
 
             redis_down = {"error": {"code": "store_unavailable", "message": "Redis is unavailable"}}
-            page.route("**/v1/dashboard/overview", lambda route: route.fulfill(status=503, json=redis_down))
+            page.route("**/v1/queues", lambda route: route.fulfill(status=503, json=redis_down))
             banner = page.get_by_role("alert").filter(has_text="Redis is unavailable")
             expect(banner).to_be_visible()
-            page.unroute("**/v1/dashboard/overview")
+            page.unroute("**/v1/queues")
             expect(banner).to_be_hidden()
-            page.route("**/v1/dashboard/overview", lambda route: route.abort())
+            page.route("**/v1/queues", lambda route: route.abort())
             expect(page.get_by_role("alert").filter(has_text="Cannot reach the jobq API")).to_be_visible()
             expect(page.locator("#view")).not_to_have_attribute("aria-busy", "true")  # no endless spinner
-            page.unroute("**/v1/dashboard/overview")
+            page.unroute("**/v1/queues")
             expect(page.locator("#banner")).to_be_hidden()
         finally:
             browser.close()

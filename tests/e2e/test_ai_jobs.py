@@ -75,8 +75,7 @@ async def test_a_cache_hit_makes_no_provider_call_and_is_counted(
     assert job2["usage"] is None  # nothing was spent
     assert await metric(ai_stack.api, "jobq_cache_hits_total", "llm") == 1
     assert await metric(ai_stack.api, "jobq_cache_misses_total", "llm") == 1
-    overview = (await ai_stack.api.get("/v1/dashboard/overview", headers=ADMIN_HEADERS)).json()
-    [queue] = [q for q in overview["queues"] if q["queue"] == "llm"]
+    queue = (await ai_stack.api.get("/v1/queues/llm", headers=ADMIN_HEADERS)).json()
     assert queue["ai"]["cache_hits"] == 1 and queue["ai"]["cache_misses"] == 1
     assert queue["ai"]["input_tokens"] == job1["usage"]["input_tokens"]
     # cache: false asks the provider again.

@@ -1,8 +1,9 @@
-"""End to end: the dashboard's page and JSON routes (overview, a queue's jobs, the live stream)."""
+"""End to end: the dashboard page and the admin routes it reads (queues, a queue's jobs, the live stream)."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,15 +11,16 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from functions.api.routes.dashboard import QUEUE_CURSOR_PATTERN
+from functions.api.routes.dashboard import STATIC
+from functions.api.schemas import QUEUE_CURSOR_PATTERN
 from shared.engine import _QUEUE_CURSOR, Engine
-from shared.models import HISTOGRAM_BOUNDS, ErrorKind, JobError, Outcome
+from shared.models import HISTOGRAM_BOUNDS, TERMINAL_STATES, ErrorKind, JobError, Outcome, State
 from shared.percentiles import percentile
 from tests.support.api_fixtures import ADMIN_HEADERS, MakeUser, ServedApp
 
 pytestmark = pytest.mark.realredis
 
-DATA_ROUTES = ["/v1/dashboard/overview", "/v1/dashboard/queues/echo/jobs", "/v1/dashboard/stream"]
+DATA_ROUTES = ["/v1/queues", "/v1/queues/echo", "/v1/queues/echo/jobs", "/v1/events/queues"]
 
 
 def engine_of(app: FastAPI) -> Engine:
@@ -45,15 +47,42 @@ async def test_page_and_assets_need_no_credentials_and_forbid_foreign_code(api: 
     page = await api.get("/dashboard")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
-    assert "/dashboard/app.js" in page.text
+    assert '<script type="module" src="/dashboard/main.js"></script>' in page.text
     csp = page.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
-    for asset, kind in [("app.js", "text/javascript"), ("app.css", "text/css")]:
-        response = await api.get(f"/dashboard/{asset}")
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith(kind)
-    for path in ["/dashboard/index.py", "/dashboard/..%2Fapp.py", "/dashboard/%2e%2e%2froutes"]:
+    assert (await api.get("/dashboard/app.css")).headers["content-type"].startswith("text/css")
+    # Every module the page imports, followed from main.js, is served as JavaScript.
+    pending, seen = ["main.js"], set()
+    while pending:
+        module = pending.pop()
+        seen.add(module)
+        response = await api.get(f"/dashboard/{module}")
+        assert response.status_code == 200, module
+        assert response.headers["content-type"].startswith("text/javascript"), module
+        pending += [
+            m for m in re.findall(r'^import .* from "\./([\w.]+)";$', response.text, re.M) if m not in seen
+        ]
+    assert {"api.js", "stream.js", "states.js", "overview.js", "queue.js", "job.js"} <= seen
+    for path in [
+        "/dashboard/index.py",
+        "/dashboard/..%2Fapp.py",
+        "/dashboard/%2e%2e%2froutes",
+        "/dashboard/app.js",
+    ]:
         assert (await api.get(path)).status_code == 404, path
+
+
+async def test_the_page_learns_the_states_from_the_server(api: httpx.AsyncClient) -> None:
+    module = (await api.get("/dashboard/states.js")).text
+    states = json.loads(re.search(r"^export const STATES = (.*);$", module, re.M).group(1))  # type: ignore[union-attr]
+    terminal = json.loads(re.search(r"^export const TERMINAL = new Set\((.*)\);$", module, re.M).group(1))  # type: ignore[union-attr]
+    assert states == [state.value for state in State]
+    assert set(terminal) == {state.value for state in TERMINAL_STATES}
+
+
+def test_no_module_keeps_its_own_list_of_states() -> None:
+    for module in STATIC.glob("*.js"):
+        assert '"waiting", "delayed"' not in module.read_text(), module.name
 
 
 async def test_data_routes_need_admin_credentials(api: httpx.AsyncClient, make_user: MakeUser) -> None:
@@ -115,10 +144,17 @@ async def test_overview_counts_equal_the_engine_and_times_come_from_its_histogra
     )
     await engine.pause("outbound")
 
-    response = await api.get("/v1/dashboard/overview", headers=ADMIN_HEADERS)
+    response = await api.get("/v1/queues", headers=ADMIN_HEADERS)
     assert response.status_code == 200
     body = response.json()
     by_name = {q["queue"]: q for q in body["queues"]}
+    for name, queue in by_name.items():  # one queue reads as it does in the list
+        one = await api.get(f"/v1/queues/{name}", headers=ADMIN_HEADERS)
+        assert one.status_code == 200
+        assert {k: v for k, v in one.json().items() if k != "oldest_waiting_age"} == {
+            k: v for k, v in queue.items() if k != "oldest_waiting_age"
+        }
+        assert list(queue["counts"]) == [state.value for state in State]
     assert sorted(by_name) == ["echo", "outbound"]
     metrics = {m.queue: m for m in await engine.metrics()}
     for name, queue in by_name.items():
@@ -155,7 +191,8 @@ async def test_queue_jobs_filter_by_state_type_and_owner_in_claim_order(
     bob_ids = await submit(api, bob, 2)
 
     async def page(**params: Any) -> dict[str, Any]:
-        response = await api.get("/v1/dashboard/queues/echo/jobs", params=params, headers=ADMIN_HEADERS)
+        query = {"view": "summary"} | params
+        response = await api.get("/v1/queues/echo/jobs", params=query, headers=ADMIN_HEADERS)
         assert response.status_code == 200, response.text
         result: dict[str, Any] = response.json()
         return result
@@ -163,6 +200,7 @@ async def test_queue_jobs_filter_by_state_type_and_owner_in_claim_order(
     everyone = await page(state="waiting")
     assert [j["id"] for j in everyone["jobs"]] == sorted(alice_ids + bob_ids)  # waiting: next to run first
     assert "payload" not in everyone["jobs"][0]  # rows are summaries: the detail view loads payloads
+    assert (await page(state="waiting", view="full"))["jobs"][0]["payload"]["message"] == "hi"
     assert [j["id"] for j in (await page(state="waiting", owner="alice"))["jobs"]] == alice_ids
     assert (await page(state="waiting", type="fetch"))["jobs"] == []
     assert (await page(state="completed"))["jobs"] == []
@@ -178,7 +216,7 @@ async def test_queue_jobs_filter_by_state_type_and_owner_in_claim_order(
             break
     assert seen == bob_ids
     for cursor in ["<script>", "8.1", "1.", "1.1234567890"]:
-        path = "/v1/dashboard/queues/echo/jobs"
+        path = "/v1/queues/echo/jobs"
         bad = await api.get(path, params={"cursor": cursor}, headers=ADMIN_HEADERS)
         assert bad.status_code == 422, cursor
     assert _QUEUE_CURSOR.pattern == QUEUE_CURSOR_PATTERN  # the schema allows exactly the engine's cursors
@@ -209,7 +247,7 @@ async def collect(
     """Job events of one bounded stream (until the `until` job ids are seen, or it ends) and its last id."""
     found: list[Any] = []
     last_id = ""
-    async with client.stream("GET", "/v1/dashboard/stream", headers=headers) as response:
+    async with client.stream("GET", "/v1/events/queues", headers=headers) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         async for event, event_id, data in read_events(response):
@@ -224,7 +262,7 @@ async def collect(
 async def test_stream_sends_state_changes_live_and_resumes_after_last_event_id(api_server: ServedApp) -> None:
     async with httpx.AsyncClient(base_url=api_server.url, timeout=30) as client:
         before = await submit(client, ADMIN_HEADERS)  # the queue exists before the stream starts
-        async with client.stream("GET", "/v1/dashboard/stream", headers=ADMIN_HEADERS) as response:
+        async with client.stream("GET", "/v1/events/queues", headers=ADMIN_HEADERS) as response:
             events = read_events(response)
             event, hello_id, data = await anext(events)
             assert event == "hello" and data == {"queues": ["echo"]} and hello_id

@@ -96,6 +96,8 @@ def test_package_holds_the_code_scripts_and_lambda_wheels(packaged: Path) -> Non
     scripts = {Path(n).name for n in names if n.startswith("shared/scripts/") and n.endswith(".lua")}
     assert scripts == {p.name for p in (ROOT / "shared" / "scripts").glob("*.lua")}
     assert "functions/jobs/webhook.py" in names and "shared/engine.py" in names
+    static = ROOT / "functions" / "api" / "static"  # the dashboard's and the panel's pages, modules, style
+    assert {p.relative_to(ROOT).as_posix() for p in static.rglob("*") if p.is_file()} <= set(names)
     assert not any(n.startswith(("tests/", "infra/", "node_modules/", ".venv/")) for n in names)
     binaries = [n for n in names if n.endswith(".so")]
     assert any("pydantic_core" in n for n in binaries)

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from functions.api.auth import Principal
-from functions.api.events import OwnerFeed, StreamCursor, Watch
 from functions.api.ratelimit import SubmitLimiter
+from functions.api.sse import OwnerFeed, StreamCursor, Watch
 from shared.engine import Engine
 from shared.llmcache import ResponseCache
 from shared.models import ClaimedJob, Debounce, JobSpec, Lease, Outcome, Usage

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from infra.local.backends import BackendFailedError
-from infra.local.gateway import create_app
+from infra.local.rest_gateway import create_app
 from tests.support.gateway import ThreadGateway, free_port
 
 BAD_JSON_SCRIPT = "return cjson.decode('[')"  # fakeredis raised a Python exception out of this one

@@ -169,7 +169,7 @@ async def test_on_the_real_clock_the_write_shows_once_the_lag_is_over(
 
 
 def test_no_lag_by_default_and_no_negative_lag() -> None:
-    from infra.local.gateway import create_app
+    from infra.local.rest_gateway import create_app
 
     assert create_app("t").state.gateway.replica is None
     with pytest.raises(ValueError, match="replica lag"):

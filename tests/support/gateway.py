@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from infra.local.gateway import KEEP_ALIVE_SECONDS, create_app
+from infra.local.rest_gateway import KEEP_ALIVE_SECONDS, create_app
 
 START_TIMEOUT = 20.0
 

@@ -21,8 +21,8 @@ from starlette.routing import Route
 from functions.api.app import StartupError, check_settings
 from functions.api.auth import Authenticator
 from functions.api.errors import field_name
-from functions.api.events import Mark, new_logs, status_changed
 from functions.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from functions.api.sse import Mark, new_logs, status_changed
 from shared.apikeys import ApiKeyStore, parse_rate
 from shared.errors import AuthError, ValidationError
 from shared.keys import Keys

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from infra.cli import app
 from infra.local import protocol
-from infra.local.gateway import create_app
 from infra.local.protocol import RequestError
+from infra.local.rest_gateway import create_app
 from tests.support import gateway_fixtures
 from tests.support.gateway import free_port
 

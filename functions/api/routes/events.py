@@ -3,9 +3,14 @@
 - /v1/jobs/{id}/events: one job until it is terminal. Cost: one engine GET (one Redis command) per poll
   interval per watching client, nothing else.
 - /v1/events: every change to the caller's jobs, by tag and queue. Cost per poll, whatever the number of
-  jobs: functions/api/events.py OwnerFeed.
+  jobs: functions/api/sse.py OwnerFeed.
+- /v1/events/queues (admin): every queue's job state changes, as the dashboard shows them. Cost: one
+  XREAD for all queues per poll interval per open stream, plus one SMEMBERS per QUEUE_REFRESH_SECONDS
+  to learn new queues.
 
-Both accept a browser token as `?access_token=` (EventSource cannot send a header).
+Every stream runs the one loop in functions/api/sse.py (poll_stream).
+
+The first two accept a browser token as `?access_token=` (EventSource cannot send a header).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
 from functions.api.deps import (
+    AdminUser,
     EngineDep,
     ServicesDep,
     StreamUser,
@@ -27,11 +33,9 @@ from functions.api.deps import (
     owner_scope,
     sees,
 )
-from functions.api.errors import public_message
-from functions.api.events import (
-    KEEPALIVE_SECONDS,
+from functions.api.schemas import JobChange, JobUpdates
+from functions.api.sse import (
     QUEUE_REFRESH_SECONDS,
-    RECONNECT_MS,
     Mark,
     OwnerFeed,
     StreamCursor,
@@ -42,10 +46,11 @@ from functions.api.events import (
     sse,
     status_changed,
     status_of,
+    stream_response,
 )
-from functions.api.schemas import JobChange, JobUpdates
 from shared.engine import Engine
-from shared.errors import ForbiddenError, JobNotFoundError, JobqError
+from shared.errors import ForbiddenError, JobNotFoundError
+from shared.ids import split_id
 from shared.models import NAME_PATTERN, TAG_PATTERN, Job
 
 router = APIRouter(tags=["events"])
@@ -60,9 +65,6 @@ EVENTS_RESPONSES: dict[int | str, dict[str, object]] = {
     },
     204: {"description": "The job is terminal and the client has seen its last event: stop reconnecting"},
 }
-
-
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 @router.get("/v1/jobs/{job_id}/events", response_model=JobChange, responses=EVENTS_RESPONSES)
@@ -89,8 +91,7 @@ async def job_events(
         return Response(change.model_dump_json(), media_type="application/json")
     if is_terminal(job) and seen is not None and not _changed(job, seen):
         return Response(status_code=204)
-    stream = _stream(engine, job, owner, seen, poll, services.settings.events_max_seconds)
-    return StreamingResponse(stream, media_type="text/event-stream", headers=STREAM_HEADERS)
+    return stream_response(_job_stream(engine, job, owner, seen, poll, services.settings.events_max_seconds))
 
 
 def _changed(job: Job, seen: Mark | None) -> bool:
@@ -114,54 +115,48 @@ async def _long_poll(
     )
 
 
-async def _stream(
+def _job_stream(
     engine: Engine, job: Job, owner: str | None, seen: Mark | None, poll: float, max_seconds: float
 ) -> AsyncIterator[str]:
-    yield f"retry: {RECONNECT_MS}\n\n"
-    deadline = time.monotonic() + max_seconds
-    quiet_since = time.monotonic()
-    while True:
+    first = True
+
+    async def step() -> tuple[list[str], bool]:
+        nonlocal job, seen, first
+        if not first:
+            job = await engine.get(job.id, owner=owner)
+        first = False
+        events: list[str] = []
         if _changed(job, seen):
             mark = Mark.of(job)
-            for line in new_logs(job.logs, seen):
-                yield sse("log", json.dumps({"line": line}))
+            events += [sse("log", json.dumps({"line": line})) for line in new_logs(job.logs, seen)]
             if status_changed(job, seen) or is_terminal(job):
-                yield sse("status", status_of(job).model_dump_json(), mark.encode())
+                events.append(sse("status", status_of(job).model_dump_json(), mark.encode()))
             else:
-                yield f"id: {mark.encode()}\n\n"
-            seen, quiet_since = mark, time.monotonic()
-        if is_terminal(job) or time.monotonic() >= deadline:
-            return
-        if time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
-            yield ": keep-alive\n\n"
-            quiet_since = time.monotonic()
-        await asyncio.sleep(min(poll, max(0.0, deadline - time.monotonic())))
-        try:
-            job = await engine.get(job.id, owner=owner)
-        except JobqError as exc:
-            yield sse("error", json.dumps({"code": exc.code, "message": public_message(exc)}))
-            return
+                events.append(f"id: {mark.encode()}\n\n")
+            seen = mark
+        return events, is_terminal(job)
+
+    return poll_stream(step, poll=poll, max_seconds=max_seconds)
 
 
-FEED_RESPONSES: dict[int | str, dict[str, object]] = {
-    200: {
-        "description": "text/event-stream of `hello` and `job` (JobUpdate) events; JSON (JobUpdates) with "
-        "?wait=N",
-        "content": {
-            "text/event-stream": {
-                "schema": {  # one event (OpenAPI before 3.2); `data` is JSON text
-                    "type": "object",
-                    "properties": {
-                        "event": {"type": "string", "enum": ["hello", "job", "error"]},
-                        "data": {"type": "string"},
-                        "id": {"type": "string"},
-                        "retry": {"type": "integer"},
-                    },
-                }
-            }
+def stream_responses(description: str, events: list[str]) -> dict[int | str, dict[str, object]]:
+    """A stream's 200 in the OpenAPI schema: one event (OpenAPI before 3.2), whose `data` is JSON text."""
+    event = {
+        "type": "object",
+        "properties": {
+            "event": {"type": "string", "enum": events},
+            "data": {"type": "string"},
+            "id": {"type": "string"},
+            "retry": {"type": "integer"},
         },
-    },
-}
+    }
+    return {200: {"description": description, "content": {"text/event-stream": {"schema": event}}}}
+
+
+FEED_RESPONSES = stream_responses(
+    "text/event-stream of `hello` and `job` (JobUpdate) events; JSON (JobUpdates) with ?wait=N",
+    ["hello", "job", "error"],
+)
 
 
 @router.get("/v1/events", response_model=JobUpdates, responses=FEED_RESPONSES)
@@ -191,48 +186,97 @@ async def owner_events(
         answer = await _feed_poll(feed, queues, held, settings.events_poll_seconds)
         return Response(answer.model_dump_json(), media_type="application/json")
     await feed.follow_active()
-    body = _feed_stream(feed, queues, settings.events_poll_seconds, settings.events_max_seconds)
-    return StreamingResponse(body, media_type="text/event-stream", headers=STREAM_HEADERS)
+    return stream_response(
+        _feed_stream(feed, queues, settings.events_poll_seconds, settings.events_max_seconds)
+    )
 
 
-async def _queues(feed: OwnerFeed, queues: list[str], refreshed: float) -> tuple[list[str], float]:
+async def _queues(
+    engine: Engine, queues: list[str], refreshed: float, *, watched: str | None = None
+) -> tuple[list[str], float]:
     """Every queue's name again every QUEUE_REFRESH_SECONDS (one SMEMBERS), unless one queue is watched."""
-    if feed.watch.queue is not None or time.monotonic() - refreshed < QUEUE_REFRESH_SECONDS:
+    if watched is not None or time.monotonic() - refreshed < QUEUE_REFRESH_SECONDS:
         return queues, refreshed
-    return await feed.engine.queue_names(), time.monotonic()
+    return await engine.queue_names(), time.monotonic()
 
 
 async def _feed_poll(feed: OwnerFeed, queues: list[str], wait: float, poll: float) -> JobUpdates:
     deadline = refreshed = time.monotonic()
     deadline += wait
     while True:
-        queues, refreshed = await _queues(feed, queues, refreshed)
+        queues, refreshed = await _queues(feed.engine, queues, refreshed, watched=feed.watch.queue)
         updates = await feed.poll(queues, remember=False)
         if updates or time.monotonic() >= deadline:
             return JobUpdates(event_id=feed.cursor.encode(), updates=updates)
         await asyncio.sleep(min(poll, max(0.0, deadline - time.monotonic())))
 
 
-async def _feed_stream(
-    feed: OwnerFeed, queues: list[str], poll: float, max_seconds: float
-) -> AsyncIterator[str]:
+def _feed_stream(feed: OwnerFeed, queues: list[str], poll: float, max_seconds: float) -> AsyncIterator[str]:
     refreshed = time.monotonic()
     sent = feed.cursor.encode()
 
-    async def frames() -> list[str]:
+    async def step() -> tuple[list[str], bool]:
         nonlocal queues, refreshed, sent
-        queues, refreshed = await _queues(feed, queues, refreshed)
+        queues, refreshed = await _queues(feed.engine, queues, refreshed, watched=feed.watch.queue)
         updates = await feed.poll(queues)
         position, moved = feed.cursor.encode(), feed.cursor.encode() != sent
         sent = position
         if not updates:  # other owners' events moved the cursor: a bare id, so a resume skips them too
-            return [f"id: {position}\n\n"] if moved else []
+            return ([f"id: {position}\n\n"] if moved else []), False
         last = len(updates) - 1  # the id on the batch's last event: a resume never skips one
-        return [
+        events = [
             sse("job", update.model_dump_json(), position if index == last else None)
             for index, update in enumerate(updates)
         ]
+        return events, False
 
     hello = sse("hello", json.dumps({"queue": feed.watch.queue, "tag": feed.watch.tag}), feed.cursor.encode())
-    async for frame in poll_stream(hello, frames, poll, max_seconds):
-        yield frame
+    return poll_stream(step, poll=poll, max_seconds=max_seconds, opening=[hello])
+
+
+# -- every queue (admin) ----------------------------------------------------------------------------
+
+QUEUES_RESPONSES = stream_responses(
+    "text/event-stream of `hello` and `jobs` events (state changes of every queue's jobs)",
+    ["hello", "jobs", "error"],
+)
+
+
+@router.get("/v1/events/queues", response_model=None, responses=QUEUES_RESPONSES)
+async def queue_events(
+    _: AdminUser,
+    engine: EngineDep,
+    services: ServicesDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=MAX_CURSOR_CHARS)] = None,
+) -> StreamingResponse:
+    """Server-sent events of every queue's job state changes, polled from the per-queue event streams.
+    Bounded in time (reconnect with Last-Event-ID to resume exactly where the last event left off)."""
+    cursor = StreamCursor.decode(last_event_id, int(time.time() * 1000))
+    queues = await engine.queue_names()  # fails fast (401/503) before streaming
+    settings = services.settings
+    return stream_response(
+        _queue_stream(engine, cursor, queues, settings.events_poll_seconds, settings.events_max_seconds)
+    )
+
+
+def _queue_stream(
+    engine: Engine, cursor: StreamCursor, queues: list[str], poll: float, max_seconds: float
+) -> AsyncIterator[str]:
+    refreshed = time.monotonic()
+
+    async def step() -> tuple[list[str], bool]:
+        nonlocal queues, refreshed
+        queues, refreshed = await _queues(engine, queues, refreshed)
+        found = await _read(engine, cursor, queues)
+        return ([sse("jobs", json.dumps({"events": found}), cursor.encode())] if found else []), False
+
+    hello = sse("hello", json.dumps({"queues": queues}), cursor.encode())
+    return poll_stream(step, poll=poll, max_seconds=max_seconds, opening=[hello])
+
+
+async def _read(engine: Engine, cursor: StreamCursor, queues: list[str]) -> list[dict[str, object]]:
+    return [
+        {"queue": split_id(e.job_id)[1], "job_id": e.job_id, "state": e.state}
+        | {"progress": e.progress, "at": e.at.isoformat()}
+        for e in await cursor.read(engine, queues)
+    ]

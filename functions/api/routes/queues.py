@@ -1,22 +1,27 @@
-"""/v1/queues (admin): counts and figures per queue, any queue's jobs, pause/resume, clean, retry-failed."""
+"""/v1/queues (admin): counts and figures per queue, any queue's jobs, pause/resume, clean, retry-failed.
+
+The dashboard reads its queues here too (docs/dashboard.md)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
 from functions.api.deps import AdminUser, EngineDep, QueueName, ServicesDep
 from functions.api.schemas import (
-    CURSOR_PATTERN,
     MAX_LIST_LIMIT,
+    QUEUE_CURSOR_PATTERN,
     JobPage,
     JobPublic,
+    JobSummary,
+    JobSummaryPage,
     QueueAction,
     QueueClean,
     QueueList,
     QueuePublic,
     QueueRetryFailed,
+    QueueTotals,
 )
 from shared.models import NAME_PATTERN, State
 
@@ -25,13 +30,17 @@ router = APIRouter(prefix="/v1/queues", tags=["queues"])
 
 @router.get("")
 async def list_queues(_: AdminUser, engine: EngineDep) -> QueueList:
-    """Every queue with counts per state, paused flag, throughput totals and mean run and wait times."""
-    return QueueList(queues=[QueuePublic.of(stats) for stats in await engine.stats_all()])
+    """Every queue (counts per state, paused flag, totals, throughput per minute over the last hour, mean
+    and p50/p95 run and wait times) and their totals. One Redis round trip."""
+    queues = [QueuePublic.of(metrics) for metrics in await engine.metrics()]
+    return QueueList(queues=queues, totals=QueueTotals.of(queues))
 
 
 @router.get("/{queue}")
 async def get_queue(queue: QueueName, _: AdminUser, engine: EngineDep) -> QueuePublic:
-    return QueuePublic.of(await engine.stats(queue))
+    """One queue, as in the list. One Redis round trip."""
+    [metrics] = await engine.metrics([queue])
+    return QueuePublic.of(metrics)
 
 
 @router.get("/{queue}/jobs")
@@ -42,11 +51,20 @@ async def list_queue_jobs(
     services: ServicesDep,
     state: State | None = None,
     type: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
-    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
+    owner: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    cursor: Annotated[str | None, Query(pattern=QUEUE_CURSOR_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 50,
-) -> JobPage:
-    """Any queue's jobs, newest first, by state (e.g. `failed`: the dead-letter set)."""
-    page = await engine.list_jobs(queue=queue, state=state, type=type, cursor=cursor, limit=limit)
+    view: Literal["full", "summary"] = "full",
+) -> JobPage | JobSummaryPage:
+    """Any queue's jobs by state (e.g. `failed`: the dead-letter set), type and owner (filtered in the
+    listing script), in the engine's order: waiting in claim order, delayed next due first, the others
+    newest first. A page may come back short when the filters are sparse; follow `cursor` until it is
+    null. `view=summary` leaves out payloads, results and logs."""
+    page = await engine.list_jobs(
+        queue=queue, state=state, type=type, owner=owner, cursor=cursor, limit=limit
+    )
+    if view == "summary":
+        return JobSummaryPage(jobs=[JobSummary.of(job) for job in page.jobs], cursor=page.cursor)
     registry = services.registry
     return JobPage(jobs=[JobPublic.of(job, registry) for job in page.jobs], cursor=page.cursor)
 

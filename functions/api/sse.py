@@ -1,4 +1,4 @@
-"""Live job updates for the event streams and their long polls, by polling the engine.
+"""Server-sent events: the polling loop every stream shares, and the live job updates they send.
 
 One job's stream (`Mark`): an event id records what the client has seen: state, progress, attempts, the
 cancel flag, how many log lines and a digest of the last one. Sent back as Last-Event-ID it lets a
@@ -16,8 +16,10 @@ import json
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+
+from fastapi.responses import StreamingResponse
 
 from functions.api.errors import public_message
 from functions.api.schemas import JobErrorPublic, JobStatus, JobUpdate
@@ -111,27 +113,39 @@ def sse(event: str, data: str, event_id: str | None = None) -> str:
     return f"{head}event: {event}\ndata: {data}\n\n"
 
 
+# What one poll of a stream found: the events to send, and whether the stream is over.
+Step = Callable[[], Awaitable[tuple[list[str], bool]]]
+
+
+def stream_response(body: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(
+        body, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+
+
 async def poll_stream(
-    first: str, frames: Callable[[], Awaitable[list[str]]], poll: float, max_seconds: float
+    step: Step, *, poll: float, max_seconds: float, opening: Iterable[str] = ()
 ) -> AsyncIterator[str]:
-    """An SSE body over many queues: `retry`, `first`, then what each poll's `frames()` gives, every `poll`
-    seconds until `max_seconds` (the client then reconnects with Last-Event-ID), with keep-alive comments
-    in quiet times. A JobqError ends it with an `error` event."""
+    """The loop every stream runs: the reconnect delay and `opening`, then `step` every `poll` seconds
+    until it says the stream is over or `max_seconds` have passed (the client then reconnects with
+    Last-Event-ID), with a keep-alive comment in quiet times. A JobqError (Redis unavailable) ends the
+    stream with an `error` event."""
     yield f"retry: {RECONNECT_MS}\n\n"
-    yield first
+    for event in opening:
+        yield event
+    deadline = time.monotonic() + max_seconds
     quiet_since = time.monotonic()
-    deadline = quiet_since + max_seconds
     while True:
         try:
-            found = await frames()
+            events, over = await step()
         except JobqError as exc:
             yield sse("error", json.dumps({"code": exc.code, "message": public_message(exc)}))
             return
-        for frame in found:
-            yield frame
-        if found:
+        for event in events:
+            yield event
+        if events:
             quiet_since = time.monotonic()
-        if time.monotonic() >= deadline:
+        if over or time.monotonic() >= deadline:
             return
         if time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
             yield ": keep-alive\n\n"
