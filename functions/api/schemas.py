@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator, model_validator
 
-from shared.apikeys import parse_rate
 from shared.limits import MAX_TAGS, utc_run_at
 from shared.models import (
     TAG_PATTERN,
@@ -19,7 +18,11 @@ from shared.models import (
     State,
 )
 from shared.priorities import PRIORITIES, priority_value
-from shared.registry import Registry
+
+# The Python client (jobq.client) reuses these models: what only the server needs is imported where used,
+# so the client does not load the store, the settings and the registry.
+if TYPE_CHECKING:
+    from shared.registry import Registry
 
 
 def _integral(value: Any) -> Any:
@@ -274,6 +277,8 @@ class KeyCreate(BaseModel):
     @classmethod
     def _valid_rate(cls, value: str | None) -> str | None:
         if value is not None:
+            from shared.apikeys import parse_rate  # the store's module: server side only (see the imports)
+
             parse_rate(value)
         return value
 

@@ -25,6 +25,7 @@ from infra.cli.output import (
     job_panel,
     jobs_table,
     out,
+    plain,
     print_json,
     queues_table,
     state_text,
@@ -75,25 +76,25 @@ def submit(
 ) -> None:
     """Submit a job; print its id and state."""
     with handled():
-        body: dict[str, Any] = {"type": type, "payload": read_payload(payload)}
-        optional = {
-            "priority": parse_priority(priority),
-            "delay_seconds": delay,
-            "idempotency_key": idempotency_key,
-            "max_attempts": max_attempts,
-            "tags": tag or None,
-        }
-        body.update({name: value for name, value in optional.items() if value is not None})
+        body = read_payload(payload)
         options = api_options(ctx)
         with options.connect() as api:
-            job, created = api.submit(body)
+            job = api.submit(
+                type,
+                body,
+                priority=parse_priority(priority),
+                delay=delay,
+                idempotency_key=idempotency_key,
+                max_attempts=max_attempts,
+                tags=tag or None,
+            )
         if options.as_json:
-            print_json(job)
+            print_json(job.model_dump(mode="json", exclude={"created"}))
             return
-        line = Text(job["id"], style="bold")
+        line = Text(job.id, style="bold")
         line.append(" ")
-        line.append_text(state_text(job["state"]))
-        if not created:
+        line.append_text(state_text(job.state))
+        if not job.created:
             line.append("  (existing job: idempotency key already used)", style="dim")
         out().print(line)
 
@@ -149,7 +150,7 @@ def status(
     options = api_options(ctx)
     with handled(), options.connect() as api:
         if not watch:
-            job = api.job(job_id)
+            job = plain(api.get(job_id))
             if options.as_json:
                 print_json(job)
             else:
@@ -175,8 +176,11 @@ def list_jobs(
     """List your jobs, newest first (or a queue's jobs with --queue, admin)."""
     options = api_options(ctx)
     with handled(), options.connect() as api:
-        params = {"state": state.value if state else None, "type": type, "limit": limit, "cursor": cursor}
-        page = api.queue_jobs(queue, **params) if queue else api.jobs(**params)
+        chosen = state.value if state else None
+        if queue:
+            page = plain(api.queue_jobs(queue, state=chosen, type=type, limit=limit, cursor=cursor))
+        else:
+            page = plain(api.list(state=chosen, type=type, limit=limit, cursor=cursor))
     if options.as_json:
         print_json(page)
         return
@@ -197,7 +201,7 @@ def cancel(
     """Cancel a job: at once when it is waiting or delayed; a running job's consumer is asked to stop."""
     options = api_options(ctx)
     with handled(), options.connect() as api:
-        job = api.cancel(job_id)
+        job = plain(api.cancel(job_id))
     if options.as_json:
         print_json(job)
     elif job["state"] == "cancelled":
@@ -214,7 +218,7 @@ def retry(
     """Run a failed or cancelled job again."""
     options = api_options(ctx)
     with handled(), options.connect() as api:
-        job = api.retry(job_id)
+        job = plain(api.retry(job_id))
     if options.as_json:
         print_json(job)
     else:
@@ -232,7 +236,7 @@ def stats(
     """A table of queues: jobs per state, paused, totals, mean run and wait times (admin)."""
     options = api_options(ctx)
     with handled(), options.connect() as api:
-        body = api.queue(queue) if queue else api.queues()
+        body = plain(api.queue(queue)) if queue else {"queues": plain(api.queues())}
     if options.as_json:
         print_json(body)
         return
@@ -317,7 +321,7 @@ def queue_action(
     options: ApiOptions, queue: str, action: str, body: dict[str, Any] | None, done: str
 ) -> None:
     with handled(), options.connect() as api:
-        reply = api.queue_action(queue, action, body)
+        reply = plain(api.queue_action(queue, action, body))
     if options.as_json:
         print_json(reply)
     else:

@@ -12,11 +12,11 @@ from typing import Any
 from redis._parsers.resp2 import _AsyncRESP2Parser
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.connection import Connection
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from infra.local.keyguard import RedisScripts, Wrapped
 from infra.local.keyspecs import KeySpecs, text_from_command_reply
