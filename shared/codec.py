@@ -122,6 +122,7 @@ def decode_job(job_id: str, fields: dict[str, str], now_ms: int) -> Job:
         metadata=d.get("md") or {},
         tags=d.get("g") or [],
         cancel_requested=m.get("x") == "1",
+        callback_url=d.get("cb"),
     )
 
 

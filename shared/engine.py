@@ -288,6 +288,10 @@ class Engine:
         backoff = compact_backoff(spec.backoff)
         if backoff is not None:
             immutable["b"] = backoff
+        if spec.notify or spec.callback_url:  # a delivery job when it ends (lib.lua notify)
+            immutable["n"] = 1
+        if spec.callback_url:
+            immutable["cb"] = spec.callback_url
         immutable["y"] = spec.type
         if spec.idempotency_key is not None:
             immutable["i"] = spec.idempotency_key
@@ -558,8 +562,10 @@ class Engine:
     @staticmethod
     def _finished(outcomes: Sequence[Outcome], reply: Any) -> list[FinishResult]:
         return [
-            FinishResult(job_id=o.job_id, ok=ok == 1, state=State(state) if state else None)
-            for o, (ok, state) in zip(outcomes, reply, strict=True)
+            FinishResult(
+                job_id=o.job_id, ok=ok == 1, state=State(state) if state else None, delivery=bool(more)
+            )
+            for o, (ok, state, *more) in zip(outcomes, reply, strict=True)
         ]
 
     async def extend(self, leases: Sequence[Lease], seconds: float) -> list[LeaseStatus]:

@@ -17,6 +17,13 @@ MAX_TAGS = 8  # tags on one job
 MAX_ERRORS_KEPT = 5  # the last errors of earlier attempts
 MAX_LOG_LINES = 100  # the last log lines
 MAX_LOG_LINE_BYTES = 2048  # each log line, clipped
+# Completion callbacks: a job with a callback URL or hooks gets a delivery job of this internal type in its
+# own queue when it ends (shared/callbacks.py), retried with the default backoff (1 s doubling to 1 h, so
+# about 68 minutes over 12 attempts); its timeout fits the shortest consumer lane.
+CALLBACK_TYPE = "jobq.callback"
+CALLBACK_ATTEMPTS = 12
+CALLBACK_TIMEOUT = 30.0
+MAX_CALLBACK_URL = 2048
 MAX_JSON_DEPTH = 64  # nesting of arrays and objects in a request body (a payload and its metadata too)
 # A run-at time must be a real UTC instant: year 9999 at most once its offset is applied.
 MAX_RUN_AT = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.limits import MAX_TAGS, utc_run_at
+from shared.limits import MAX_CALLBACK_URL, MAX_TAGS, utc_run_at
 from shared.priorities import DEFAULT_PRIORITY
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
@@ -78,6 +78,11 @@ class JobSpec(BaseModel):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
     metadata: dict[str, Any] = Field(default_factory=dict)
     tags: list[Annotated[str, Field(pattern=TAG_PATTERN)]] = Field(default_factory=list, max_length=MAX_TAGS)
+    # When the job ends (completed, failed, cancelled): a signed POST to this URL, and the type's hooks
+    # when `notify` (JobType.spec sets it for a type with hooks); both ride on one delivery job
+    # (shared/callbacks.py).
+    callback_url: str | None = Field(default=None, max_length=MAX_CALLBACK_URL)
+    notify: bool = False
 
     @field_validator("run_at")
     @classmethod
@@ -117,6 +122,7 @@ class Job(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
     cancel_requested: bool = False
+    callback_url: str | None = None
 
 
 class EnqueueResult(BaseModel):
@@ -165,6 +171,7 @@ class FinishResult(BaseModel):
     job_id: str
     ok: bool  # False: the lease was lost (expired and re-claimed, or cancelled); nothing changed
     state: State | None = None
+    delivery: bool = False  # the finish wrote a delivery job of callbacks or hooks (shared/callbacks.py)
 
 
 class LeaseStatus(BaseModel):

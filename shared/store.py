@@ -35,7 +35,7 @@ from shared.errors import (
     StoreUnavailableError,
     ValidationError,
 )
-from shared.limits import MAX_ERRORS_KEPT, MAX_LOG_LINES
+from shared.limits import CALLBACK_ATTEMPTS, CALLBACK_TIMEOUT, CALLBACK_TYPE, MAX_ERRORS_KEPT, MAX_LOG_LINES
 from shared.models import QueueOptions
 from shared.settings import Settings
 
@@ -97,10 +97,13 @@ def script_source(name: str) -> str:
 
 def constants_header() -> str:
     """Lua locals with the values whose one home is Python, so no script repeats them: the limits of
-    shared/limits.py and the policy of a queue no process has published (QueueOptions' defaults)."""
+    shared/limits.py (a delivery job's type, attempts and timeout among them) and the policy of a queue
+    no process has published (QueueOptions' defaults)."""
     default_policy = ", ".join(f"{name} = {value}" for name, value in QueueOptions().stored().items())
     return (
-        f"local LIMITS = {{errors = {MAX_ERRORS_KEPT}, log_lines = {MAX_LOG_LINES}}}\n"
+        f"local LIMITS = {{errors = {MAX_ERRORS_KEPT}, log_lines = {MAX_LOG_LINES}, "
+        f'callback_type = "{CALLBACK_TYPE}", callback_attempts = {CALLBACK_ATTEMPTS}, '
+        f"callback_timeout = {CALLBACK_TIMEOUT:g}}}\n"
         f"local DEFAULT_POLICY = {{{default_policy}}}"
     )
 

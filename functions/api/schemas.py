@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator, model_validator
 
-from shared.limits import MAX_TAGS, utc_run_at
+from shared.limits import MAX_CALLBACK_URL, MAX_TAGS, utc_run_at
 from shared.models import (
     TAG_PATTERN,
     Backoff,
@@ -18,6 +18,7 @@ from shared.models import (
     State,
 )
 from shared.priorities import PRIORITIES, priority_value
+from shared.urlguard import PublicHttpUrl
 
 # The Python client (jobq.client) reuses these models: what only the server needs is imported where used,
 # so the client does not load the store, the settings and the registry.
@@ -80,6 +81,20 @@ class JobCreate(BaseModel):
         default_factory=dict, description="Free-form labels; size bound in shared/limits.py."
     )
     tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
+    callback_url: PublicHttpUrl | None = Field(
+        default=None,
+        strict=False,
+        description="POSTed (signed) when the job completes, fails or is cancelled; see docs/api.md.",
+    )
+
+    @field_validator("callback_url", mode="before")
+    @classmethod
+    def _bounded_url(cls, value: Any) -> Any:
+        if isinstance(value, str) and len(value) > MAX_CALLBACK_URL:
+            raise ValueError(f"callback_url must be at most {MAX_CALLBACK_URL} characters")
+        if value is not None and not isinstance(value, str):
+            raise ValueError("callback_url must be a string")
+        return value
 
     @field_validator("priority", mode="plain", json_schema_input_type=int | str | None)
     @classmethod
@@ -151,6 +166,7 @@ class JobPublic(BaseModel):
     finished_at: datetime | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
+    callback_url: str | None = None
 
     @classmethod
     def of(cls, job: Job, registry: Registry) -> JobPublic:

@@ -5,13 +5,14 @@
 -- too: cancel wins, and its result is dropped).
 -- A token that does not match changes nothing (ok=false). A job no longer active whose token still
 -- matches has already taken this outcome (an HTTP retry): ok=true, nothing changes twice.
+-- A job that asked for a callback or has hooks gets its delivery job here (lib.lua notify).
 -- Terminal indexes are trimmed to the queue's retention (lib.lua apply_retention).
 -- Counters, histograms, throughput and the call's events are written once, with the queue's meta.
 -- KEYS: the queue's block (lib.lua block).
 -- ARGV[1] now ms or -1, ARGV[2] JSON plan (shared/scriptcalls.py FinishPlan)
 --   {o: [{id: unique id, k: token, st: status, r: result JSON|null, e: {kind, message}|null,
 --         ra: delay ms|null, p: progress|null, g: [log lines]}], u: jitter draw}
--- Returns JSON [[ok 0|1, state|""], ...] in outcome order.
+-- Returns JSON [[ok 0|1, state|"", 1 when a delivery job was written], ...] in outcome order.
 local now = now_ms(ARGV[1])
 local plan = cjson.decode(ARGV[2])
 local Q = block(0)
@@ -40,7 +41,7 @@ for i, o in ipairs(plan.o) do
     local logs = append_logs(rec[4], o.g)
     if logs then writes[#writes + 1] = o.id .. ':g'; writes[#writes + 1] = logs end
     if o.p ~= cjson.null and o.p then m.p = o.p end
-    local err = nil
+    local err, delivered = nil, nil
     if status ~= 'completed' and o.e ~= cjson.null and o.e then
       err = {kind = o.e.kind, message = o.e.message, attempt = attempt, at = now}
     end
@@ -70,6 +71,7 @@ for i, o in ipairs(plan.o) do
         m.p = 100
         if o.r ~= cjson.null and o.r then writes[#writes + 1] = o.id .. ':r'; writes[#writes + 1] = o.r end
       end
+      if notify(s, o.id, h, state) then delivered = 1 end
       local list = terminal[state]
       list[#list + 1] = n2s(now)
       list[#list + 1] = o.id
@@ -85,7 +87,7 @@ for i, o in ipairs(plan.o) do
     if s.pol.oc > 0 then owners[h.o] = (owners[h.o] or 0) - 1 end
     by_state[state] = by_state[state] or {}
     table.insert(by_state[state], o.id)
-    replies[i] = {1, state}
+    replies[i] = {1, state, delivered}
   end
 end
 
