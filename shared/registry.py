@@ -248,6 +248,10 @@ class Registry:
         except KeyError:
             raise UnknownJobTypeError(f"unknown job type {name!r}", field="type") from None
 
+    def notifies(self, job: Job) -> bool:
+        """Whether the job's end brings a delivery job: a callback URL, or hooks on its type."""
+        return job.callback_url is not None or (job.type in self._types and bool(self._types[job.type].hooks))
+
     def public_payload(self, type_name: str, stored: Any) -> Any:
         """A job's payload with its type's secret fields masked (as is for a type this process lacks)."""
         job_type = self._types.get(type_name)

@@ -1,4 +1,5 @@
-"""Hostile `callback_url`s at submit: refused with a 422 naming the field, nothing written."""
+"""`callback_url` at the API: hostile ones refused with a 422 naming the field and nothing written; a
+cancel that makes a delivery job due asks for a consumer run."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.settings import get_settings
+from functions.api.app import create_app
+from shared.engine import Engine
+from shared.limits import CALLBACK_TYPE
+from shared.models import State
+from shared.registry import Registry
+from shared.settings import Settings, get_settings
 from tests.abuse.conftest import Snapshot
-from tests.support.api_fixtures import MakeUser
+from tests.support.api_fixtures import ADMIN_HEADERS, MakeUser, asgi_client
 
 pytestmark = pytest.mark.realredis
 
@@ -81,3 +87,33 @@ async def test_private_callback_urls_are_allowed_for_local_development(
     response = await api.post("/v1/jobs", json=body, headers=user)
     get_settings.cache_clear()
     assert response.status_code == 201, response.text
+
+
+class LaneRecorder:
+    def __init__(self) -> None:
+        self.lanes: list[str] = []
+
+    async def fire(self, lane: str, *, delay: float = 0.0) -> None:
+        self.lanes.append(lane)
+
+
+async def test_cancelling_a_waiting_job_with_a_callback_asks_for_a_consumer_run(
+    api_settings: Settings, api_registry: Registry, no_private_urls: None
+) -> None:
+    """Its delivery job is due at once: the API asks the shortest lane for a run, as a submit does."""
+    trigger = LaneRecorder()
+    app = create_app(api_settings, registry=api_registry, trigger=trigger)
+    engine: Engine = app.state.services.engine
+    async with asgi_client(app) as client:
+        plain = {"type": "echo", "payload": {"message": "hi"}, "delay_seconds": 60}
+        hooked = {**plain, "callback_url": "https://hooks.example.com/done"}
+        first = (await client.post("/v1/jobs", json=plain, headers=ADMIN_HEADERS)).json()
+        second = (await client.post("/v1/jobs", json=hooked, headers=ADMIN_HEADERS)).json()
+        submitted = list(trigger.lanes)
+        assert (await client.delete(f"/v1/jobs/{first['id']}", headers=ADMIN_HEADERS)).status_code == 200
+        assert trigger.lanes == submitted  # no callback: nothing to run
+        assert (await client.delete(f"/v1/jobs/{second['id']}", headers=ADMIN_HEADERS)).status_code == 200
+        assert trigger.lanes == [*submitted, api_settings.lane_set.names[0]]
+        [delivery] = (await engine.list_jobs(queue="echo", state=State.WAITING)).jobs
+        assert (delivery.type, delivery.payload["job"]) == (CALLBACK_TYPE, second["id"])
+    await app.state.services.redis.close()

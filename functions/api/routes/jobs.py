@@ -29,7 +29,7 @@ from shared.errors import (
     PayloadTooLargeError,
     ValidationError,
 )
-from shared.limits import MAX_METADATA_BYTES
+from shared.limits import CALLBACK_TIMEOUT, MAX_METADATA_BYTES
 from shared.models import NAME_PATTERN, TAG_PATTERN, JobSpec, State
 from shared.priorities import priority_value
 from shared.triggers import Trigger
@@ -141,7 +141,9 @@ async def get_job(job_id: str, user: CurrentUser, services: ServicesDep) -> JobP
 
 
 @router.delete("/{job_id}", responses={202: {"model": JobPublic, "description": "Cancellation requested"}})
-async def cancel_job(job_id: str, user: CurrentUser, services: ServicesDep, response: Response) -> JobPublic:
+async def cancel_job(
+    job_id: str, user: CurrentUser, services: ServicesDep, response: Response, background: BackgroundTasks
+) -> JobPublic:
     """Cancel: 200 when the job is cancelled (now, or already), 202 when its running consumer has been
     asked to stop, 409 when it already completed or failed (nothing changes)."""
     job = await services.engine.cancel(job_id_or_404(job_id), owner=owner_scope(user))
@@ -149,6 +151,10 @@ async def cancel_job(job_id: str, user: CurrentUser, services: ServicesDep, resp
         raise InvalidTransitionError(f"the job already {job.state.value}; there is nothing to cancel")
     if job.state is not State.CANCELLED:
         response.status_code = 202
+    elif services.registry.notifies(job):  # its delivery job waits: ask a consumer to run it now
+        lane = services.settings.lane_set.lane_for(CALLBACK_TIMEOUT)
+        if lane is not None:
+            background.add_task(fire_trigger, services.trigger, [lane])
     return JobPublic.of(job, services.registry)
 
 
