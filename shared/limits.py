@@ -21,6 +21,9 @@ MAX_LOG_LINE_BYTES = 2048  # each log line, clipped
 # own queue when it ends (shared/callbacks.py), retried with the default backoff (1 s doubling to 1 h, so
 # about 68 minutes over 12 attempts); its timeout fits the shortest consumer lane.
 CALLBACK_TYPE = "jobq.callback"
+# A delivery job's owner: no API key can have it (OWNER_PATTERN), so it never shows in a user's listings,
+# streams or owner limits.
+CALLBACK_OWNER = "@jobq"
 CALLBACK_ATTEMPTS = 12
 CALLBACK_TIMEOUT = 30.0
 MAX_CALLBACK_URL = 2048

@@ -35,7 +35,14 @@ from shared.errors import (
     StoreUnavailableError,
     ValidationError,
 )
-from shared.limits import CALLBACK_ATTEMPTS, CALLBACK_TIMEOUT, CALLBACK_TYPE, MAX_ERRORS_KEPT, MAX_LOG_LINES
+from shared.limits import (
+    CALLBACK_ATTEMPTS,
+    CALLBACK_OWNER,
+    CALLBACK_TIMEOUT,
+    CALLBACK_TYPE,
+    MAX_ERRORS_KEPT,
+    MAX_LOG_LINES,
+)
 from shared.models import QueueOptions
 from shared.settings import Settings
 
@@ -102,7 +109,8 @@ def constants_header() -> str:
     default_policy = ", ".join(f"{name} = {value}" for name, value in QueueOptions().stored().items())
     return (
         f"local LIMITS = {{errors = {MAX_ERRORS_KEPT}, log_lines = {MAX_LOG_LINES}, "
-        f'callback_type = "{CALLBACK_TYPE}", callback_attempts = {CALLBACK_ATTEMPTS}, '
+        f'callback_type = "{CALLBACK_TYPE}", callback_owner = "{CALLBACK_OWNER}", '
+        f"callback_attempts = {CALLBACK_ATTEMPTS}, "
         f"callback_timeout = {CALLBACK_TIMEOUT:g}}}\n"
         f"local DEFAULT_POLICY = {{{default_policy}}}"
     )

@@ -429,7 +429,8 @@ end
 -- LIMITS.callback_type in its own queue, written by the same call that records the final state: a
 -- consumer that dies after that call loses no callback, and one that dies during the delivery leaves it
 -- to be reaped and retried. Its id is the finish time (at least the job's creation time + 1 ms, so never
--- the job's own id) and the job's random part; its payload names the job, the final state and the URL.
+-- the job's own id) and the job's random part; its owner is LIMITS.callback_owner (no user's); its
+-- payload names the job, the final state and the URL.
 -- Costs the ZADD into waiting (its record rides in the call's one HSET, its event in the call's one
 -- XADD). Returns whether it wrote one.
 local CROCKFORD_DIGITS = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
@@ -443,11 +444,11 @@ local function notify(s, id, h, state)
   end
   local cid = table.concat(prefix) .. string.sub(id, 11)
   local x = {job = id .. '.' .. h.q, state = state, url = h.cb}
-  local d = '{"q":' .. cjson.encode(h.q) .. ',"o":' .. cjson.encode(h.o) .. ',"p":' .. n2s(h.p) ..
+  local d = '{"q":' .. cjson.encode(h.q) .. ',"o":"' .. LIMITS.callback_owner .. '","p":' .. n2s(h.p) ..
     ',"m":' .. LIMITS.callback_attempts .. ',"t":' .. LIMITS.callback_timeout ..
     ',"y":"' .. LIMITS.callback_type .. '","x":' .. cjson.encode(x) .. '}'
   stage(s.Q, {cid, d})
-  zadd(s.Q.state.waiting, arrival_scores(s, {{h.p, cid, h.o}}))
+  zadd(s.Q.state.waiting, arrival_scores(s, {{h.p, cid, LIMITS.callback_owner}}))
   due_by(s, s.now)
   emit(s, 'waiting', {cid})
   return true

@@ -114,7 +114,7 @@ async def test_completed_job_posts_a_signed_callback_and_runs_its_hooks(
         CALLBACK_TYPE,
         State.COMPLETED,
         "cbq",
-        "anonymous",
+        "@jobq",
     )
 
 
@@ -200,3 +200,22 @@ async def test_a_private_callback_url_is_refused_when_it_runs(
         assert delivery.error is not None and "non-public" in delivery.error.message
         assert receiver.requests == []
     get_settings.cache_clear()
+
+
+async def test_a_job_whose_last_lease_expires_calls_back_failed(
+    receiver: Receiver, make_runtime: MakeRuntime, submit: Submit
+) -> None:
+    """A consumer that dies holding the job's last attempt: the claim that reaps the lease records the
+    failure and writes the delivery."""
+    [job_id] = await submit("plain", {"value": 1}, callback_url=receiver.url, max_attempts=1)
+    runtime = make_runtime()
+    [claimed] = await runtime.engine.claim("cbq", 1, lease=0.05)  # then this "consumer" dies
+    assert claimed.job.id == job_id
+
+    async def delivered() -> bool:  # a later run reaps the lease once it has passed
+        await runtime.consumer.drain(60)
+        return bool(receiver.requests)
+
+    await poll(delivered, within=10, every=0.05)
+    _, body = sent(receiver)
+    assert (body["id"], body["state"], body["error"]["kind"]) == (job_id, "failed", "lease_expired")
