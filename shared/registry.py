@@ -37,7 +37,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from shared.errors import UnknownJobTypeError, ValidationError, validation_message
 from shared.lanes import Lanes
-from shared.models import NAME_PATTERN, Backoff, Job, JobSpec, QueueOptions, State
+from shared.models import NAME_PATTERN, TERMINAL_STATES, Backoff, Job, JobSpec, QueueOptions, State
 from shared.priorities import DEFAULT_PRIORITY
 
 if TYPE_CHECKING:
@@ -226,6 +226,9 @@ class Registry:
     def on(self, state: State, name: str) -> Callable[[K], K]:
         """Decorator: call the function with the Job once a job of type `name` (registered first) ends in
         `state`. Jobs submitted before the hook existed are not notified (the submit marks a job)."""
+
+        if State(state) not in TERMINAL_STATES:
+            raise ValueError(f"hooks run when a job ends: {state!r} is not a final state")
 
         def decorate(hook: K) -> K:
             self.get(name).hooks.setdefault(State(state), []).append(hook)
