@@ -6,7 +6,17 @@ import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    Strict,
+    field_validator,
+    model_validator,
+)
+from pydantic import ValidationError as PydanticValidationError
 
 from shared.limits import MAX_CALLBACK_URL, MAX_TAGS, utc_run_at
 from shared.models import (
@@ -18,7 +28,6 @@ from shared.models import (
     State,
 )
 from shared.priorities import PRIORITIES, priority_value
-from shared.urlguard import PublicHttpUrl
 
 # The Python client (jobq.client) reuses these models: what only the server needs is imported where used,
 # so the client does not load the store, the settings and the registry.
@@ -81,20 +90,29 @@ class JobCreate(BaseModel):
         default_factory=dict, description="Free-form labels; size bound in shared/limits.py."
     )
     tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
-    callback_url: PublicHttpUrl | None = Field(
+    callback_url: str | None = Field(
         default=None,
-        strict=False,
-        description="POSTed (signed) when the job completes, fails or is cancelled; see docs/api.md.",
+        description="An http(s) URL POSTed (signed) when the job completes, fails or is cancelled; "
+        "see docs/api.md.",
     )
 
-    @field_validator("callback_url", mode="before")
+    @field_validator("callback_url", mode="plain", json_schema_input_type=str | None)
     @classmethod
-    def _bounded_url(cls, value: Any) -> Any:
-        if isinstance(value, str) and len(value) > MAX_CALLBACK_URL:
-            raise ValueError(f"callback_url must be at most {MAX_CALLBACK_URL} characters")
-        if value is not None and not isinstance(value, str):
+    def _public_url(cls, value: Any) -> str | None:
+        """An http(s) URL, not a literal private address (the webhook type's rule, shared.urlguard)."""
+        if value is None:
+            return None
+        if not isinstance(value, str):
             raise ValueError("callback_url must be a string")
-        return value
+        if len(value) > MAX_CALLBACK_URL:
+            raise ValueError(f"callback_url must be at most {MAX_CALLBACK_URL} characters")
+        from shared.urlguard import refuse_private_literal  # settings: server side only (see the imports)
+
+        try:
+            url = HttpUrl(value)
+        except PydanticValidationError as exc:
+            raise ValueError(exc.errors()[0]["msg"]) from None
+        return str(refuse_private_literal(url))
 
     @field_validator("priority", mode="plain", json_schema_input_type=int | str | None)
     @classmethod

@@ -181,7 +181,7 @@ def job_spec(body: JobCreate, user: Principal, services: Services) -> JobSpec:
         idempotency_key=body.idempotency_key,
         metadata=body.metadata,
         tags=body.tags,
-        callback_url=None if body.callback_url is None else str(body.callback_url),
+        callback_url=body.callback_url,
     )
     if len(dumps(spec.payload).encode()) > services.settings.max_payload_bytes:
         raise PayloadTooLargeError(
