@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -162,3 +163,32 @@ def test_sync_client_over_http(api_server: ServedApp) -> None:
         assert admin.queue("echo").counts[State.CANCELLED] == 1
         assert admin.queue_action("echo", "pause").paused is True
         assert admin.revoke_key(created.id).revoked_at is not None
+
+
+async def test_stream_reconnects_with_the_last_event_id(
+    api_app: FastAPI, make_user: MakeUser, wait_for: Any
+) -> None:
+    """The server ends a stream after JOBQ_EVENTS_MAX_SECONDS (1 s in these tests); the client opens the
+    next one with Last-Event-ID, so it sees the cancel, and not the waiting state twice."""
+    key = key_of(await make_user("dora"))
+    opened: list[str | None] = []
+
+    async def record(request: httpx.Request) -> None:
+        if request.url.path.endswith("/events"):
+            opened.append(request.headers.get("Last-Event-ID"))
+
+    async with AsyncClient("http://jobq.test", key, transport=httpx.ASGITransport(app=api_app)) as dora:
+        dora._http.event_hooks["request"].append(record)
+        job = await dora.submit("echo", {"message": "hi"}, delay=60)
+        events = dora.stream(job.id)
+        first = await anext(events)
+        rest = asyncio.create_task(anext(events))
+
+        async def reconnected() -> bool:
+            return len(opened) >= 2
+
+        await wait_for(reconnected, within=10)
+        await dora.cancel(job.id)
+        second = await rest
+    assert opened[:2] == [None, first.id]
+    assert (first.data["state"], second.data["state"]) == ("delayed", "cancelled")
