@@ -56,7 +56,10 @@ class Settings(BaseSettings):
     jwt_admin_claim: str = "jobq_admin"
     default_rate: str = "100/minute"
     key_cache_seconds: float = Field(default=30.0, ge=0)
+    # Browser origins allowed to call the API and embed the jobs panel (e.g. ["https://app.example"]).
     cors_origins: list[str] = []
+    # Signs browser tokens (POST /v1/tokens); unset: a key derived from the admin token signs them.
+    browser_token_secret: SecretStr | None = None
     max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     # Job event stream (API): poll interval and how long one stream stays open before the client reconnects.
     events_poll_seconds: float = Field(default=1.0, gt=0, le=30)

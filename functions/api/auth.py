@@ -1,4 +1,5 @@
-"""Who is calling: the bootstrap admin token, an API key, or a JWT from a frontend's own login.
+"""Who is calling: the bootstrap admin token, an API key, a JWT from a frontend's own login, or a browser
+token minted by the app's backend (functions/api/tokens.py).
 
 Verified API keys are cached in the warm function for `key_cache_seconds`, so repeat requests cost no Redis
 command; a revoked key therefore stops working within that time.
@@ -13,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from functions.api.tokens import BrowserTokens, is_browser_token
 from shared.apikeys import KEY_PATTERN, ApiKeyStore
 from shared.errors import AuthError
 from shared.settings import Settings
@@ -30,6 +32,13 @@ class Principal:
     admin: bool
     credential: str  # what rate limits count against: "key:<id>", "jwt:<sub>" or "admin-token"
     rate: str | None = None  # per-credential override of the default submit rate
+    # A browser token's limits: what it may do besides read (None: anything), and the one tag it sees.
+    scopes: frozenset[str] | None = None
+    tag: str | None = None
+
+    @property
+    def browser(self) -> bool:
+        return self.scopes is not None
 
 
 class Authenticator:
@@ -43,6 +52,7 @@ class Authenticator:
         admin = settings.admin_token.get_secret_value() if settings.admin_token else ""
         self._admin_digest = _sha256(admin) if admin else None
         self._jwt_key = _jwt_key(settings)
+        self.tokens = BrowserTokens(settings)
 
     async def authenticate(self, token: str | None) -> Principal:
         """The caller behind a bearer token; AuthError (401) for a missing, bad or revoked one."""
@@ -54,6 +64,16 @@ class Authenticator:
             return Principal(owner=ADMIN_OWNER, admin=True, credential="admin-token")
         if KEY_PATTERN.match(token):
             return await self._api_key(token)
+        if is_browser_token(token):
+            grant = self.tokens.verify(token)
+            return Principal(
+                owner=grant.owner,
+                admin=False,
+                credential=grant.credential,
+                rate=grant.rate,
+                scopes=grant.scopes,
+                tag=grant.tag,
+            )
         if self._jwt_key is not None and token.count(".") == 2:
             return self._jwt(token)
         raise AuthError("invalid credentials")

@@ -234,6 +234,29 @@ class JobChange(BaseModel):
     logs: list[str] = Field(default_factory=list, description="Log lines new since the given event id.")
 
 
+class JobUpdate(JobStatus):
+    """A change to one of the caller's jobs, as GET /v1/events sends it (no payload)."""
+
+    type: str
+    queue: str
+    tags: list[str] = Field(default_factory=list)
+    created_at: datetime
+    logs: list[str] = Field(
+        default_factory=list,
+        description="Log lines not yet sent for this job (its retained lines when `logs_reset`).",
+    )
+    logs_reset: bool = Field(
+        default=False, description="`logs` holds every retained line: replace what is shown, do not append."
+    )
+
+
+class JobUpdates(BaseModel):
+    """One long-poll answer of GET /v1/events?wait=N: the changes since `since`, or none within the wait."""
+
+    event_id: str = Field(description="Pass back as ?since= (or Last-Event-ID) for the next poll.")
+    updates: list[JobUpdate]
+
+
 class QueuePublic(BaseModel):
     queue: str
     paused: bool

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from functions.api.auth import Principal
+from functions.api.events import OwnerFeed, StreamCursor, Watch
 from functions.api.ratelimit import SubmitLimiter
 from shared.engine import Engine
 from shared.models import ClaimedJob, JobSpec, Outcome
@@ -37,9 +38,11 @@ def table() -> dict[str, int]:
 CALLBACK = "https://hooks.example.com/jobs"
 
 
-def specs(n: int, queue: str = "echo", callback_url: str | None = None) -> list[JobSpec]:
+def specs(
+    n: int, queue: str = "echo", owner: str = "alice", callback_url: str | None = None
+) -> list[JobSpec]:
     return [
-        JobSpec(type="echo", queue=queue, payload=PAYLOAD, owner="alice", callback_url=callback_url)
+        JobSpec(type="echo", queue=queue, payload=PAYLOAD, owner=owner, callback_url=callback_url)
         for _ in range(n)
     ]
 
@@ -55,6 +58,7 @@ class Ops:
         self.engine, self.limiter = engine, limiter
         self.claimed: list[ClaimedJob] = []
         self.waiting_id = ""
+        self.feed = OwnerFeed(engine, Watch(owner="alice"), StreamCursor(base=0))
 
     async def drain(self) -> None:
         while claimed := await self.engine.claim("echo", 1000):
@@ -91,6 +95,16 @@ class Ops:
             await e.enqueue(specs(1, callback_url=CALLBACK))
             await claim(1)
 
+        async def caught_up(owner: str | None = None) -> None:
+            """alice's event stream read to its end; then `owner`'s 100 jobs submitted (not counted)."""
+            while await self.feed.cursor.read(e, ["echo"]):
+                pass
+            if owner is not None:
+                await e.enqueue(specs(100, owner=owner))
+
+        async def poll(changed: int) -> None:
+            assert len(await self.feed.poll(["echo"])) == changed
+
         who = Principal(owner="alice", admin=False, credential="key:table")
         return {
             "submit 1 job to an idle queue": (self.drain, lambda: e.enqueue(specs(1))),
@@ -112,6 +126,15 @@ class Ops:
                 lambda: e.cancel(self.waiting_id),
             ),
             "rate limit check of a submit": (nothing, lambda: self.limiter.check(who)),
+            "owner event stream poll: nothing new": (caught_up, lambda: poll(0)),
+            "owner event stream poll: 100 of the owner's jobs changed": (
+                lambda: caught_up("alice"),
+                lambda: poll(100),
+            ),
+            "owner event stream poll: 100 other owners' jobs changed": (
+                lambda: caught_up("bob"),
+                lambda: poll(0),
+            ),
         }
 
     async def _two(self, claimed: Callable[[int], Awaitable[None]]) -> None:

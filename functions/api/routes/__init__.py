@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from functions.api.routes import dashboard, events, health, jobs, keys, metrics, queues
+from functions.api.routes import dashboard, events, health, jobs, keys, metrics, panel, queues, tokens
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -14,4 +14,6 @@ ROUTERS: list[APIRouter] = [
     keys.router,
     metrics.router,
     dashboard.router,
+    tokens.router,
+    panel.router,
 ]

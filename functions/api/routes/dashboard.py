@@ -8,12 +8,10 @@ SMEMBERS per QUEUE_REFRESH_SECONDS to learn new queues.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -23,11 +21,10 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from functions.api.deps import AdminUser, EngineDep, QueueName, ServicesDep
-from functions.api.errors import public_message
-from functions.api.events import sse
+from functions.api.events import QUEUE_REFRESH_SECONDS, StreamCursor, poll_stream, sse
 from functions.api.schemas import MAX_LIST_LIMIT, JobErrorPublic, QueuePublic
-from shared.engine import MAX_STREAM_PART, Engine, is_stream_id
-from shared.errors import JobqError
+from shared.engine import Engine
+from shared.ids import split_id
 from shared.models import NAME_PATTERN, Job, QueueMetrics, State, ThroughputPoint
 from shared.percentiles import percentile
 
@@ -43,9 +40,6 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-RECONNECT_MS = 2000
-KEEPALIVE_SECONDS = 15.0
-QUEUE_REFRESH_SECONDS = 5.0
 EVENTS_PER_READ = 100
 MAX_CURSOR_CHARS = 8192
 # The engine's queue-listing cursor (state index number and offset); pinned to it by a test, so every
@@ -205,39 +199,6 @@ STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
-@dataclass
-class StreamCursor:
-    """Where a client is in every queue's event stream, sent as the SSE id and returned as Last-Event-ID.
-
-    `base` (epoch ms) is where the client's first connection started: a queue absent from `positions` has
-    had nothing new for the client since then, so it is read from `base`. Encoded as
-    `base~queue=ms-seq,queue=ms-seq`.
-    """
-
-    base: int
-    positions: dict[str, str] = field(default_factory=dict)
-
-    def after(self, queue: str) -> str:
-        return self.positions.get(queue, f"{self.base}-0")
-
-    def encode(self) -> str:
-        return f"{self.base}~" + ",".join(f"{q}={pos}" for q, pos in sorted(self.positions.items()))
-
-    @classmethod
-    def decode(cls, raw: str | None, now_ms: int) -> StreamCursor:
-        """A client-supplied id; anything malformed starts afresh from now."""
-        base, _, rest = (raw or "").partition("~")
-        if not (base.isascii() and base.isdigit() and len(base) <= 20 and int(base) <= MAX_STREAM_PART):
-            return cls(base=now_ms)
-        positions: dict[str, str] = {}
-        for item in filter(None, rest.split(",")):
-            queue, _, pos = item.rpartition("=")
-            if not _QUEUE.fullmatch(queue) or not is_stream_id(pos):
-                return cls(base=now_ms)
-            positions[queue] = pos
-        return cls(base=int(base), positions=positions)
-
-
 @api.get("/stream", response_model=None, responses=STREAM_RESPONSES)
 async def stream(
     _: AdminUser,
@@ -257,41 +218,28 @@ async def stream(
 
 
 async def _read(engine: Engine, cursor: StreamCursor, queues: list[str]) -> list[dict[str, object]]:
-    batches = await engine.events_since({q: cursor.after(q) for q in queues}, count=EVENTS_PER_READ)
-    found: list[dict[str, object]] = []
-    for queue, events in batches.items():
-        if events:
-            cursor.positions[queue] = events[-1].id
-        for e in events:
-            row: dict[str, object] = {"queue": queue, "job_id": e.job_id, "state": e.state}
-            found.append(row | {"progress": e.progress, "at": e.at.isoformat()})
-    return found
+    return [
+        {"queue": split_id(e.job_id)[1], "job_id": e.job_id, "state": e.state}
+        | {"progress": e.progress, "at": e.at.isoformat()}
+        for e in await cursor.read(engine, queues)
+    ]
 
 
 async def _events(
     engine: Engine, cursor: StreamCursor, queues: list[str], poll: float, max_seconds: float
 ) -> AsyncIterator[str]:
-    yield f"retry: {RECONNECT_MS}\n\n"
-    yield sse("hello", json.dumps({"queues": queues}), cursor.encode())
-    started = quiet_since = refreshed = time.monotonic()
-    deadline = started + max_seconds
-    while True:
-        try:
-            if time.monotonic() - refreshed >= QUEUE_REFRESH_SECONDS:
-                queues, refreshed = await engine.queue_names(), time.monotonic()
-            found = await _read(engine, cursor, queues)
-        except JobqError as exc:
-            yield sse("error", json.dumps({"code": exc.code, "message": public_message(exc)}))
-            return
-        if found:
-            yield sse("jobs", json.dumps({"events": found}), cursor.encode())
-            quiet_since = time.monotonic()
-        if time.monotonic() >= deadline:
-            return
-        if time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
-            yield ": keep-alive\n\n"
-            quiet_since = time.monotonic()
-        await asyncio.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+    refreshed = time.monotonic()
+
+    async def frames() -> list[str]:
+        nonlocal queues, refreshed
+        if time.monotonic() - refreshed >= QUEUE_REFRESH_SECONDS:
+            queues, refreshed = await engine.queue_names(), time.monotonic()
+        found = await _read(engine, cursor, queues)
+        return [sse("jobs", json.dumps({"events": found}), cursor.encode())] if found else []
+
+    hello = sse("hello", json.dumps({"queues": queues}), cursor.encode())
+    async for frame in poll_stream(hello, frames, poll, max_seconds):
+        yield frame
 
 
 router = APIRouter()

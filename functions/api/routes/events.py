@@ -1,6 +1,11 @@
-"""/v1/jobs/{id}/events: server-sent events of a job until it is terminal, or a long poll with ?wait=N.
+"""Server-sent events, or a long poll with ?wait=N where nothing can stream (API Gateway):
 
-Cost: one engine GET (one Redis command) per poll interval per watching client, nothing else.
+- /v1/jobs/{id}/events: one job until it is terminal. Cost: one engine GET (one Redis command) per poll
+  interval per watching client, nothing else.
+- /v1/events: every change to the caller's jobs, by tag and queue. Cost per poll, whatever the number of
+  jobs: functions/api/events.py OwnerFeed.
+
+Both accept a browser token as `?access_token=` (EventSource cannot send a header).
 """
 
 from __future__ import annotations
@@ -14,19 +19,39 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
-from functions.api.deps import CurrentUser, EngineDep, ServicesDep, job_id_or_404, owner_scope
+from functions.api.deps import (
+    EngineDep,
+    ServicesDep,
+    StreamUser,
+    job_id_or_404,
+    owner_scope,
+    sees,
+)
 from functions.api.errors import public_message
-from functions.api.events import Mark, is_terminal, new_logs, sse, status_changed, status_of
-from functions.api.schemas import JobChange
+from functions.api.events import (
+    KEEPALIVE_SECONDS,
+    QUEUE_REFRESH_SECONDS,
+    RECONNECT_MS,
+    Mark,
+    OwnerFeed,
+    StreamCursor,
+    Watch,
+    is_terminal,
+    new_logs,
+    poll_stream,
+    sse,
+    status_changed,
+    status_of,
+)
+from functions.api.schemas import JobChange, JobUpdates
 from shared.engine import Engine
-from shared.errors import JobqError
-from shared.models import Job
+from shared.errors import ForbiddenError, JobNotFoundError, JobqError
+from shared.models import NAME_PATTERN, TAG_PATTERN, Job
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(tags=["events"])
 
 MAX_WAIT = 25  # seconds: below API Gateway's 30 s integration timeout
-KEEPALIVE_SECONDS = 15.0
-RECONNECT_MS = 2000
+MAX_CURSOR_CHARS = 8192
 
 EVENTS_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
@@ -37,10 +62,13 @@ EVENTS_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
-@router.get("/{job_id}/events", response_model=JobChange, responses=EVENTS_RESPONSES)
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@router.get("/v1/jobs/{job_id}/events", response_model=JobChange, responses=EVENTS_RESPONSES)
 async def job_events(
     job_id: str,
-    user: CurrentUser,
+    user: StreamUser,
     engine: EngineDep,
     services: ServicesDep,
     wait: Annotated[float | None, Query(ge=0, le=MAX_WAIT)] = None,
@@ -52,6 +80,8 @@ async def job_events(
     changed since `since`/Last-Event-ID, or after N seconds with `changed: false`."""
     owner = owner_scope(user)
     job = await engine.get(job_id_or_404(job_id), owner=owner)
+    if not sees(user, job):
+        raise JobNotFoundError("job not found")
     seen = Mark.decode(since or last_event_id)
     poll = services.settings.events_poll_seconds
     if wait is not None:
@@ -60,11 +90,7 @@ async def job_events(
     if is_terminal(job) and seen is not None and not _changed(job, seen):
         return Response(status_code=204)
     stream = _stream(engine, job, owner, seen, poll, services.settings.events_max_seconds)
-    return StreamingResponse(
-        stream,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return StreamingResponse(stream, media_type="text/event-stream", headers=STREAM_HEADERS)
 
 
 def _changed(job: Job, seen: Mark | None) -> bool:
@@ -115,3 +141,98 @@ async def _stream(
         except JobqError as exc:
             yield sse("error", json.dumps({"code": exc.code, "message": public_message(exc)}))
             return
+
+
+FEED_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {
+        "description": "text/event-stream of `hello` and `job` (JobUpdate) events; JSON (JobUpdates) with "
+        "?wait=N",
+        "content": {
+            "text/event-stream": {
+                "schema": {  # one event (OpenAPI before 3.2); `data` is JSON text
+                    "type": "object",
+                    "properties": {
+                        "event": {"type": "string", "enum": ["hello", "job", "error"]},
+                        "data": {"type": "string"},
+                        "id": {"type": "string"},
+                        "retry": {"type": "integer"},
+                    },
+                }
+            }
+        },
+    },
+}
+
+
+@router.get("/v1/events", response_model=JobUpdates, responses=FEED_RESPONSES)
+async def owner_events(
+    user: StreamUser,
+    engine: EngineDep,
+    services: ServicesDep,
+    tag: Annotated[str | None, Query(pattern=TAG_PATTERN, description="Only jobs with this tag")] = None,
+    queue: Annotated[str | None, Query(pattern=NAME_PATTERN, description="Only this queue's jobs")] = None,
+    wait: Annotated[float | None, Query(ge=0, le=MAX_WAIT)] = None,
+    since: Annotated[str | None, Query(max_length=MAX_CURSOR_CHARS)] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=MAX_CURSOR_CHARS)] = None,
+) -> Response:
+    """Stream every change to the caller's jobs (state, progress, log lines), by tag and queue, bounded in
+    time (reconnect with Last-Event-ID to resume). With `?wait=N`: answer as soon as something changed
+    since `since`/Last-Event-ID, or after N seconds with no updates."""
+    if user.tag is not None:
+        if tag not in (None, user.tag):
+            raise ForbiddenError("this token sees only its own tag's jobs", field="tag")
+        tag = user.tag
+    cursor = StreamCursor.decode(since or last_event_id, int(time.time() * 1000))
+    feed = OwnerFeed(engine, Watch(owner=user.owner, tag=tag, queue=queue), cursor)
+    queues = [queue] if queue is not None else await engine.queue_names()  # fails fast (503) before streaming
+    settings = services.settings
+    if wait is not None:
+        held = min(wait, settings.events_max_seconds)  # no longer than a stream stays open
+        answer = await _feed_poll(feed, queues, held, settings.events_poll_seconds)
+        return Response(answer.model_dump_json(), media_type="application/json")
+    await feed.follow_active()
+    body = _feed_stream(feed, queues, settings.events_poll_seconds, settings.events_max_seconds)
+    return StreamingResponse(body, media_type="text/event-stream", headers=STREAM_HEADERS)
+
+
+async def _queues(feed: OwnerFeed, queues: list[str], refreshed: float) -> tuple[list[str], float]:
+    """Every queue's name again every QUEUE_REFRESH_SECONDS (one SMEMBERS), unless one queue is watched."""
+    if feed.watch.queue is not None or time.monotonic() - refreshed < QUEUE_REFRESH_SECONDS:
+        return queues, refreshed
+    return await feed.engine.queue_names(), time.monotonic()
+
+
+async def _feed_poll(feed: OwnerFeed, queues: list[str], wait: float, poll: float) -> JobUpdates:
+    deadline = refreshed = time.monotonic()
+    deadline += wait
+    while True:
+        queues, refreshed = await _queues(feed, queues, refreshed)
+        updates = await feed.poll(queues, remember=False)
+        if updates or time.monotonic() >= deadline:
+            return JobUpdates(event_id=feed.cursor.encode(), updates=updates)
+        await asyncio.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+
+
+async def _feed_stream(
+    feed: OwnerFeed, queues: list[str], poll: float, max_seconds: float
+) -> AsyncIterator[str]:
+    refreshed = time.monotonic()
+    sent = feed.cursor.encode()
+
+    async def frames() -> list[str]:
+        nonlocal queues, refreshed, sent
+        queues, refreshed = await _queues(feed, queues, refreshed)
+        updates = await feed.poll(queues)
+        position, moved = feed.cursor.encode(), feed.cursor.encode() != sent
+        sent = position
+        if not updates:  # other owners' events moved the cursor: a bare id, so a resume skips them too
+            return [f"id: {position}\n\n"] if moved else []
+        last = len(updates) - 1  # the id on the batch's last event: a resume never skips one
+        return [
+            sse("job", update.model_dump_json(), position if index == last else None)
+            for index, update in enumerate(updates)
+        ]
+
+    hello = sse("hello", json.dumps({"queue": feed.watch.queue, "tag": feed.watch.tag}), feed.cursor.encode())
+    async for frame in poll_stream(hello, frames, poll, max_seconds):
+        yield frame

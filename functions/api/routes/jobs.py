@@ -8,7 +8,16 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Response
 
 from functions.api.auth import Principal
-from functions.api.deps import CurrentUser, EngineDep, ServicesDep, job_id_or_404, owner_scope
+from functions.api.deps import (
+    CurrentUser,
+    EngineDep,
+    ServicesDep,
+    job_id_or_404,
+    owner_scope,
+    require,
+    sees,
+    visible_job,
+)
 from functions.api.schemas import (
     CURSOR_PATTERN,
     MAX_LIST_LIMIT,
@@ -25,6 +34,7 @@ from shared.codec import dumps
 from shared.errors import (
     ForbiddenError,
     InvalidTransitionError,
+    JobNotFoundError,
     JobqError,
     PayloadTooLargeError,
     ValidationError,
@@ -124,9 +134,14 @@ async def list_jobs(
 ) -> JobPage:
     """The caller's jobs, newest first; pass the returned cursor back for the next page.
 
-    `owner` (admins only) lists another owner's jobs; a user may name only itself."""
+    `owner` (admins only) lists another owner's jobs; a user may name only itself. A tag-narrowed browser
+    token lists its tag's jobs."""
     if owner is not None and owner != user.owner and not user.admin:
         raise ForbiddenError("only admin credentials may list another owner's jobs", field="owner")
+    if user.tag is not None:
+        if tag not in (None, user.tag):
+            raise ForbiddenError("this token sees only its own tag's jobs", field="tag")
+        tag = user.tag
     page = await engine.list_jobs(
         owner=owner or user.owner, state=state, type=type, tag=tag, cursor=cursor, limit=limit
     )
@@ -137,6 +152,8 @@ async def list_jobs(
 async def get_job(job_id: str, user: CurrentUser, services: ServicesDep) -> JobPublic:
     """A job with its state, progress, result, errors and recent log lines. Another user's job is 404."""
     job = await services.engine.get(job_id_or_404(job_id), owner=owner_scope(user))
+    if not sees(user, job):
+        raise JobNotFoundError("job not found")
     return JobPublic.of(job, services.registry)
 
 
@@ -146,7 +163,9 @@ async def cancel_job(
 ) -> JobPublic:
     """Cancel: 200 when the job is cancelled (now, or already), 202 when its running consumer has been
     asked to stop, 409 when it already completed or failed (nothing changes)."""
-    job = await services.engine.cancel(job_id_or_404(job_id), owner=owner_scope(user))
+    require(user, "cancel")
+    job_id = await visible_job(user, services.engine, job_id)
+    job = await services.engine.cancel(job_id, owner=owner_scope(user))
     if job.state in (State.COMPLETED, State.FAILED):
         raise InvalidTransitionError(f"the job already {job.state.value}; there is nothing to cancel")
     if job.state is not State.CANCELLED:
@@ -161,13 +180,19 @@ async def cancel_job(
 @router.post("/{job_id}/retry")
 async def retry_job(job_id: str, user: CurrentUser, services: ServicesDep) -> JobPublic:
     """Run a failed or cancelled job again (attempts reset, history kept); 409 in any other state."""
-    job = await services.engine.retry(job_id_or_404(job_id), owner=owner_scope(user))
+    require(user, "submit")
+    job_id = await visible_job(user, services.engine, job_id)
+    job = await services.engine.retry(job_id, owner=owner_scope(user))
     return JobPublic.of(job, services.registry)
 
 
 def job_spec(body: JobCreate, user: Principal, services: Services) -> JobSpec:
     """The job type's spec for a request body, refused before the submit counts against the caller's rate
-    when it is too large or its timeout fits no consumer lane (it would starve)."""
+    when it is too large or its timeout fits no consumer lane (it would starve). A tag-narrowed browser
+    token's jobs carry its tag, so it sees what it submits."""
+    require(user, "submit")
+    if user.tag is not None and user.tag not in body.tags:
+        body = body.model_copy(update={"tags": [*body.tags, user.tag]})
     job_type = services.registry.get(body.type)
     spec = job_type.spec(
         body.payload,
