@@ -319,6 +319,16 @@ class QueueAction(BaseModel):
     count: int | None = Field(default=None, description="Jobs removed (clean) or retried (retry-failed).")
 
 
+class TokenCreated(BaseModel):
+    """A minted browser token (POST /v1/tokens); here so the Python client reads it with this model."""
+
+    token: str = Field(description="Send as Authorization: Bearer, or as ?access_token= on event routes.")
+    owner: str
+    scopes: list[str] = Field(description="read, submit, cancel (functions/api/tokens.py).")
+    tag: str | None = None
+    expires_at: datetime
+
+
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -137,6 +137,15 @@ class AsyncClient:
             finally:
                 await response.aclose()
 
+    async def create_token(
+        self, *, scopes: Iterable[str] = ("read",), tag: str | None = None, ttl: int = 900
+    ) -> models.TokenCreated:
+        """A short-lived browser token for the caller's own jobs (at most an hour): what a backend hands
+        its user's page for the event stream and the jobs panel (docs/panel.md). `scopes`: read (always),
+        submit, cancel; `tag` narrows it to the jobs carrying that tag."""
+        body = {"scopes": list(scopes), "tag": tag, "ttl_seconds": ttl}
+        return await self._run(calls.create_token(body))
+
     # Admin.
 
     async def queues(self) -> Queues:

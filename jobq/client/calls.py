@@ -212,6 +212,10 @@ def events_path(job_id: str) -> str:
     return f"/v1/jobs/{segment(job_id)}/events"
 
 
+def create_token(body: dict[str, Any]) -> Call[models.TokenCreated]:
+    return Call("POST", "/v1/tokens", _model(models.TokenCreated.model_validate), json=body)
+
+
 def queues() -> Call[list[models.QueuePublic]]:
     return Call("GET", "/v1/queues", lambda _r, body: models.QueueList.model_validate(body).queues)
 

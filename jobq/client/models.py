@@ -24,6 +24,7 @@ from functions.api.schemas import (
     QueueAction,
     QueueList,
     QueuePublic,
+    TokenCreated,
 )
 from shared.models import TERMINAL_STATES, State
 
@@ -114,4 +115,5 @@ __all__ = [
     "SseParser",
     "State",
     "Submitted",
+    "TokenCreated",
 ]

@@ -132,6 +132,15 @@ class Client:
             finally:
                 response.close()
 
+    def create_token(
+        self, *, scopes: Iterable[str] = ("read",), tag: str | None = None, ttl: int = 900
+    ) -> models.TokenCreated:
+        """A short-lived browser token for the caller's own jobs (at most an hour): what a backend hands
+        its user's page for the event stream and the jobs panel (docs/panel.md). `scopes`: read (always),
+        submit, cancel; `tag` narrows it to the jobs carrying that tag."""
+        body = {"scopes": list(scopes), "tag": tag, "ttl_seconds": ttl}
+        return self._run(calls.create_token(body))
+
     # Admin.
 
     def queues(self) -> Queues:

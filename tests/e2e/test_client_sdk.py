@@ -192,3 +192,17 @@ async def test_stream_reconnects_with_the_last_event_id(
         second = await rest
     assert opened[:2] == [None, first.id]
     assert (first.data["state"], second.data["state"]) == ("delayed", "cancelled")
+
+
+async def test_a_backend_mints_a_browser_token_with_the_client(alice: AsyncClient, api_app: FastAPI) -> None:
+    mine = await alice.submit("echo", {"message": "hi"}, tags=["session:s9"], delay=60)
+    await alice.submit("echo", {"message": "other session"}, delay=60)
+    minted = await alice.create_token(tag="session:s9", ttl=60)
+    assert (minted.owner, minted.scopes, minted.tag) == ("alice", ["read"], "session:s9")
+    transport = httpx.ASGITransport(app=api_app)
+    async with AsyncClient("http://jobq.test", minted.token, transport=transport) as browser:
+        assert [job.id for job in (await browser.list()).jobs] == [mine.id]  # its tag only
+        with pytest.raises(PermissionDeniedError):
+            await browser.cancel(mine.id)  # a read-only token
+        with pytest.raises(PermissionDeniedError):
+            await browser.create_token()  # a browser token cannot mint another
