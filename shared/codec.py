@@ -122,8 +122,22 @@ def decode_job(job_id: str, fields: dict[str, str], now_ms: int) -> Job:
         metadata=d.get("md") or {},
         tags=d.get("g") or [],
         cancel_requested=m.get("x") == "1",
+        steps=decode_steps(fields.get("s")),
+        singleton_key=d.get("sk"),
+        debounce_key=d.get("dk"),
         callback_url=d.get("cb"),
     )
+
+
+def decode_steps(text: str | None) -> dict[str, Any]:
+    """A job's durable steps from its record part "s": one `<name JSON>\t<result JSON>\n` line per step,
+    in the order recorded (lib.lua has_step)."""
+    steps: dict[str, Any] = {}
+    for line in (text or "").split("\n"):
+        if line:
+            name, _, result = line.partition("\t")
+            steps[json.loads(name)] = json.loads(result)
+    return steps
 
 
 def decode_metrics(entry: dict[str, Any], now: int) -> QueueMetrics:

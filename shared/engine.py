@@ -39,10 +39,11 @@ from shared.errors import (
     IdempotencyConflictError,
     JobNotFoundError,
     PayloadTooLargeError,
+    SingletonConflictError,
     ValidationError,
 )
 from shared.ids import is_job_id, is_unique_id, job_id, new_id, split_id
-from shared.keys import BLOCK, Keys, QueueKeys
+from shared.keys import BLOCK, Keys, QueueKeys, hold_digest
 from shared.lanes import DEFAULT_LANES, Lanes
 from shared.limits import (
     MAX_JSON_DEPTH,
@@ -88,6 +89,7 @@ from shared.scriptcalls import (
     REPORT,
     RERUN,
     STATS,
+    STEP,
     WAKE,
     ClaimPlan,
     CleanPlan,
@@ -99,9 +101,10 @@ from shared.scriptcalls import (
     FinishPlan,
     ListPlan,
     ProgressItem,
+    StepPlan,
 )
 from shared.settings import Settings
-from shared.store import Store
+from shared.store import Store, retrying
 
 _NAME = re.compile(NAME_PATTERN)
 _TAG = re.compile(TAG_PATTERN)
@@ -288,11 +291,21 @@ class Engine:
         backoff = compact_backoff(spec.backoff)
         if backoff is not None:
             immutable["b"] = backoff
+        holds: dict[str, str] = {}  # the digests of its singleton/debounce keys (keys.hold_digest)
+        if spec.singleton_key is not None:
+            holds["sg"] = hold_digest(spec.owner, spec.singleton_key)
+        if spec.debounce is not None:
+            holds["db"] = hold_digest(spec.owner, spec.debounce.key)
+        immutable.update(holds)  # in the head: the scripts release a job's holds from it
         if spec.notify or spec.callback_url:  # a delivery job when it ends (lib.lua notify)
             immutable["n"] = 1
         if spec.callback_url:
             immutable["cb"] = spec.callback_url
         immutable["y"] = spec.type
+        if spec.singleton_key is not None:
+            immutable["sk"] = spec.singleton_key
+        if spec.debounce is not None:
+            immutable["dk"] = spec.debounce.key
         if spec.idempotency_key is not None:
             immutable["i"] = spec.idempotency_key
         if spec.metadata:
@@ -319,6 +332,11 @@ class Engine:
             "ix": [],
             "ln": lane,
         }
+        if "sg" in holds:
+            job["sg"] = holds["sg"]
+        if spec.debounce is not None:  # it waits out its window first
+            job["db"], job["delay"] = holds["db"], ms(spec.debounce.seconds)
+            job["dw"], job["dm"] = ms(spec.debounce.seconds), ms(spec.debounce.max_wait)
         return PlannedJob(queue, job, idem, [qk.owner_jobs(spec.owner), *tag_keys])
 
     async def enqueue(self, specs: Sequence[JobSpec]) -> EnqueueReply:
@@ -334,6 +352,7 @@ class Engine:
         if not 1 <= len(specs) <= MAX_BATCH:
             raise ValidationError(f"submit 1 to {MAX_BATCH} jobs per call", field="jobs")
         jobs = [self._plan_job(i, spec) for i, spec in enumerate(specs)]
+        _one_debounce_per_key(jobs)
         groups: dict[str, list[PlannedJob]] = {}
         for job in jobs:
             groups.setdefault(job.queue, []).append(job)
@@ -375,12 +394,23 @@ class Engine:
                 "this idempotency key was already used for a different request",
                 field=f"{exc.message}.idempotency_key",
             ) from exc
+        except SingletonConflictError as exc:  # "jobs[<index>] <holder's job id>"
+            item, _, holder = exc.message.partition(" ")
+            raise SingletonConflictError(
+                f"job {holder} with this singleton key is waiting or running",
+                field=f"{item}.singleton_key",
+                job_id=holder,
+            ) from exc
         results = []
         for planned, item in zip(jobs, reply["r"], strict=True):
             if item[0] == 1:
                 fields = {"d": planned.job["d"], "m": item[2]}
                 created = decode_job(job_id(planned.job["u"], planned.queue), fields, now)
                 results.append(EnqueueResult(job=created, created=True))
+            elif item[0] == 2:  # joined the debounced job waiting under its key
+                fields = {"d": planned.job["d"], "m": item[2]}
+                joined = decode_job(job_id(item[1], planned.queue), fields, now)
+                results.append(EnqueueResult(job=joined, created=False, debounced=True))
             else:
                 existing = decode_job(item[1], as_fields(item[2]), now)
                 results.append(EnqueueResult(job=existing, created=False))
@@ -556,6 +586,8 @@ class Engine:
                     "g": _bound_logs(o.logs),
                 }
             )
+            if o.status == "sleep":
+                plan_outcomes[-1]["sn"] = dumps(o.step or "sleep")
         await self._ensure_policies()
         return {"o": plan_outcomes, "u": jitter_draw()}
 
@@ -583,6 +615,18 @@ class Engine:
             ]
 
         return await _per_queue(leases, one)
+
+    async def step(self, lease: Lease, name: str, result: str) -> bool:
+        """Record a durable step of a running job: `result` is its JSON text. One script call, fenced by
+        the lease token like an outcome; a step already recorded under `name` stays as it was.
+
+        False when the token no longer holds (the lease was lost): nothing is recorded. PayloadTooLargeError
+        when the job's steps would pass MAX_STEPS or MAX_STEPS_BYTES.
+        """
+        unique, queue = split_id(_valid_id(lease.job_id))
+        plan: StepPlan = {"id": unique, "k": lease.token, "n": dumps(name), "r": result}
+        ok, _count = await retrying(lambda: STEP.run(*self._on(queue), plan))
+        return bool(ok)
 
     async def report(self, updates: Sequence[ProgressUpdate]) -> list[LeaseStatus]:
         """Progress and log lines of many running jobs, fenced by token: one call per queue, sent at once.
@@ -914,8 +958,23 @@ class Engine:
         return {q: _events_of(q, by_key.get(key)) for q, key in zip(queues, streams, strict=True)}
 
 
-# A job record's fields in its queue's jobs hash: the immutable JSON, then state, errors, logs, result.
-_RECORD_PARTS = ("d", "m", "e", "g", "r")
+def _one_debounce_per_key(jobs: Sequence[PlannedJob]) -> None:
+    """A batch names a debounce key once per queue: two of its own submits could not both be the last."""
+    seen: set[tuple[str, str]] = set()
+    for planned in jobs:
+        digest = planned.job.get("db")
+        if digest is None:
+            continue
+        if (planned.queue, digest) in seen:
+            raise ValidationError(
+                "a batch may hold one job per debounce key", field=f"jobs[{planned.job['i']}].debounce.key"
+            )
+        seen.add((planned.queue, digest))
+
+
+# A job record's fields in its queue's jobs hash: the immutable JSON, then state, errors, logs, result,
+# durable steps.
+_RECORD_PARTS = ("d", "m", "e", "g", "r", "s")
 
 
 def _record_fields(unique: str) -> list[str]:

@@ -64,6 +64,17 @@ class InvalidTransitionError(JobqError):
     status_code = 409
 
 
+class SingletonConflictError(JobqError):
+    """A submit with a singleton key while a job holding that key waits or runs: `job_id` names it."""
+
+    code = "singleton_conflict"
+    status_code = 409
+
+    def __init__(self, message: str = "", *, field: str | None = None, job_id: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.job_id = job_id
+
+
 class LeaseLostError(JobqError):
     code = "lease_lost"
     status_code = 409
@@ -107,6 +118,15 @@ class PermanentJobError(JobqError):
 
     code = "permanent"
     status_code = 422
+
+
+class StepLimitError(PermanentJobError):
+    """A durable step that cannot be recorded: its result too large, or the job has too many steps.
+
+    Raised by `ctx.step` (and `ctx.sleep`), naming the step; uncaught, it fails the job at once, since
+    running the attempt again would hit the same limit."""
+
+    code = "step_limit"
 
 
 class RetryJobError(JobqError):

@@ -21,7 +21,7 @@ PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 STATE_INDEXES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 
 # A queue's fixed block of keys, in the order every script receives them (lib.lua `block`).
-BLOCK = ("jobs", *STATE_INDEXES, "meta", "due", "events", "owners", "fair")
+BLOCK = ("jobs", *STATE_INDEXES, "meta", "due", "events", "owners", "fair", "dedup")
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,9 @@ class QueueKeys:
         - the six state indexes: sorted sets of unique ids (scores in docs/redis-schema.md);
         - meta: hash of policy, paused flag, counters, histograms, throughput, due mirror, triggers;
         - due: string, epoch ms when the queue next has work (absent: none, or paused), read by ticks;
-        - events: capped stream of state changes; owners, fair: per-owner counts (limit per owner).
+        - events: capped stream of state changes; owners, fair: per-owner counts (limit per owner);
+        - dedup: hash of singleton and debounce keys held, `s:<digest>` / `d:<digest>` -> unique id
+          (`hold_digest` names a key per owner).
         """
         return [self._key(part) for part in BLOCK]
 
@@ -110,6 +112,12 @@ class Keys:
     def rate_limits(self) -> str:
         """Prefix of upstash-ratelimit's window keys (it appends ':<credential>:<window>')."""
         return self._key("ratelimit")
+
+
+def hold_digest(owner: str, key: str) -> str:
+    """The field name part of an owner's singleton or debounce key in its queue's dedup hash: the key
+    per owner, so no owner's submits can interfere with another's."""
+    return _digest(owner, key)
 
 
 def _digest(*parts: str) -> str:

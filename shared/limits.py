@@ -17,6 +17,14 @@ MAX_TAGS = 8  # tags on one job
 MAX_ERRORS_KEPT = 5  # the last errors of earlier attempts
 MAX_LOG_LINES = 100  # the last log lines
 MAX_LOG_LINE_BYTES = 2048  # each log line, clipped
+# Durable steps (JobContext.step): what a job's record keeps of them. A step result that does not fit
+# fails the step (StepLimitError, permanent) naming it.
+MAX_STEPS = 100  # recorded steps (sleeps included) per job
+MAX_STEP_NAME_CHARS = 100
+MAX_STEP_BYTES = 64 * 1024  # one step's result, as stored JSON
+MAX_STEPS_BYTES = 256 * 1024  # every recorded step of a job together
+# Debounce windows and their longest wait (Inngest's debounce period and timeout), in seconds.
+MAX_DEBOUNCE_SECONDS = 7 * 24 * 3600
 # Completion callbacks: a job with a callback URL or hooks gets a delivery job of this internal type in its
 # own queue when it ends (shared/callbacks.py), retried with the default backoff (1 s doubling to 1 h, so
 # about 68 minutes over 12 attempts); its timeout fits the shortest consumer lane.

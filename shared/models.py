@@ -9,9 +9,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.limits import MAX_CALLBACK_URL, MAX_TAGS, utc_run_at
+from shared.limits import MAX_CALLBACK_URL, MAX_DEBOUNCE_SECONDS, MAX_TAGS, utc_run_at
 from shared.priorities import DEFAULT_PRIORITY
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
@@ -58,6 +58,42 @@ class JobError(BaseModel):
     at: datetime | None = None
 
 
+class Debounce(BaseModel):
+    """Submits with the same key (per queue and owner) within `seconds` of each other make one run, with
+    the last submit's payload: the run starts once `seconds` pass without a new submit, and at the
+    latest `max_wait_seconds` after the first (default: 10 windows), so a steady stream still runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str = Field(min_length=1, max_length=255)
+    seconds: float = Field(gt=0, le=MAX_DEBOUNCE_SECONDS)
+    max_wait_seconds: float | None = Field(default=None, gt=0, le=MAX_DEBOUNCE_SECONDS)
+
+    @property
+    def max_wait(self) -> float:
+        return self.max_wait_seconds if self.max_wait_seconds is not None else 10 * self.seconds
+
+    @model_validator(mode="after")
+    def _wait_covers_window(self) -> Debounce:
+        if self.max_wait_seconds is not None and self.max_wait_seconds < self.seconds:
+            raise ValueError("max_wait_seconds must be at least seconds")
+        return self
+
+
+def debounce_conflict(
+    *, singleton_key: str | None, scheduled: bool, idempotency_key: str | None
+) -> str | None:
+    """Why a debounced submit cannot also ask for this, else None: its run time is its window's
+    (`scheduled`: a delay or run-at was given), and a repeat of its submit is itself debounced."""
+    if singleton_key is not None:
+        return "give debounce or singleton_key, not both"
+    if scheduled:
+        return "a debounced job runs when its window ends: give no delay or run_at"
+    if idempotency_key is not None:
+        return "a debounced job takes no idempotency key: a repeated submit is debounced"
+    return None
+
+
 class JobSpec(BaseModel):
     """What a caller asks the engine to enqueue, validated whole on construction, so the engine trusts it
     (a spec built with model_construct skips that and is not supported). `JobType.spec` builds one with
@@ -78,11 +114,26 @@ class JobSpec(BaseModel):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
     metadata: dict[str, Any] = Field(default_factory=dict)
     tags: list[Annotated[str, Field(pattern=TAG_PATTERN)]] = Field(default_factory=list, max_length=MAX_TAGS)
+    # At most one queued or active job per key (per queue and owner): a submit while one holds it is
+    # refused (SingletonConflictError). Debounce: see Debounce.
+    singleton_key: str | None = Field(default=None, min_length=1, max_length=255)
+    debounce: Debounce | None = None
+
     # When the job ends (completed, failed, cancelled): a signed POST to this URL, and the type's hooks
     # when `notify` (JobType.spec sets it for a type with hooks); both ride on one delivery job
     # (shared/callbacks.py).
     callback_url: str | None = Field(default=None, max_length=MAX_CALLBACK_URL)
     notify: bool = False
+
+    @model_validator(mode="after")
+    def _dedup_alone(self) -> JobSpec:
+        scheduled = bool(self.delay) or self.run_at is not None
+        conflict = debounce_conflict(
+            singleton_key=self.singleton_key, scheduled=scheduled, idempotency_key=self.idempotency_key
+        )
+        if self.debounce is not None and conflict:
+            raise ValueError(conflict)
+        return self
 
     @field_validator("run_at")
     @classmethod
@@ -122,12 +173,16 @@ class Job(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
     cancel_requested: bool = False
+    steps: dict[str, Any] = Field(default_factory=dict)  # durable steps recorded: name -> result, in order
+    singleton_key: str | None = None
+    debounce_key: str | None = None
     callback_url: str | None = None
 
 
 class EnqueueResult(BaseModel):
     job: Job
-    created: bool  # False when an idempotency key matched an existing job
+    created: bool  # False when an idempotency key matched an existing job, or the submit was debounced
+    debounced: bool = False  # the submit joined a job waiting out its debounce window (it took its payload)
 
 
 class EnqueueReply(BaseModel):
@@ -151,7 +206,7 @@ class ClaimedJob(BaseModel):
     lease_until: datetime
 
 
-OutcomeStatus = Literal["completed", "failed", "retry", "cancelled"]
+OutcomeStatus = Literal["completed", "failed", "retry", "cancelled", "sleep"]
 
 
 class Outcome(BaseModel):
@@ -162,7 +217,9 @@ class Outcome(BaseModel):
     status: OutcomeStatus
     result: Any = None
     error: JobError | None = None
-    retry_after: float | None = Field(default=None, ge=0)  # for status "retry": the handler's delay
+    # For status "retry": the handler's delay; for "sleep": how long the job sleeps (JobContext.sleep).
+    retry_after: float | None = Field(default=None, ge=0)
+    step: str | None = None  # for status "sleep": the sleep's step name
     progress: int | None = Field(default=None, ge=0, le=100)
     logs: list[str] = Field(default_factory=list)
 

@@ -37,7 +37,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from shared.errors import UnknownJobTypeError, ValidationError, validation_message
 from shared.lanes import Lanes
-from shared.models import NAME_PATTERN, TERMINAL_STATES, Backoff, Job, JobSpec, QueueOptions, State
+from shared.models import NAME_PATTERN, TERMINAL_STATES, Backoff, Debounce, Job, JobSpec, QueueOptions, State
 from shared.priorities import DEFAULT_PRIORITY
 
 if TYPE_CHECKING:
@@ -96,6 +96,8 @@ class JobType:
         idempotency_key: str | None = None,
         metadata: dict[str, Any] | None = None,
         tags: list[str] | None = None,
+        singleton_key: str | None = None,
+        debounce: Debounce | None = None,
         callback_url: str | None = None,
     ) -> JobSpec:
         """The engine's spec for a job of this type: the payload checked against its model (kept with its
@@ -115,6 +117,8 @@ class JobType:
             "idempotency_key": idempotency_key,
             "metadata": metadata or {},
             "tags": tags or [],
+            "singleton_key": singleton_key,
+            "debounce": debounce,
             "callback_url": callback_url,
             "notify": bool(self.hooks),
         }

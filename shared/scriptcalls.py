@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypedDict, TypeVar
+from typing import Any, Generic, Literal, NotRequired, TypedDict, TypeVar
 
 from shared.codec import dumps
 from shared.store import Store
@@ -41,6 +41,10 @@ class EnqueueJob(TypedDict):
     ih: str  # request hash
     ix: list[int]  # KEYS indexes of listing indexes
     ln: str  # consumer lane
+    sg: NotRequired[str]  # singleton key digest (keys.hold_digest)
+    db: NotRequired[str]  # debounce key digest
+    dw: NotRequired[int]  # debounce window ms
+    dm: NotRequired[int]  # debounce: longest wait after the first submit, ms
 
 
 class EnqueueGroup(TypedDict):
@@ -74,11 +78,19 @@ class FinishOutcome(TypedDict):
     ra: int | None  # retry after ms
     p: int | None  # progress
     g: list[str]  # log lines
+    sn: NotRequired[str]  # status "sleep": the sleep's step name as JSON text
 
 
 class FinishPlan(TypedDict):
     o: list[FinishOutcome]
     u: float  # jitter draw in [0, 1)
+
+
+class StepPlan(TypedDict):
+    id: str  # unique id
+    k: str  # token
+    n: str  # step name as JSON text
+    r: str  # result JSON
 
 
 class LeasePlan(TypedDict):
@@ -159,6 +171,7 @@ CLAIM = Script[ClaimPlan]("claim")
 FINISH = Script[FinishPlan]("finish")
 CYCLE = Cycle("cycle")
 EXTEND = Script[ExtendPlan]("extend")
+STEP = Script[StepPlan]("step")
 REPORT = Script[ReportPlan]("report")
 RELEASE = Script[LeasePlan]("release")
 CANCEL = Script[JobPlan]("cancel")

@@ -31,6 +31,8 @@ from shared.errors import (
     JobNotFoundError,
     JobqError,
     LeaseLostError,
+    PayloadTooLargeError,
+    SingletonConflictError,
     StoreError,
     StoreUnavailableError,
     ValidationError,
@@ -42,6 +44,8 @@ from shared.limits import (
     CALLBACK_TYPE,
     MAX_ERRORS_KEPT,
     MAX_LOG_LINES,
+    MAX_STEPS,
+    MAX_STEPS_BYTES,
 )
 from shared.models import QueueOptions
 from shared.settings import Settings
@@ -55,6 +59,8 @@ ERRORS_BY_CODE: dict[str, type[JobqError]] = {
         IdempotencyConflictError,
         InvalidTransitionError,
         LeaseLostError,
+        PayloadTooLargeError,
+        SingletonConflictError,
         ValidationError,
     )
 }
@@ -108,9 +114,9 @@ def constants_header() -> str:
     no process has published (QueueOptions' defaults)."""
     default_policy = ", ".join(f"{name} = {value}" for name, value in QueueOptions().stored().items())
     return (
-        f"local LIMITS = {{errors = {MAX_ERRORS_KEPT}, log_lines = {MAX_LOG_LINES}, "
-        f'callback_type = "{CALLBACK_TYPE}", callback_owner = "{CALLBACK_OWNER}", '
-        f"callback_attempts = {CALLBACK_ATTEMPTS}, "
+        f"local LIMITS = {{errors = {MAX_ERRORS_KEPT}, log_lines = {MAX_LOG_LINES}, steps = {MAX_STEPS}, "
+        f'step_bytes = {MAX_STEPS_BYTES}, callback_type = "{CALLBACK_TYPE}", '
+        f'callback_owner = "{CALLBACK_OWNER}", callback_attempts = {CALLBACK_ATTEMPTS}, '
         f"callback_timeout = {CALLBACK_TIMEOUT:g}}}\n"
         f"local DEFAULT_POLICY = {{{default_policy}}}"
     )

@@ -13,7 +13,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from functions.api.middleware import printable
-from shared.errors import JobqError, RateLimitedError, StoreUnavailableError, validation_message
+from shared.errors import (
+    JobqError,
+    RateLimitedError,
+    SingletonConflictError,
+    StoreUnavailableError,
+    validation_message,
+)
 
 log = logging.getLogger("jobq.api")
 
@@ -47,10 +53,13 @@ def error_response(
     field: str | None = None,
     headers: dict[str, str] | None = None,
     request_id: str | None = None,
+    job_id: str | None = None,
 ) -> JSONResponse:
     detail: dict[str, Any] = {"code": code, "message": printable(message)}
     if field is not None:
         detail["field"] = printable(field)
+    if job_id is not None:  # the job a conflict is with (a singleton key's holder)
+        detail["job_id"] = job_id
     if request_id is not None:
         detail["request_id"] = request_id
     return JSONResponse({"error": detail}, status_code=status, headers=headers)
@@ -88,7 +97,12 @@ async def _jobq_error(request: Request, exc: Exception) -> JSONResponse:
         request_id = _request_id(request)
         log.error("store error %s: %s", exc.code, exc.message, extra={"request_id": request_id})
         return error_response(500, "internal", "internal error", request_id=request_id)
-    return error_response(exc.status_code, exc.code, exc.message, field=exc.field, headers=headers)
+    job_id = exc.job_id if isinstance(exc, SingletonConflictError) else None
+    if job_id is not None:
+        headers["Location"] = f"/v1/jobs/{job_id}"
+    return error_response(
+        exc.status_code, exc.code, exc.message, field=exc.field, headers=headers, job_id=job_id
+    )
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

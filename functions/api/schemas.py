@@ -22,6 +22,7 @@ from shared.limits import MAX_CALLBACK_URL, MAX_TAGS, utc_run_at
 from shared.models import (
     TAG_PATTERN,
     Backoff,
+    Debounce,
     ErrorKind,
     Job,
     QueueStats,
@@ -57,6 +58,7 @@ class ErrorDetail(BaseModel):
     message: str
     field: str | None = None
     request_id: str | None = None
+    job_id: str | None = None  # a conflict's other job (409 singleton_conflict)
 
 
 class ErrorBody(BaseModel):
@@ -67,6 +69,12 @@ class ErrorBody(BaseModel):
 
 class BackoffCreate(Backoff):
     """A job's backoff as a request gives it: the engine's Backoff with strict numbers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class DebounceCreate(Debounce):
+    """A submit's debounce as a request gives it: the engine's Debounce with strict numbers."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -90,6 +98,16 @@ class JobCreate(BaseModel):
         default_factory=dict, description="Free-form labels; size bound in shared/limits.py."
     )
     tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
+    singleton_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="At most one waiting or running job per key (per queue and owner): 409 while one is.",
+    )
+    debounce: DebounceCreate | None = Field(
+        default=None, description="Submits with the same key within the window make one run, the last."
+    )
+
     callback_url: str | None = Field(
         default=None,
         description="An http(s) URL POSTed (signed) when the job completes, fails or is cancelled; "
@@ -184,12 +202,19 @@ class JobPublic(BaseModel):
     finished_at: datetime | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
+    steps: int = Field(default=0, description="Durable steps recorded (sleeps included).")
+    step_results: dict[str, Any] = Field(
+        default_factory=dict, description="Each recorded step's result by name, in the order recorded."
+    )
+    singleton_key: str | None = None
+    debounce_key: str | None = None
     callback_url: str | None = None
 
     @classmethod
     def of(cls, job: Job, registry: Registry) -> JobPublic:
         """The owner's view; the payload with its type's secret fields masked (shared.registry)."""
-        data = job.model_dump(exclude={"backoff", "timeout"})
+        data = job.model_dump(exclude={"backoff", "timeout", "steps"})
+        data["steps"], data["step_results"] = len(job.steps), job.steps
         payload = registry.public_payload(job.type, job.payload)
         return cls.model_validate({**data, "payload": payload, "timeout_seconds": job.timeout})
 

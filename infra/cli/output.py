@@ -151,6 +151,12 @@ def job_panel(job: dict[str, Any]) -> Panel:
         rows.append(("idempotency key", job["idempotency_key"]))
     if job.get("tags"):
         rows.append(("tags", ", ".join(job["tags"])))
+    for key in ("singleton_key", "debounce_key"):
+        if job.get(key):
+            rows.append((key.replace("_", " "), job[key]))
+    if job.get("steps"):
+        names = ", ".join(job.get("step_results") or {})
+        rows.append(("steps", f"{job['steps']}: {names}"))
     rows.append(("payload", compact(job.get("payload"))))
     if job["state"] == "completed":
         rows.append(("result", compact(job.get("result"))))

@@ -17,6 +17,7 @@ cut mid-job by its own deadline; longer jobs wait for a run of a longer lane (sh
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -112,8 +113,8 @@ class Consumer:
         finally:
             self._run = None
         summary = (
-            "consumer run: claimed %d, completed %d, failed %d, retried %d, cancelled %d, handed back %d, "
-            "lost %d in %.1f s (%d claims); stopped: %s"
+            "consumer run: claimed %d, completed %d, failed %d, retried %d, slept %d, cancelled %d, "
+            "handed back %d, lost %d in %.1f s (%d claims); stopped: %s"
         )
         level = logging.INFO if report.claimed or report.lost else logging.DEBUG
         log.log(
@@ -123,6 +124,7 @@ class Consumer:
             report.completed,
             report.failed,
             report.retried,
+            report.slept,
             report.cancelled,
             report.released,
             report.lost,
@@ -368,7 +370,8 @@ class _Run:
             self.recorder.hand_back(lease, lease_until)
             self.blocked.add(job.queue)
             return
-        ctx = JobContext(claimed, clock=self.c._clock)
+        record_step = functools.partial(self.c.engine.step, lease)
+        ctx = JobContext(claimed, clock=self.c._clock, wall=self.c._wall, record_step=record_step)
         ctx.deadline = min(self.c._clock() + job.timeout, self.deadline)
         slot = Slot(claimed, ctx, lease_until=lease_until)
         self.slots[job.id] = slot

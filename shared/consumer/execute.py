@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from shared.consumer import outcomes
-from shared.context import JobContext
+from shared.context import JobContext, Sleep
 from shared.errors import UnknownJobTypeError, ValidationError
 from shared.models import ClaimedJob, Outcome
 from shared.registry import JobType, Registry
@@ -37,6 +37,8 @@ async def execute(
     try:
         async with asyncio.timeout(job.timeout) as scope:
             result = await _call(job_type.handler, payload, ctx)
+    except Sleep as sleep:  # the handler ends this invocation; the job resumes when the sleep is over
+        return outcomes.asleep(job.id, token, sleep.seconds, sleep.step)
     except TimeoutError as exc:
         if scope.expired():
             return outcomes.timed_out(job.id, token, job.timeout, job.attempts)

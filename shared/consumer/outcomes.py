@@ -60,6 +60,11 @@ def cancelled(job_id: str, token: str, attempt: int) -> Outcome:
     return Outcome(job_id=job_id, token=token, status="cancelled", error=error)
 
 
+def asleep(job_id: str, token: str, seconds: float, step: str) -> Outcome:
+    """The handler sleeps (JobContext.sleep): delayed `seconds`, its attempt given back, the sleep a step."""
+    return Outcome(job_id=job_id, token=token, status="sleep", retry_after=seconds, step=step)
+
+
 def interrupted(job_id: str, token: str, attempt: int) -> Outcome:
     """A handler still running when the shutdown grace ran out: retry at once (the attempt counts)."""
     error = JobError(kind=ErrorKind.RETRYABLE, message="interrupted by consumer shutdown", attempt=attempt)

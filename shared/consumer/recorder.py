@@ -30,12 +30,13 @@ class Tally:
     completed: int = 0
     failed: int = 0
     retried: int = 0
+    slept: int = 0  # jobs that went to sleep (ctx.sleep): back to delayed, no attempt used
     cancelled: int = 0
     released: int = 0
     lost: int = 0  # outcomes the engine refused (lease expired or taken over) or that outlived their lease
 
-    def count(self, results: list[FinishResult]) -> None:
-        for result in results:
+    def count(self, outcomes: list[Outcome], results: list[FinishResult]) -> None:
+        for outcome, result in zip(outcomes, results, strict=True):
             if not result.ok:
                 self.lost += 1
             elif result.state == State.COMPLETED:
@@ -44,6 +45,8 @@ class Tally:
                 self.failed += 1
             elif result.state == State.CANCELLED:
                 self.cancelled += 1
+            elif outcome.status == "sleep":
+                self.slept += 1
             else:  # back to delayed or waiting
                 self.retried += 1
 
@@ -150,7 +153,7 @@ class Recorder:
         if isinstance(results, JobqError):  # an error reply cannot heal by repeating: the leases will expire
             log.error("finish of %d outcomes refused (their leases will expire): %s", len(batch), results)
         else:
-            self._tally.count(results)
+            self._tally.count([p.outcome for p in batch], results)
             # A delivery job of callbacks or hooks, too, is work the due-index now shows.
             if any(r.ok and (r.state in (State.DELAYED, State.WAITING) or r.delivery) for r in results):
                 self.retries_scheduled = True

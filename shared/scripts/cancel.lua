@@ -2,6 +2,7 @@
 -- records "cancelled" at its next heartbeat or finish); terminal -> unchanged.
 -- KEYS: the queue's block (lib.lua block).
 -- ARGV[1] now ms or -1, ARGV[2] JSON plan {id: unique id, owner: owner or "" (any)}.
+-- A queued job cancelled releases its singleton and debounce keys (lib.lua release_holds).
 -- A job that asked for a callback or has hooks gets its delivery job (lib.lua notify).
 -- A cancelled job is kept for its queue's cancelled retention (lib.lua apply_retention).
 -- Returns JSON {now, j: the flat record after the change}; error not_found when missing or owned by another.
@@ -22,6 +23,8 @@ if m.s == 'queued' then
   m.s, m.fa = 'cancelled', now
   rec[2] = pack_m(m)
   stage(Q, {id .. ':m', rec[2]}) -- one HSET at commit, with a delivery job's record when there is one
+  release_holds(Q, 's', {{h, id}})
+  release_holds(Q, 'd', {{h, id}})
   local s = meta(Q, now)
   notify(s, id, h, 'cancelled')
   madd(s, 'cancelled', 1)

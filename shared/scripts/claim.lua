@@ -2,6 +2,8 @@
 -- promote due delayed jobs, then take up to n waiting jobs by priority, mark them active with a lease
 -- and a fresh token. Honours the queue's rate limit and queue-wide concurrency limit, and optionally
 -- takes only jobs whose timeout fits the caller (a lane): the others stay in waiting, in place.
+-- A job leaving waiting releases its debounce key (a later submit starts a new window); a reaped job
+-- out of attempts releases its singleton key (lib.lua release_holds).
 -- A queue that is not due (nothing waiting, no delayed job or lease deadline reached, or paused) costs
 -- one inner read: its meta, whose due mirror says so.
 -- KEYS: the queue's block (lib.lua block).
@@ -36,7 +38,7 @@ local nr = tonumber(s.v.nr)
 if nr and nr <= now then
   local expired = redis.call('ZRANGEBYSCORE', Q.state.active, '-inf', n2s(now), 'LIMIT', 0, 100)
   if #expired > 0 then
-    local recovered, recovered_ids, dead, failed_pairs = {}, {}, {}, {}
+    local recovered, recovered_ids, dead, failed_pairs, dead_holds = {}, {}, {}, {}, {}
     local recs = records(Q, expired)
     for i, id in ipairs(expired) do
       local rec = recs[i]
@@ -58,6 +60,7 @@ if nr and nr <= now then
           failed_pairs[#failed_pairs + 1] = n2s(now)
           failed_pairs[#failed_pairs + 1] = id
           dead[#dead + 1] = id
+          dead_holds[#dead_holds + 1] = {h, id}
         end
         writes[#writes + 1] = id .. ':m'; writes[#writes + 1] = pack_m(m)
       end
@@ -68,6 +71,7 @@ if nr and nr <= now then
     zrem(Q.state.active, expired)
     requeue_front(s, recovered)
     zadd(Q.state.failed, failed_pairs)
+    release_holds(Q, 's', dead_holds)
     madd(s, 'retried', #recovered)
     madd(s, 'failed', #dead)
     add_throughput(s, 0, #dead)
@@ -119,7 +123,7 @@ end
 -- jobs too long for the caller are popped, inspected and put back with their own score, and so are the
 -- jobs of an owner at its limit (at most n + 100 inspected per call), so a call that skips nothing costs
 -- what an unfiltered one does.
-local claimed, active_pairs, ids, skipped = {}, {}, {}, {}
+local claimed, active_pairs, ids, skipped, debounced = {}, {}, {}, {}, {}
 local wait_sum = 0
 local budget = n + 100
 local filtered = max_timeout >= 0 or per_owner > 0
@@ -174,6 +178,7 @@ while take > #ids and budget > 0 do
         active_pairs[#active_pairs + 1] = n2s(until_)
         active_pairs[#active_pairs + 1] = id
         ids[#ids + 1] = id
+        if h.db then debounced[#debounced + 1] = {h, id} end
         mlower(s, 'nr', until_)
         local waited = math.max(0, now - eligible)
         wait_sum = wait_sum + waited
@@ -188,6 +193,7 @@ end
 if per_owner > 0 then add_owner_active(Q, owner_delta) end
 zadd(Q.state.waiting, skipped)
 zadd(Q.state.active, active_pairs)
+release_holds(Q, 'd', debounced)
 stage(Q, writes)
 emit(s, 'active', ids)
 s.took = #ids > 0

@@ -1,5 +1,12 @@
 -- enqueue.lua: create jobs (of one or more queues) in one call, or return the existing job of a repeated
--- idempotency key. All or nothing: every idempotency key is checked before anything is written.
+-- idempotency key. All or nothing: every idempotency key and singleton key is checked before anything is
+-- written.
+-- Singleton (`sg`): at most one queued or active job per key (per queue and owner): a submit while one
+-- holds the key is refused (singleton_conflict, naming it). Debounce (`db`): a submit while the key's
+-- job still waits out its window joins it: that job takes this submit's record (the last payload wins)
+-- and its run-at moves to now + the window (never earlier), no later than its first submit + the longest
+-- wait. Both
+-- hold their key in the queue's dedup hash (lib.lua release_holds).
 -- KEYS: one block per queue (lib.lua block), then the listing and idempotency keys the plan points at.
 -- ARGV[1] now ms (the submitter's clock, as in the job ids), ARGV[2] JSON plan (shared/scriptcalls.py
 -- EnqueuePlan):
@@ -7,9 +14,11 @@
 --    g: [{q: queue, b: KEYS index before the queue's block,
 --         jobs: [{i: position in the batch, u: unique id, d: immutable JSON, pr: priority, delay: ms,
 --                 at: run-at ms or null, o: owner, ik: KEYS index of the idempotency key or 0,
---                 ih: request hash, ix: [KEYS indexes of listing indexes], ln: its consumer lane}]}]}
+--                 ih: request hash, ix: [KEYS indexes of listing indexes], ln: its consumer lane,
+--                 sg: singleton digest, db: debounce digest, dw: window ms, dm: longest wait ms}]}]}
 -- Returns JSON {t: [lanes asked for a run (none was pending for the queue)],
---   r: [[1, index state, packed m] | [0, public id, flat record] for an idempotent repeat] by position}.
+--   r: [[1, index state, packed m] | [0, public id, flat record] for an idempotent repeat
+--       | [2, unique id, packed m] for a submit that joined a debounced job] by position}.
 local now = now_ms(ARGV[1])
 local plan = cjson.decode(ARGV[2])
 local replies = {}
@@ -30,17 +39,68 @@ for _, g in ipairs(plan.g) do
   end
 end
 
+-- A job still holding its key: queued or active (a key left by a job gone another way is free).
+local function live(Q, unique)
+  local rec = records(Q, {unique})[1]
+  if not rec[1] then return nil end
+  return unpack_m(rec[2])
+end
+
+local taken = {}
+for _, g in ipairs(plan.g) do
+  local Q = block(g.b)
+  for _, job in ipairs(g.jobs) do
+    if job.sg and not existing[job.i] then
+      local field = 's:' .. job.sg
+      local holder = taken[field] -- an earlier job of this batch
+      if not holder then
+        holder = redis.call('HGET', Q.dedup, field)
+        local m = holder and live(Q, holder)
+        if not (m and (m.s == 'queued' or m.s == 'active')) then holder = nil end
+      end
+      if holder then return fail('singleton_conflict', 'jobs[' .. job.i .. '] ' .. holder .. '.' .. g.q) end
+      taken[field] = job.u
+    end
+  end
+end
+
 local asked, asked_list = {}, {}
 local listing, listing_order = {}, {}
+local function list_in(ix, unique)
+  local list = listing[ix]
+  if not list then list = {}; listing[ix] = list; listing_order[#listing_order + 1] = ix end
+  list[#list + 1] = 0
+  list[#list + 1] = unique
+end
 for _, g in ipairs(plan.g) do
   local Q = block(g.b)
   local s = meta(Q, now)
-  local fields, waiting, delayed, wids, dids = {}, {}, {}, {}, {}
+  local fields, waiting, delayed, wids, dids, holds = {}, {}, {}, {}, {}, {}
   local first_waiting = false
   for _, job in ipairs(g.jobs) do
+    local joined = nil
+    if job.db then
+      local holder = redis.call('HGET', Q.dedup, 'd:' .. job.db)
+      local m = holder and live(Q, holder)
+      if m and m.s == 'queued' and (tonumber(m.ra) or 0) > now then
+        -- Never earlier than it was (concurrent submitters' clocks differ by a little).
+        local at = math.min(math.max(tonumber(m.ra), now + job.dw), id_ms(holder) + job.dm)
+        m.ra = at
+        joined = pack_m(m)
+        fields[#fields + 1] = holder; fields[#fields + 1] = job.d
+        fields[#fields + 1] = holder .. ':m'; fields[#fields + 1] = joined
+        delayed[#delayed + 1] = n2s(at * 10 + job.pr)
+        delayed[#delayed + 1] = holder
+        dids[#dids + 1] = holder
+        mlower(s, 'nd', at)
+        -- Its tag listings follow the record it took (job.ix[1] is the owner's listing, which has it).
+        for k = 2, #job.ix do list_in(job.ix[k], holder) end
+        replies[job.i + 1] = {2, holder, joined}
+      end
+    end
     if existing[job.i] then
       replies[job.i + 1] = existing[job.i]
-    else
+    elseif not joined then
       local at = now + job.delay
       if job.at ~= cjson.null and job.at then at = job.at end
       local state, m = 'waiting', fresh_m(job.u) -- its state field is left out (lib.lua fresh_m)
@@ -59,16 +119,13 @@ for _, g in ipairs(plan.g) do
         dids[#dids + 1] = job.u
         mlower(s, 'nd', at)
       end
-      for _, ix in ipairs(job.ix) do
-        local list = listing[ix]
-        if not list then list = {}; listing[ix] = list; listing_order[#listing_order + 1] = ix end
-        list[#list + 1] = 0
-        list[#list + 1] = job.u
-      end
+      for _, ix in ipairs(job.ix) do list_in(ix, job.u) end
       if job.ik > 0 then
         redis.call('SET', KEYS[job.ik], job.u .. '.' .. g.q .. '|' .. job.ih, 'PX', plan.w)
       end
       replies[job.i + 1] = {1, state, m}
+      if job.sg then holds[#holds + 1] = 's:' .. job.sg; holds[#holds + 1] = job.u end
+      if job.db then holds[#holds + 1] = 'd:' .. job.db; holds[#holds + 1] = job.u end
       -- Ask the job's lane for a run of this queue unless one is pending (a claim clears it, and it
       -- expires, so a lost trigger cannot block later ones).
       if not asked[job.ln] then
@@ -83,6 +140,7 @@ for _, g in ipairs(plan.g) do
     end
   end
   hset_flat(Q.jobs, fields)
+  if #holds > 0 then redis.call('HSET', Q.dedup, unpack(holds)) end
   if #waiting > 0 then zadd(Q.state.waiting, arrival_scores(s, waiting)) end
   zadd(Q.state.delayed, delayed)
   -- A queue at its concurrency limit is not made due by new waiting jobs: its next finish does that.

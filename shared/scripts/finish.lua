@@ -2,7 +2,9 @@
 -- completed -> completed; failed (permanent, or attempts exhausted) -> failed (dead-letter);
 -- failed (retryable/timeout) -> delayed with backoff; retry -> delayed after the handler's delay;
 -- cancelled, or any outcome of a job whose cancellation was requested -> cancelled (a late `completed`
--- too: cancel wins, and its result is dropped).
+-- too: cancel wins, and its result is dropped); sleep (JobContext.sleep) -> delayed until the wake
+-- time, the attempt given back and the sleep recorded as a step (a resumed job does not sleep again).
+-- A job leaving for good releases its singleton key (lib.lua release_holds).
 -- A token that does not match changes nothing (ok=false). A job no longer active whose token still
 -- matches has already taken this outcome (an HTTP retry): ok=true, nothing changes twice.
 -- A job that asked for a callback or has hooks gets its delivery job here (lib.lua notify).
@@ -11,7 +13,8 @@
 -- KEYS: the queue's block (lib.lua block).
 -- ARGV[1] now ms or -1, ARGV[2] JSON plan (shared/scriptcalls.py FinishPlan)
 --   {o: [{id: unique id, k: token, st: status, r: result JSON|null, e: {kind, message}|null,
---         ra: delay ms|null, p: progress|null, g: [log lines]}], u: jitter draw}
+--         ra: delay ms|null (retry, sleep), p: progress|null, g: [log lines], sn: sleep step name JSON}],
+--    u: jitter draw}
 -- Returns JSON [[ok 0|1, state|"", 1 when a delivery job was written], ...] in outcome order.
 local now = now_ms(ARGV[1])
 local plan = cjson.decode(ARGV[2])
@@ -24,6 +27,7 @@ local by_state = {}
 local owners = {}
 local counts = {}
 local ids = {}
+local ended = {} -- {h, id} of jobs leaving for good: their singleton keys are released
 for i, o in ipairs(plan.o) do ids[i] = o.id end
 local recs = records(Q, ids)
 
@@ -48,7 +52,15 @@ for i, o in ipairs(plan.o) do
     -- Cancel wins over any late outcome, a result included: the caller was told the job is cancelled.
     if m.x == '1' then status = 'cancelled' end
     local state, delay = status, nil
-    if status == 'failed' or status == 'retry' then
+    if status == 'sleep' then
+      -- Not a failure: the attempt is given back and the sleep becomes a step, with its wake time.
+      state, delay = 'delayed', math.max(0, tonumber(o.ra) or 0)
+      m.a = math.max(0, m.a - 1)
+      if o.sn and not has_step(rec[6], o.sn) then
+        writes[#writes + 1] = o.id .. ':s'
+        writes[#writes + 1] = (rec[6] or '') .. o.sn .. '\t' .. n2s(now + delay) .. '\n'
+      end
+    elseif status == 'failed' or status == 'retry' then
       local after = nil
       if status == 'retry' and o.ra ~= cjson.null and o.ra then after = o.ra end
       delay = retry_delay_ms(h, attempt, err and err.kind, (plan.u + i * 0.6180339887) % 1, after)
@@ -63,7 +75,7 @@ for i, o in ipairs(plan.o) do
       m.s, m.ra, m.sa = 'queued', at, ''
       delayed[#delayed + 1] = n2s(at * 10 + h.p)
       delayed[#delayed + 1] = o.id
-      counts.retried = (counts.retried or 0) + 1
+      if status ~= 'sleep' then counts.retried = (counts.retried or 0) + 1 end
       mlower(s, 'nd', at)
     else
       m.s, m.fa = state, now
@@ -76,6 +88,7 @@ for i, o in ipairs(plan.o) do
       list[#list + 1] = n2s(now)
       list[#list + 1] = o.id
       counts[state] = (counts[state] or 0) + 1
+      ended[#ended + 1] = {h, o.id}
     end
     writes[#writes + 1] = o.id .. ':m'; writes[#writes + 1] = pack_m(m)
     if state == 'completed' or state == 'failed' then
@@ -94,6 +107,7 @@ end
 if #moved > 0 then
   stage(Q, writes)
   zrem(Q.state.active, moved)
+  release_holds(Q, 's', ended)
   if s.pol.oc > 0 then add_owner_active(Q, owners) end
   local added = {}
   for state, pairs_ in pairs(terminal) do

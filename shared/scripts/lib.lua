@@ -12,14 +12,14 @@ local PRIO_SCALE = 17592186044416 -- 2^44: waiting score = priority * 2^44 + arr
 local FRONT_BAND = 8796093022208 -- 2^43: jobs handed back wait at priority * 2^44 - 2^43 + rseq
 local STATES = {'waiting', 'delayed', 'active', 'completed', 'failed', 'cancelled'}
 local RUN_BOUNDS = {50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000} -- ms, per bucket
-local BLOCK_SIZE = 12
+local BLOCK_SIZE = 13
 local TRIM_EVERY = 1000 -- ms: terminal indexes are trimmed to the retention at most this often per queue
 local TRIM_MAX = 5000 -- jobs deleted per state and trim pass
 
 -- The keys of the queue whose block starts after KEYS[base].
 local function block(base)
   local Q = {jobs = KEYS[base + 1], meta = KEYS[base + 8], due = KEYS[base + 9], events = KEYS[base + 10],
-    owners = KEYS[base + 11], fair = KEYS[base + 12], state = {}}
+    owners = KEYS[base + 11], fair = KEYS[base + 12], dedup = KEYS[base + 13], state = {}}
   for i, s in ipairs(STATES) do Q.state[s] = KEYS[base + 1 + i] end
   return Q
 end
@@ -90,8 +90,8 @@ local function pack_m(t)
 end
 
 -- A job record's fields in the queue's jobs hash: the immutable JSON under the id, the rest under
--- "<id>:<part>" (m state, e errors, g logs, r result).
-local RECORD_PARTS = {'m', 'e', 'g', 'r'}
+-- "<id>:<part>" (m state, e errors, g logs, r result, s durable steps: STEPS below).
+local RECORD_PARTS = {'m', 'e', 'g', 'r', 's'}
 local function record_fields(id)
   local f = {id}
   for _, part in ipairs(RECORD_PARTS) do f[#f + 1] = id .. ':' .. part end
@@ -145,7 +145,7 @@ end
 -- A record as the flat field list the caller decodes (Python codec.decode_job): d, m, e, g, r present.
 local function flat_record(rec)
   local out = {}
-  local names = {'d', 'm', 'e', 'g', 'r'}
+  local names = {'d', 'm', 'e', 'g', 'r', 's'}
   for i, name in ipairs(names) do
     if rec[i] then out[#out + 1] = name; out[#out + 1] = rec[i] end
   end
@@ -482,4 +482,32 @@ local function apply_retention(s, added)
   if added.completed then trim_terminal(s, 'completed', s.now - p.kc, p.kn) end
   if added.failed then trim_terminal(s, 'failed', s.now - p.kf, nil) end
   if added.cancelled then trim_terminal(s, 'cancelled', s.now - p.kx, nil) end
+end
+
+-- Durable steps, the record part "<id>:s": one line per recorded step, `<name JSON>\t<result JSON>\n`,
+-- in the order recorded. Compact JSON never holds a raw tab or newline, so a step is found by its name
+-- without decoding any result (shared/codec.py decode_steps reads it back).
+local function has_step(steps, name_json)
+  return string.find('\n' .. (steps or ''), '\n' .. name_json .. '\t', 1, true) ~= nil
+end
+local function step_count(steps)
+  local _, n = string.gsub(steps or '', '\n', '')
+  return n
+end
+
+-- Singleton and debounce keys held in a queue: its `dedup` hash, field '<kind>:<digest>' ('s'
+-- singleton, 'd' debounce; the digest of owner and key sits in the job's policy head as `sg` / `db`)
+-- -> the unique id of the job holding it. Release the holds of `kind` of jobs leaving the state that
+-- holds them, items = {{h, id}}: only a field still naming the job (a job re-run by hand holds none).
+local function release_holds(Q, kind, items)
+  local fields, ids = {}, {}
+  for _, item in ipairs(items) do
+    local digest = item[1][kind == 's' and 'sg' or 'db']
+    if digest then fields[#fields + 1] = kind .. ':' .. digest; ids[#ids + 1] = item[2] end
+  end
+  if #fields == 0 then return end
+  local held = redis.call('HMGET', Q.dedup, unpack(fields))
+  local gone = {}
+  for i, f in ipairs(fields) do if held[i] == ids[i] then gone[#gone + 1] = f end end
+  if #gone > 0 then redis.call('HDEL', Q.dedup, unpack(gone)) end
 end

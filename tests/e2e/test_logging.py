@@ -105,8 +105,8 @@ async def test_one_info_line_per_run_and_job_lines_at_debug(
     await runtime.consumer.drain(budget=20)
     info = [e for e in parse(output) if e["level"] != "debug"]
     assert [e["event"] for e in info] == [
-        "consumer run: claimed 4, completed 2, failed 1, retried 1, cancelled 0, handed back 0, lost 0"
-        f" in {info[0]['event'].split(' in ')[1]}"
+        "consumer run: claimed 4, completed 2, failed 1, retried 1, slept 0, cancelled 0, handed back 0, "
+        f"lost 0 in {info[0]['event'].split(' in ')[1]}"
     ]
     assert not any(e.get("job_id") for e in info)
 

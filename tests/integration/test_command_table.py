@@ -19,7 +19,7 @@ from functions.api.auth import Principal
 from functions.api.events import OwnerFeed, StreamCursor, Watch
 from functions.api.ratelimit import SubmitLimiter
 from shared.engine import Engine
-from shared.models import ClaimedJob, JobSpec, Outcome
+from shared.models import ClaimedJob, Debounce, JobSpec, Lease, Outcome
 from tests.support.billing import measure_billed
 from tests.support.engine_fixtures import EngineFactory
 
@@ -58,6 +58,7 @@ class Ops:
         self.engine, self.limiter = engine, limiter
         self.claimed: list[ClaimedJob] = []
         self.waiting_id = ""
+        self.keys = 0  # debounce keys used (a new key per measurement)
         self.feed = OwnerFeed(engine, Watch(owner="alice"), StreamCursor(base=0))
 
     async def drain(self) -> None:
@@ -95,6 +96,36 @@ class Ops:
             await e.enqueue(specs(1, callback_url=CALLBACK))
             await claim(1)
 
+        # Workflow rows run on queues of their own ("wf", "deb"), so the jobs they leave delayed change
+        # no other row's starting point.
+        async def one_claimed(**spec: Any) -> None:
+            while finished := await e.claim("wf", 1000):
+                await e.finish(done(finished))
+            await e.enqueue([JobSpec(type="echo", queue="wf", payload=PAYLOAD, owner="alice", **spec)])
+            self.claimed = await e.claim("wf", 1)
+
+        def lease() -> Lease:
+            return Lease(job_id=self.claimed[0].job.id, token=self.claimed[0].token)
+
+        def sleep() -> list[Outcome]:
+            c = self.claimed[0]
+            return [Outcome(job_id=c.job.id, token=c.token, status="sleep", retry_after=0.0, step="nap")]
+
+        def single() -> list[JobSpec]:
+            return [JobSpec(type="echo", queue="wf", payload=PAYLOAD, owner="alice", singleton_key="one")]
+
+        def debounced(key: str) -> list[JobSpec]:
+            window = Debounce(key=key, seconds=3600)
+            return [JobSpec(type="echo", queue="deb", payload=PAYLOAD, owner="alice", debounce=window)]
+
+        def new_key() -> list[JobSpec]:
+            self.keys += 1
+            return debounced(f"k{self.keys}")
+
+        async def drain_wf() -> None:
+            await one_claimed()
+            await e.finish(done(self.claimed))
+
         async def caught_up(owner: str | None = None) -> None:
             """alice's event stream read to its end; then `owner`'s 100 jobs submitted (not counted)."""
             while await self.feed.cursor.read(e, ["echo"]):
@@ -126,6 +157,18 @@ class Ops:
                 lambda: e.cancel(self.waiting_id),
             ),
             "rate limit check of a submit": (nothing, lambda: self.limiter.check(who)),
+            "record a durable step": (one_claimed, lambda: e.step(lease(), "step", '"done"')),
+            "finish 1 job that sleeps": (one_claimed, lambda: e.finish(sleep())),
+            "submit 1 job with a singleton key": (drain_wf, lambda: e.enqueue(single())),
+            "finish 1 job holding a singleton key": (
+                lambda: one_claimed(singleton_key="one"),
+                lambda: e.finish(done(self.claimed)),
+            ),
+            "submit 1 debounced job (a new key)": (nothing, lambda: e.enqueue(new_key())),
+            "submit 1 debounced job joining a waiting one": (
+                lambda: e.enqueue(debounced("same")),
+                lambda: e.enqueue(debounced("same")),
+            ),
             "owner event stream poll: nothing new": (caught_up, lambda: poll(0)),
             "owner event stream poll: 100 of the owner's jobs changed": (
                 lambda: caught_up("alice"),

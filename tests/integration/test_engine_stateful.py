@@ -23,9 +23,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from shared.codec import fresh_m, shown_state, unpack_m
+from shared.codec import as_fields, fresh_m, shown_state, unpack_m
 from shared.engine import Engine
-from shared.errors import InvalidTransitionError
+from shared.errors import InvalidTransitionError, SingletonConflictError
 from shared.ids import job_id as public_id
 from shared.ids import split_id
 from shared.keys import STATE_INDEXES
@@ -60,6 +60,8 @@ class EngineMachine(RuleBasedStateMachine):
         self.ids: list[str] = []
         self.tokens: dict[str, list[str]] = {}  # every token ever issued per job, newest last
         self.paused = False
+        self.singletons: dict[str, str] = {}  # job id -> its singleton key
+        self.rerun: set[str] = set()  # jobs run again by hand: they do not take their key again
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -150,6 +152,7 @@ class EngineMachine(RuleBasedStateMachine):
         job_id = data.draw(st.sampled_from(self.ids))
         try:
             self.run(self.engine.retry(job_id))
+            self.rerun.add(job_id)
         except InvalidTransitionError:
             assert self.run(self.engine.get(job_id)).state not in (State.FAILED, State.CANCELLED)
 
@@ -158,7 +161,63 @@ class EngineMachine(RuleBasedStateMachine):
         self.run(self.engine.resume(QUEUE) if self.paused else self.engine.pause(QUEUE))
         self.paused = not self.paused
 
+    @rule(key=st.sampled_from(["a", "b"]))
+    def submit_singleton(self, key: str) -> None:
+        spec = JobSpec(type=QUEUE, max_attempts=MAX_ATTEMPTS, singleton_key=key, backoff=Backoff(jitter=0))
+        try:
+            [result] = self.run(self.engine.enqueue([spec])).results
+        except SingletonConflictError as exc:
+            assert self.singletons.get(str(exc.job_id)) == key
+            return
+        self.ids.append(result.job.id)
+        self.singletons[result.job.id] = key
+
+    @precondition(lambda self: self.tokens)
+    @rule(data=st.data(), seconds=st.sampled_from([0, 5]))
+    def sleep_current(self, data: st.DataObject, seconds: int) -> None:
+        """A handler sleeps: delayed, its attempt given back, the sleep recorded as a step."""
+        job_id = data.draw(st.sampled_from(sorted(self.tokens)))
+        before = unpack_m(self.snapshot(job_id)["m"])
+        outcome = Outcome(job_id=job_id, token=self.tokens[job_id][-1], status="sleep", retry_after=seconds)
+        [result] = self.run(self.engine.finish([outcome.model_copy(update={"step": "nap"})]))
+        if before["s"] == "active" and before["k"] == self.tokens[job_id][-1] and before.get("x") != "1":
+            assert result.ok and result.state == State.DELAYED
+            job = self.run(self.engine.get(job_id))
+            assert job.attempts == int(before["a"]) - 1 and "nap" in job.steps
+
+    @precondition(lambda self: self.tokens)
+    @rule(data=st.data())
+    def record_steps(self, data: st.DataObject) -> None:
+        """A step with the newest token lands while the job is active; with any older one it never does."""
+        job_id = data.draw(st.sampled_from(sorted(self.tokens)))
+        tokens = self.tokens[job_id]
+        name = data.draw(st.sampled_from(["s1", "s2"]))
+        before = self.run(self.engine.get(job_id))
+        for stale in tokens[:-1]:
+            assert not self.run(self.engine.step(Lease(job_id=job_id, token=stale), name, '"stale"'))
+        ok = self.run(self.engine.step(Lease(job_id=job_id, token=tokens[-1]), name, '"fresh"'))
+        after = self.run(self.engine.get(job_id))
+        assert ok == (before.state == State.ACTIVE)
+        assert "stale" not in after.steps.values()
+        expected = {**before.steps, name: before.steps.get(name, "fresh")} if ok else before.steps
+        assert after.steps == expected
+
     # -- invariants ------------------------------------------------------------------------------
+
+    @invariant()
+    def a_singleton_key_has_one_live_job_and_is_held_only_by_it(self) -> None:
+        held = as_fields(
+            self.run(self.engine.store.command("HGETALL", self.engine.keys.queue(QUEUE).block()[-1]))
+        )
+        live: dict[str, list[str]] = {}
+        for job_id, key in self.singletons.items():
+            m = unpack_m(self.snapshot(job_id)["m"])
+            if m["s"] in ("queued", "active") and job_id not in self.rerun:
+                live.setdefault(key, []).append(job_id)
+        for key, holders in live.items():
+            assert len(holders) == 1, (key, holders)
+        holding = {split_id(holder)[0] for holders in live.values() for holder in holders}
+        assert set(held.values()) == holding, (held, live)  # released on every way out
 
     @invariant()
     def every_job_in_exactly_one_index_agreeing_with_its_hash(self) -> None:

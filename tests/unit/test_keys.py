@@ -18,7 +18,7 @@ def test_every_key_is_pinned() -> None:
     assert keys.queues() == "jobq:queues"
     mail = keys.queue("mail")
     assert mail.block() == [f"jobq:{{mail}}:{part}" for part in BLOCK]
-    assert ("jobs", *STATE_INDEXES, "meta", "due", "events", "owners", "fair") == BLOCK
+    assert ("jobs", *STATE_INDEXES, "meta", "due", "events", "owners", "fair", "dedup") == BLOCK
     assert mail.state("waiting") == "jobq:{mail}:waiting"
     assert (mail.jobs(), mail.meta(), mail.due(), mail.events()) == (
         "jobq:{mail}:jobs",
@@ -71,7 +71,7 @@ def test_lua_reads_the_block_in_the_same_order() -> None:
     """lib.lua's `block` maps KEYS positions to names: they must follow keys.py's BLOCK."""
     lib = (SCRIPTS / "lib.lua").read_text()
     assert f"local BLOCK_SIZE = {len(BLOCK)}" in lib
-    for name in ("jobs", "meta", "due", "events", "owners", "fair"):
+    for name in ("jobs", "meta", "due", "events", "owners", "fair", "dedup"):
         assert f"{name} = KEYS[base + {BLOCK.index(name) + 1}]" in lib
     assert "for i, s in ipairs(STATES) do Q.state[s] = KEYS[base + 1 + i] end" in lib
     assert "local STATES = {'waiting', 'delayed', 'active', 'completed', 'failed', 'cancelled'}" in lib

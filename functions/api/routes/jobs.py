@@ -40,7 +40,7 @@ from shared.errors import (
     ValidationError,
 )
 from shared.limits import CALLBACK_TIMEOUT, MAX_METADATA_BYTES
-from shared.models import NAME_PATTERN, TAG_PATTERN, JobSpec, State
+from shared.models import NAME_PATTERN, TAG_PATTERN, JobSpec, State, debounce_conflict
 from shared.priorities import priority_value
 from shared.triggers import Trigger
 
@@ -194,6 +194,12 @@ def job_spec(body: JobCreate, user: Principal, services: Services) -> JobSpec:
     if user.tag is not None and user.tag not in body.tags:
         body = body.model_copy(update={"tags": [*body.tags, user.tag]})
     job_type = services.registry.get(body.type)
+    scheduled = body.delay_seconds is not None or body.run_at is not None
+    conflict = debounce_conflict(
+        singleton_key=body.singleton_key, scheduled=scheduled, idempotency_key=body.idempotency_key
+    )
+    if body.debounce is not None and conflict:
+        raise ValidationError(conflict, field="debounce")
     spec = job_type.spec(
         body.payload,
         owner=user.owner,
@@ -206,6 +212,8 @@ def job_spec(body: JobCreate, user: Principal, services: Services) -> JobSpec:
         idempotency_key=body.idempotency_key,
         metadata=body.metadata,
         tags=body.tags,
+        singleton_key=body.singleton_key,
+        debounce=body.debounce,
         callback_url=body.callback_url,
     )
     if len(dumps(spec.payload).encode()) > services.settings.max_payload_bytes:
