@@ -11,9 +11,11 @@ from shared.ids import id_time_ms
 from shared.keys import STATE_INDEXES
 from shared.models import (
     HISTOGRAM_BOUNDS,
+    POLICY_CODES,
     Backoff,
     Job,
     JobError,
+    ParentLink,
     QueueMetrics,
     State,
     ThroughputPoint,
@@ -126,7 +128,24 @@ def decode_job(job_id: str, fields: dict[str, str], now_ms: int) -> Job:
         singleton_key=d.get("sk"),
         debounce_key=d.get("dk"),
         callback_url=d.get("cb"),
+        **_flow_links(fields),
     )
+
+
+POLICY_NAMES = {code: name for name, code in POLICY_CODES.items()}
+
+
+def _flow_links(fields: dict[str, str]) -> dict[str, Any]:
+    """A record's flow fields (shared/scripts/flow.lua): `f` what it waits for, `p` who waits on it.
+    An empty Lua list comes back as {} (cjson), which list() reads as empty too."""
+    f = json.loads(fields.get("f") or "{}")
+    parents = json.loads(fields.get("p") or "[]")
+    return {
+        "children": list(f.get("c") or []),
+        "depends_on": list(f.get("d") or []),
+        "pending_children": max(0, int(f.get("n") or 0)),
+        "parents": [ParentLink(id=pid, policy=POLICY_NAMES.get(code, "fail")) for pid, code in parents or []],
+    }
 
 
 def decode_steps(text: str | None) -> dict[str, Any]:
@@ -142,7 +161,7 @@ def decode_steps(text: str | None) -> dict[str, Any]:
 
 def decode_metrics(entry: dict[str, Any], now: int) -> QueueMetrics:
     meta = as_fields(entry.get("m"))
-    counts = dict(zip(STATE_INDEXES, entry["c"], strict=True))
+    counts = dict(zip((*STATE_INDEXES, State.WAITING_CHILDREN.value), entry["c"], strict=True))
     buckets = len(HISTOGRAM_BOUNDS) + 1
 
     def count(field: str) -> int:

@@ -32,7 +32,7 @@ from shared.limits import (
     MAX_STEP_NAME_CHARS,
     MAX_STEPS,
 )
-from shared.models import ClaimedJob, ProgressUpdate
+from shared.models import ClaimedJob, Job, ProgressUpdate
 
 # Records a step for the running attempt: (name, result JSON) -> False when its lease was lost.
 StepRecorder = Callable[[str, str], Awaitable[bool]]
@@ -78,6 +78,7 @@ class JobContext:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         record_step: StepRecorder | None = None,
+        children: Callable[[Job], Awaitable[list[Job]]] | None = None,
     ) -> None:
         job = claimed.job
         self.job = job
@@ -99,6 +100,15 @@ class JobContext:
         self._record_step = record_step  # None: steps are kept in this context only (tests, tools)
         self._wall = wall
         self._sleeps = 0  # unnamed sleeps asked for in this invocation: they are "sleep:<n>"
+        self._children = children
+
+    async def children(self) -> list[Job]:
+        """The jobs this one waited for (its flow children, then its depends_on), with their states,
+        results and errors; a failed child whose policy is "ignore" is left out. One read per queue
+        among them (Engine.children); [] for a job that waited for none."""
+        if self._children is None or not (self.job.children or self.job.depends_on):
+            return []
+        return await self._children(self.job)
 
     def progress(self, pct: int) -> Done:
         """Record progress 0-100; the latest value is sent with the next flush."""

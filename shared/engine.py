@@ -36,16 +36,20 @@ from shared.codec import (
     ms,
 )
 from shared.errors import (
+    FlowKeysError,
     IdempotencyConflictError,
     JobNotFoundError,
     PayloadTooLargeError,
     SingletonConflictError,
+    StoreError,
     ValidationError,
 )
 from shared.ids import is_job_id, is_unique_id, job_id, new_id, split_id
 from shared.keys import BLOCK, Keys, QueueKeys, hold_digest
 from shared.lanes import DEFAULT_LANES, Lanes
 from shared.limits import (
+    MAX_FLOW_DEPTH,
+    MAX_FLOW_NODES,
     MAX_JSON_DEPTH,
     MAX_LOG_LINE_BYTES,
     MAX_LOG_LINES,
@@ -54,6 +58,7 @@ from shared.limits import (
 )
 from shared.models import (
     NAME_PATTERN,
+    POLICY_CODES,
     TAG_PATTERN,
     ClaimedJob,
     EnqueueReply,
@@ -99,8 +104,10 @@ from shared.scriptcalls import (
     ExtendPlan,
     FinishOutcome,
     FinishPlan,
+    FlowQueues,
     ListPlan,
     ProgressItem,
+    RerunPlan,
     StepPlan,
 )
 from shared.settings import Settings
@@ -108,7 +115,8 @@ from shared.store import Store, retrying
 
 _NAME = re.compile(NAME_PATTERN)
 _TAG = re.compile(TAG_PATTERN)
-_QUEUE_CURSOR = re.compile(r"^[1-6]\.[0-9]{1,9}$")
+_QUEUE_CURSOR = re.compile(r"^[1-7]\.[0-9]{1,9}$")
+_DEPENDENCY_ERROR = re.compile(r"^jobs\[([0-9]+)\]\.(depends_on\[[0-9]+\]) (.*)$")
 MAX_BATCH = 1000
 LEASE_MARGIN = 30.0  # seconds added to a job's timeout for its default lease
 STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # an event stream position, e.g. 1700000000000-0
@@ -127,6 +135,43 @@ class PlannedJob:
     job: EnqueueJob
     idempotency: str | None
     listings: list[str]
+    where: str = ""  # the request's name for it ("jobs[0].children[1].")
+
+    @property
+    def id(self) -> str:
+        return job_id(self.job["u"], self.queue)
+
+
+@dataclass
+class FlowNode:
+    """A spec of a submit, flattened: where the request holds it, and its flow parent's position."""
+
+    spec: JobSpec
+    where: str
+    parent: int | None
+    depth: int
+
+
+def _flatten(specs: Sequence[JobSpec]) -> list[FlowNode]:
+    """Every job of a submit, each tree in preorder (a parent before its children). Refuses, naming the
+    field, a tree deeper than MAX_FLOW_DEPTH or a submit of more than MAX_FLOW_NODES jobs with flows."""
+    nodes: list[FlowNode] = []
+    stack = [FlowNode(specs[i], f"jobs[{i}].", None, 0) for i in reversed(range(len(specs)))]
+    has_flow = any(spec.children for spec in specs)
+    while stack:
+        node = stack.pop()
+        if node.depth == MAX_FLOW_DEPTH and node.spec.children:
+            raise ValidationError(
+                f"a flow nests at most {MAX_FLOW_DEPTH} levels of children", field=node.where + "children"
+            )
+        position = len(nodes)
+        nodes.append(node)
+        if has_flow and len(nodes) > MAX_FLOW_NODES:
+            raise ValidationError(f"a flow holds at most {MAX_FLOW_NODES} jobs", field="children")
+        for k in reversed(range(len(node.spec.children))):
+            child = node.spec.children[k]
+            stack.append(FlowNode(child, f"{node.where}children[{k}].", position, node.depth + 1))
+    return nodes
 
 
 class Engine:
@@ -199,6 +244,9 @@ class Engine:
         self._published: set[str] = set()
         self._named: set[str] = set()  # queues this engine added to the set of queues
         self._queue_list: tuple[float, list[str]] | None = None  # (read at, SMEMBERS) for ticks
+        # Queues whose flows reach into other queues (a child's parent, a parent's children), learned from
+        # submits, claims and the scripts' needs_queues replies: their blocks ride along in KEYS.
+        self._related: dict[str, set[str]] = {}
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -212,6 +260,31 @@ class Engine:
         """What a script of one queue runs with: the store, KEYS (its block, then `extra`) and the clock,
         as `SCRIPT.run(*self._on(queue), plan)`."""
         return self.store, [*self._qk(queue).block(), *extra], self._now_arg()
+
+    def _relate(self, queue: str, others: Iterable[str]) -> None:
+        others = set(others) - {queue}
+        if others and not self.cluster:
+            self._related.setdefault(queue, set()).update(others)
+
+    async def _flowing(self, queue: str, call: Callable[[list[str], FlowQueues], Awaitable[R]]) -> R:
+        """`call(KEYS, fq)` of a script of `queue` that may end or revive jobs of flows: KEYS carry the
+        blocks of the queues its flows are known to reach (fq names them). A script that meets a link
+        into a queue it lacks stops before writing (needs_queues): call again with that queue too (once
+        per level of the flow reached; the engine remembers, so the next call needs one round trip)."""
+        for _ in range(MAX_FLOW_DEPTH + 2):
+            keys = self._qk(queue).block()
+            fq: FlowQueues = [(queue, 0)]
+            for other in sorted(self._related.get(queue, ())):
+                fq.append((other, len(keys)))
+                keys += self._qk(other).block()
+            try:
+                return await call(keys, fq)
+            except FlowKeysError as exc:
+                missing = {q for q in exc.message.split() if _NAME.match(q)} - {queue}
+                if self.cluster or not missing or missing <= self._related.get(queue, set()):
+                    raise StoreError(f"a flow of queue {queue} reaches queues it cannot name") from exc
+                self._relate(queue, missing)
+        raise StoreError(f"a flow of queue {queue} reaches too many queues")
 
     def _now_ms(self) -> int:
         return ms(self.clock() if self.clock is not None else time.time())
@@ -261,10 +334,9 @@ class Engine:
 
     # -- submit --------------------------------------------------------------------------------
 
-    def _plan_job(self, index: int, spec: JobSpec) -> PlannedJob:
+    def _plan_job(self, index: int, spec: JobSpec, where: str) -> PlannedJob:
         """A validated spec (JobSpec checks its own fields) as enqueue.lua's plan item. What depends on
         this engine is checked here: the lane its timeout fits, and the stored sizes."""
-        where = f"jobs[{index}]."
         queue = spec.queue or spec.type
         lane = self.lanes.lane_for(spec.timeout)
         if lane is None:
@@ -337,10 +409,60 @@ class Engine:
         if spec.debounce is not None:  # it waits out its window first
             job["db"], job["delay"] = holds["db"], ms(spec.debounce.seconds)
             job["dw"], job["dm"] = ms(spec.debounce.seconds), ms(spec.debounce.max_wait)
-        return PlannedJob(queue, job, idem, [qk.owner_jobs(spec.owner), *tag_keys])
+        return PlannedJob(queue, job, idem, [qk.owner_jobs(spec.owner), *tag_keys], where)
+
+    def _link_flows(self, nodes: list[FlowNode], jobs: list[PlannedJob]) -> set[str]:
+        """Each job's flow links in its plan item: its children's ids, its parent's id and policy, its
+        depends_on. Returns the queues of the dependencies. Refuses, naming the field, what a flow
+        cannot hold: a delayed job that waits for others, an idempotency key inside a tree, a debounced
+        job in a flow, a bad or
+        repeated dependency id, and on a Redis Cluster a flow or dependency across queues (one script
+        may touch only one slot there)."""
+        dep_queues: set[str] = set()
+        for node, job in zip(nodes, jobs, strict=True):
+            spec, where = node.spec, node.where
+            waits = bool(spec.children or spec.depends_on)
+            if waits and (spec.delay or spec.run_at is not None):
+                raise ValidationError(
+                    "a job that waits for children or dependencies cannot be delayed: it runs when they end",
+                    field=where + ("run_at" if spec.run_at is not None else "delay"),
+                )
+            in_tree = node.parent is not None or bool(spec.children)
+            if in_tree and spec.idempotency_key is not None:
+                raise ValidationError(
+                    "idempotency keys are not supported inside a flow", field=where + "idempotency_key"
+                )
+            if (in_tree or spec.depends_on) and spec.debounce is not None:  # a join would rewire the flow
+                raise ValidationError("debounce is not supported inside a flow", field=where + "debounce")
+            if spec.children:
+                job.job["fc"] = []
+            if node.parent is not None:
+                parent = jobs[node.parent]
+                parent.job["fc"].append(job.id)
+                job.job["fp"] = [(parent.id, POLICY_CODES[spec.on_failure])]
+                if self.cluster and parent.queue != job.queue:
+                    raise ValidationError(
+                        "on a Redis Cluster a flow's jobs share one queue", field=where + "queue"
+                    )
+            if spec.depends_on:
+                if len(set(spec.depends_on)) != len(spec.depends_on):
+                    raise ValidationError("depends_on repeats a job", field=where + "depends_on")
+                for k, dep in enumerate(spec.depends_on):
+                    if not is_job_id(dep):
+                        raise ValidationError("not a job id", field=f"{where}depends_on[{k}]")
+                    dep_queue = split_id(dep)[1]
+                    if self.cluster and dep_queue != job.queue:
+                        raise ValidationError(
+                            "on a Redis Cluster a job depends only on jobs of its own queue",
+                            field=f"{where}depends_on[{k}]",
+                        )
+                    dep_queues.add(dep_queue)
+                job.job["dx"] = list(spec.depends_on)
+        return dep_queues
 
     async def enqueue(self, specs: Sequence[JobSpec]) -> EnqueueReply:
-        """One or many (<= 1000) jobs in one call, all or none.
+        """One or many (<= 1000) jobs in one call, all or none; `results` has one entry per job, a spec's
+        flow children (and theirs) right after it, in preorder.
 
         An idempotency key (per queue and owner, kept `idempotency_window`) that repeats with the same
         request returns the existing job (created=False); with a different request it raises
@@ -351,7 +473,11 @@ class Engine:
         """
         if not 1 <= len(specs) <= MAX_BATCH:
             raise ValidationError(f"submit 1 to {MAX_BATCH} jobs per call", field="jobs")
-        jobs = [self._plan_job(i, spec) for i, spec in enumerate(specs)]
+        nodes = _flatten(specs)
+        if len(nodes) > MAX_BATCH:
+            raise ValidationError(f"submit 1 to {MAX_BATCH} jobs per call", field="jobs")
+        jobs = [self._plan_job(i, node.spec, node.where) for i, node in enumerate(nodes)]
+        dep_queues = self._link_flows(nodes, jobs)
         _one_debounce_per_key(jobs)
         groups: dict[str, list[PlannedJob]] = {}
         for job in jobs:
@@ -361,7 +487,12 @@ class Engine:
         if not self._named.issuperset(groups) or self._unpublished(groups):
             # A queue's first submit from this process (its policy, its place in the set of queues).
             await asyncio.gather(self._ensure_policies(groups), self._name_queues(groups))
-        # KEYS: each queue's block, then every other key once; the plan points at them by position.
+        for job in jobs:  # what later calls of these queues' flows reach
+            links = [*job.job.get("fc", []), *(pid for pid, _ in job.job.get("fp", []))]
+            self._relate(job.queue, (split_id(link)[1] for link in links))
+        # KEYS: each queue's block (those of dependencies too), then every other key once; the plan
+        # points at them by position.
+        blocks = [*groups, *sorted(dep_queues - set(groups))]
         keys: list[str] = []
         extra: dict[str, int] = {}
 
@@ -370,21 +501,24 @@ class Engine:
                 return 0
             if key not in extra:
                 extra[key] = len(extra)
-            return extra[key] + 1 + len(groups) * len(BLOCK)
+            return extra[key] + 1 + len(blocks) * len(BLOCK)
 
         plan_groups: list[EnqueueGroup] = []
-        for base, (queue, members) in enumerate(groups.items()):
+        for base, queue in enumerate(blocks):
             keys += self._qk(queue).block()
+            members = groups.get(queue, [])
             for member in members:
                 member.job["ik"] = at(member.idempotency)
                 member.job["ix"] = [at(key) for key in member.listings]
-            plan_groups.append({"q": queue, "b": base * len(BLOCK), "jobs": [m.job for m in members]})
+            if members:
+                plan_groups.append({"q": queue, "b": base * len(BLOCK), "jobs": [m.job for m in members]})
         keys += list(extra)
         plan: EnqueuePlan = {
             "w": ms(self.idempotency_window),
             "tr": ms(TRIGGER_TTL),
             "cap": LISTING_CAP,
             "g": plan_groups,
+            "fq": [(queue, base * len(BLOCK)) for base, queue in enumerate(blocks)],
         }
         now = self._now_ms()
         try:
@@ -401,10 +535,20 @@ class Engine:
                 field=f"{item}.singleton_key",
                 job_id=holder,
             ) from exc
+        except (JobNotFoundError, ValidationError) as exc:  # "jobs[<index>].depends_on[<k>] <why>"
+            named = _DEPENDENCY_ERROR.match(exc.message)
+            if named is None:
+                raise
+            where = jobs[int(named[1])].where
+            raise ValidationError(named[3], field=f"{where}{named[2]}") from exc
         results = []
         for planned, item in zip(jobs, reply["r"], strict=True):
             if item[0] == 1:
                 fields = {"d": planned.job["d"], "m": item[2]}
+                if item[3]:
+                    fields["f"] = item[3]
+                if "fp" in planned.job:
+                    fields["p"] = dumps(planned.job["fp"])
                 created = decode_job(job_id(planned.job["u"], planned.queue), fields, now)
                 results.append(EnqueueResult(job=created, created=True))
             elif item[0] == 2:  # joined the debounced job waiting under its key
@@ -467,7 +611,12 @@ class Engine:
         paused or empty queue returns [] (one inner read).
         """
         args = await self._claim_args(queue, n, lease, max_timeout, lane)
-        return self._claimed(queue, await CLAIM.run(*self._on(queue), args))
+
+        async def call(keys: list[str], fq: FlowQueues) -> Any:
+            args["fq"] = fq
+            return await CLAIM.run(self.store, keys, self._now_arg(), args)
+
+        return self._claimed(queue, await self._flowing(queue, call))
 
     async def finish_and_claim(
         self,
@@ -490,7 +639,12 @@ class Engine:
         others = [o for o in outcomes if _queue_of(o.job_id) != queue]
         plan = await self._finish_plan(mine)
         args = await self._claim_args(queue, n, None, max_timeout, lane)
-        cycle, rest = await asyncio.gather(CYCLE.run(*self._on(queue), (plan, args)), self.finish(others))
+
+        async def call(keys: list[str], fq: FlowQueues) -> Any:
+            plan["fq"] = args["fq"] = fq
+            return await CYCLE.run(self.store, keys, self._now_arg(), (plan, args))
+
+        cycle, rest = await asyncio.gather(self._flowing(queue, call), self.finish(others))
         finished, claimed = cycle
         mine_results = iter(self._finished(mine, finished))
         other_results = iter(rest)
@@ -520,9 +674,8 @@ class Engine:
             "lanes": [lane or "*"],
         }
 
-    @staticmethod
-    def _claimed(queue: str, reply: Any) -> list[ClaimedJob]:
-        return [
+    def _claimed(self, queue: str, reply: Any) -> list[ClaimedJob]:
+        claimed = [
             ClaimedJob(
                 job=decode_job(job_id(unique, queue), as_fields(flat), int(reply["now"])),
                 token=token,
@@ -530,6 +683,9 @@ class Engine:
             )
             for unique, token, until, flat in reply["j"] or []
         ]
+        for c in claimed:  # its finish will tell the jobs waiting on it
+            self._relate(queue, (split_id(link.id)[1] for link in c.job.parents))
+        return claimed
 
     async def book_wake(self, lane: str, at: float) -> bool:
         """Book a delayed wake-up of `lane`'s consumer at `at` (epoch seconds). One script call.
@@ -552,8 +708,13 @@ class Engine:
             return []
 
         async def one(queue: str, group: list[Outcome]) -> list[FinishResult]:
-            reply = await FINISH.run(*self._on(queue), await self._finish_plan(group))
-            return self._finished(group, reply)
+            plan = await self._finish_plan(group)
+
+            async def call(keys: list[str], fq: FlowQueues) -> Any:
+                plan["fq"] = fq
+                return await FINISH.run(self.store, keys, self._now_arg(), plan)
+
+            return self._finished(group, await self._flowing(queue, call))
 
         return await _per_queue(outcomes, one)
 
@@ -671,7 +832,13 @@ class Engine:
         """
         unique, queue = split_id(_valid_id(job_id))
         await self._ensure_policies()
-        reply = await CANCEL.run(*self._on(queue), {"id": unique, "owner": owner or ""})
+
+        async def call(keys: list[str], fq: FlowQueues) -> Any:
+            return await CANCEL.run(
+                self.store, keys, self._now_arg(), {"id": unique, "owner": owner or "", "fq": fq}
+            )
+
+        reply = await self._flowing(queue, call)
         return decode_job(job_id, as_fields(reply["j"]), int(reply["now"]))
 
     async def retry(self, job_id: str, *, owner: str | None = None) -> Job:
@@ -680,7 +847,12 @@ class Engine:
         Any other state: InvalidTransitionError.
         """
         unique, queue = split_id(_valid_id(job_id))
-        reply = await RERUN.run(*self._on(queue), {"mode": "job", "id": unique, "owner": owner or ""})
+
+        async def call(keys: list[str], fq: FlowQueues) -> Any:
+            plan: RerunPlan = {"mode": "job", "id": unique, "owner": owner or "", "fq": fq}
+            return await RERUN.run(self.store, keys, self._now_arg(), plan)
+
+        reply = await self._flowing(queue, call)
         return decode_job(job_id, as_fields(reply["j"]), int(reply["now"]))
 
     async def retry_failed(self, queue: str, *, limit: int = 1000) -> int:
@@ -688,7 +860,12 @@ class Engine:
         self._check_queue(queue)
         if not 1 <= limit <= MAX_BATCH:
             raise ValidationError(f"limit must be 1-{MAX_BATCH}", field="limit")
-        return int(await RERUN.run(*self._on(queue), {"mode": "queue", "limit": limit}))
+
+        async def call(keys: list[str], fq: FlowQueues) -> Any:
+            plan: RerunPlan = {"mode": "queue", "limit": limit, "fq": fq}
+            return await RERUN.run(self.store, keys, self._now_arg(), plan)
+
+        return int(await self._flowing(queue, call))
 
     async def pause(self, queue: str) -> None:
         """Claims return nothing and the queue has no due time until resumed."""
@@ -772,6 +949,18 @@ class Engine:
 
         found = await asyncio.gather(*(read(queue, ids) for queue, ids in by_queue.items()))
         return {job_id for ids in found for job_id in ids}
+
+    async def children(self, job: Job) -> list[Job]:
+        """The jobs `job` waited for (its flow children, then its depends_on) with their states and
+        results, leaving out a failed one whose policy is "ignore". One HMGET per queue among them (at
+        most MAX_FLOW_NODES + MAX_DEPENDS_ON jobs), sent at once."""
+        jobs = await self.get_many([*job.children, *job.depends_on])
+        return [
+            j
+            for j in jobs
+            if j.state is State.COMPLETED
+            or not any(link.id == job.id and link.policy == "ignore" for link in j.parents)
+        ]
 
     async def list_jobs(
         self,
@@ -973,8 +1162,8 @@ def _one_debounce_per_key(jobs: Sequence[PlannedJob]) -> None:
 
 
 # A job record's fields in its queue's jobs hash: the immutable JSON, then state, errors, logs, result,
-# durable steps.
-_RECORD_PARTS = ("d", "m", "e", "g", "r", "s")
+# durable steps, a flow's links.
+_RECORD_PARTS = ("d", "m", "e", "g", "r", "s", "f", "p")  # f, p: a flow's links (flow.lua)
 
 
 def _record_fields(unique: str) -> list[str]:

@@ -80,6 +80,14 @@ class LeaseLostError(JobqError):
     status_code = 409
 
 
+class FlowKeysError(JobqError):
+    """A script met a flow link into a queue whose keys the call did not carry (message: the queues). The
+    engine calls again with them; it never reaches a caller."""
+
+    code = "needs_queues"
+    status_code = 500
+
+
 class AuthError(JobqError):
     code = "unauthorized"
     status_code = 401

@@ -21,7 +21,8 @@ PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 STATE_INDEXES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 
 # A queue's fixed block of keys, in the order every script receives them (lib.lua `block`).
-BLOCK = ("jobs", *STATE_INDEXES, "meta", "due", "events", "owners", "fair", "dedup")
+# "children" (last): jobs waiting for their flow children or dependencies (state waiting-children).
+BLOCK = ("jobs", *STATE_INDEXES, "meta", "due", "events", "owners", "fair", "dedup", "children")
 
 
 @dataclass(frozen=True)
@@ -37,13 +38,14 @@ class QueueKeys:
         """The queue's keys in BLOCK order: what every script of the queue gets first in KEYS.
 
         - jobs: hash of every job record of the queue, fields `<unique id>` (immutable JSON) and
-          `<unique id>:<m|e|g|r>` (state, errors, logs, result);
+          `<unique id>:<m|e|g|r|s|f|p>` (state, errors, logs, result, steps, a flow's links);
         - the six state indexes: sorted sets of unique ids (scores in docs/redis-schema.md);
         - meta: hash of policy, paused flag, counters, histograms, throughput, due mirror, triggers;
         - due: string, epoch ms when the queue next has work (absent: none, or paused), read by ticks;
         - events: capped stream of state changes; owners, fair: per-owner counts (limit per owner);
         - dedup: hash of singleton and debounce keys held, `s:<digest>` / `d:<digest>` -> unique id
-          (`hold_digest` names a key per owner).
+          (`hold_digest` names a key per owner);
+        - children: sorted set of the jobs waiting for their flow children or dependencies.
         """
         return [self._key(part) for part in BLOCK]
 
@@ -54,6 +56,10 @@ class QueueKeys:
 
     def jobs(self) -> str:
         return self._key("jobs")
+
+    def waiting_children(self) -> str:
+        """Sorted set (score: since when) of the jobs waiting for their flow children or dependencies."""
+        return self._key("children")
 
     def meta(self) -> str:
         return self._key("meta")

@@ -36,6 +36,11 @@ CALLBACK_ATTEMPTS = 12
 CALLBACK_TIMEOUT = 30.0
 MAX_CALLBACK_URL = 2048
 MAX_JSON_DEPTH = 64  # nesting of arrays and objects in a request body (a payload and its metadata too)
+# Flows (shared/engine.py, shared/scripts/flow.lua): one submit's tree, and the links between jobs.
+MAX_FLOW_NODES = 100  # jobs in one flow submit (a tree, every node counted)
+MAX_FLOW_DEPTH = 8  # levels of a flow's tree below its root
+MAX_DEPENDS_ON = 20  # existing jobs one job may depend on
+MAX_PARENTS = 100  # jobs that may wait on one job (its flow parent and depends_on dependents)
 # A run-at time must be a real UTC instant: year 9999 at most once its offset is applied.
 MAX_RUN_AT = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
 

@@ -11,7 +11,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.limits import MAX_CALLBACK_URL, MAX_DEBOUNCE_SECONDS, MAX_TAGS, utc_run_at
+from shared.limits import (
+    MAX_CALLBACK_URL,
+    MAX_DEBOUNCE_SECONDS,
+    MAX_DEPENDS_ON,
+    MAX_FLOW_NODES,
+    MAX_TAGS,
+    utc_run_at,
+)
 from shared.priorities import DEFAULT_PRIORITY
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
@@ -25,6 +32,7 @@ class State(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"  # the dead-letter set: retries exhausted or a permanent error
     CANCELLED = "cancelled"
+    WAITING_CHILDREN = "waiting-children"  # a flow's parent (or a job with depends_on) waiting for them
 
 
 TERMINAL_STATES = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
@@ -37,6 +45,14 @@ class ErrorKind(StrEnum):
     TIMEOUT = "timeout"
     LEASE_EXPIRED = "lease_expired"
     CANCELLED = "cancelled"
+    CHILD_FAILED = "child_failed"  # a flow child (or dependency) failed under the "fail" policy
+
+
+# What a flow's parent does when this child fails (BullMQ's failParentOnFailure, the default;
+# removeDependencyOnFailure; ignoreDependencyOnFailure): fail too, go on without it, or go on and see the
+# failure in ctx.children().
+FailurePolicy = Literal["fail", "ignore", "continue"]
+POLICY_CODES: dict[str, str] = {"fail": "f", "ignore": "i", "continue": "c"}
 
 
 class Backoff(BaseModel):
@@ -114,6 +130,11 @@ class JobSpec(BaseModel):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
     metadata: dict[str, Any] = Field(default_factory=dict)
     tags: list[Annotated[str, Field(pattern=TAG_PATTERN)]] = Field(default_factory=list, max_length=MAX_TAGS)
+    # Flows: jobs created with this one that run first (it waits for them: waiting-children), what its
+    # parent does when this job fails, and existing jobs of the same owner it waits for.
+    children: list[JobSpec] = Field(default_factory=list, max_length=MAX_FLOW_NODES)
+    on_failure: FailurePolicy = "fail"
+    depends_on: list[str] = Field(default_factory=list, max_length=MAX_DEPENDS_ON)
     # At most one queued or active job per key (per queue and owner): a submit while one holds it is
     # refused (SingletonConflictError). Debounce: see Debounce.
     singleton_key: str | None = Field(default=None, min_length=1, max_length=255)
@@ -135,6 +156,10 @@ class JobSpec(BaseModel):
             raise ValueError(conflict)
         return self
 
+    def flow_size(self) -> int:
+        """How many jobs this spec submits: itself and its flow children, theirs included."""
+        return 1 + sum(child.flow_size() for child in self.children)
+
     @field_validator("run_at")
     @classmethod
     def _utc_instant(cls, value: datetime | None) -> datetime | None:
@@ -144,6 +169,13 @@ class JobSpec(BaseModel):
         if value.tzinfo is None:
             raise ValueError("run_at needs a time zone")
         return utc_run_at(value)
+
+
+class ParentLink(BaseModel):
+    """A job waiting on this one: a flow parent or a job that depends on it, with its failure policy."""
+
+    id: str
+    policy: FailurePolicy
 
 
 class Job(BaseModel):
@@ -176,6 +208,12 @@ class Job(BaseModel):
     steps: dict[str, Any] = Field(default_factory=dict)  # durable steps recorded: name -> result, in order
     singleton_key: str | None = None
     debounce_key: str | None = None
+    # Flows: the jobs this one waits for (its flow children, then its depends_on), how many of them it
+    # still waits for, and the jobs waiting on it (each with its policy).
+    children: list[str] = Field(default_factory=list)
+    depends_on: list[str] = Field(default_factory=list)
+    pending_children: int = 0
+    parents: list[ParentLink] = Field(default_factory=list)
     callback_url: str | None = None
 
 

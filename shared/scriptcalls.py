@@ -45,6 +45,13 @@ class EnqueueJob(TypedDict):
     db: NotRequired[str]  # debounce key digest
     dw: NotRequired[int]  # debounce window ms
     dm: NotRequired[int]  # debounce: longest wait after the first submit, ms
+    fc: NotRequired[list[str]]  # its flow children's ids (created in this call)
+    fp: NotRequired[list[tuple[str, str]]]  # its flow parent's id and the failure policy code
+    dx: NotRequired[list[str]]  # ids of existing jobs it depends on
+
+
+# Blocks of the queues a call may reach through flows: (queue, KEYS index before its block), its own first.
+FlowQueues = list[tuple[str, int]]
 
 
 class EnqueueGroup(TypedDict):
@@ -58,6 +65,7 @@ class EnqueuePlan(TypedDict):
     tr: int  # trigger expiry ms
     cap: int  # listing index cap
     g: list[EnqueueGroup]
+    fq: FlowQueues
 
 
 class ClaimPlan(TypedDict):
@@ -67,6 +75,7 @@ class ClaimPlan(TypedDict):
     nonce: str
     max_timeout: float  # s; -1: any
     lanes: list[str]  # lanes whose pending trigger a claim that takes jobs clears; ["*"]: all
+    fq: NotRequired[FlowQueues]
 
 
 class FinishOutcome(TypedDict):
@@ -84,6 +93,7 @@ class FinishOutcome(TypedDict):
 class FinishPlan(TypedDict):
     o: list[FinishOutcome]
     u: float  # jitter draw in [0, 1)
+    fq: NotRequired[FlowQueues]
 
 
 class StepPlan(TypedDict):
@@ -115,6 +125,7 @@ class ReportPlan(TypedDict):
 class JobPlan(TypedDict):
     id: str  # unique id
     owner: str  # "" for any
+    fq: NotRequired[FlowQueues]
 
 
 class RerunPlan(TypedDict, total=False):
@@ -122,6 +133,7 @@ class RerunPlan(TypedDict, total=False):
     id: str
     owner: str
     limit: int
+    fq: FlowQueues
 
 
 class ListPlan(TypedDict):

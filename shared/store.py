@@ -26,6 +26,7 @@ from upstash_redis.asyncio import Redis
 from upstash_redis.errors import UpstashError
 
 from shared.errors import (
+    FlowKeysError,
     IdempotencyConflictError,
     InvalidTransitionError,
     JobNotFoundError,
@@ -44,6 +45,7 @@ from shared.limits import (
     CALLBACK_TYPE,
     MAX_ERRORS_KEPT,
     MAX_LOG_LINES,
+    MAX_PARENTS,
     MAX_STEPS,
     MAX_STEPS_BYTES,
 )
@@ -55,6 +57,7 @@ T = TypeVar("T")
 ERRORS_BY_CODE: dict[str, type[JobqError]] = {
     cls.code: cls
     for cls in (
+        FlowKeysError,
         JobNotFoundError,
         IdempotencyConflictError,
         InvalidTransitionError,
@@ -96,11 +99,13 @@ READ_ONLY = frozenset({"list", "stats"})
 @cache
 def script_source(name: str) -> str:
     """A script's source: its flags (every script declares its keys, so Upstash runs it under key
-    locking rather than its global lock), the constants it shares with Python, lib.lua's helpers, then
-    the script itself (after the scripts it is made of, each wrapped as a function: COMPOSED)."""
+    locking rather than its global lock), the constants it shares with Python, lib.lua's and flow.lua's
+    helpers, then the script itself (after the scripts it is made of, each wrapped as a function:
+    COMPOSED)."""
     folder = resources.files("shared.scripts")
     flags = "allow-key-locking,no-writes" if name in READ_ONLY else "allow-key-locking"
-    parts = [f"#!lua flags={flags}", constants_header(), folder.joinpath("lib.lua").read_text()]
+    parts = [f"#!lua flags={flags}", constants_header()]
+    parts += [folder.joinpath(lib).read_text() for lib in ("lib.lua", "flow.lua")]
     for part in COMPOSED.get(name, ()):
         body = folder.joinpath(f"{part}.lua").read_text()
         parts.append(f"local function {part}_part(ARGV)\nlocal commit = function() end\n{body}\nend")
@@ -115,7 +120,7 @@ def constants_header() -> str:
     default_policy = ", ".join(f"{name} = {value}" for name, value in QueueOptions().stored().items())
     return (
         f"local LIMITS = {{errors = {MAX_ERRORS_KEPT}, log_lines = {MAX_LOG_LINES}, steps = {MAX_STEPS}, "
-        f'step_bytes = {MAX_STEPS_BYTES}, callback_type = "{CALLBACK_TYPE}", '
+        f'step_bytes = {MAX_STEPS_BYTES}, parents = {MAX_PARENTS}, callback_type = "{CALLBACK_TYPE}", '
         f'callback_owner = "{CALLBACK_OWNER}", callback_attempts = {CALLBACK_ATTEMPTS}, '
         f"callback_timeout = {CALLBACK_TIMEOUT:g}}}\n"
         f"local DEFAULT_POLICY = {{{default_policy}}}"

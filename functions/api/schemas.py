@@ -18,13 +18,15 @@ from pydantic import (
 )
 from pydantic import ValidationError as PydanticValidationError
 
-from shared.limits import MAX_CALLBACK_URL, MAX_TAGS, utc_run_at
+from shared.limits import MAX_CALLBACK_URL, MAX_DEPENDS_ON, MAX_FLOW_NODES, MAX_TAGS, utc_run_at
 from shared.models import (
     TAG_PATTERN,
     Backoff,
     Debounce,
     ErrorKind,
+    FailurePolicy,
     Job,
+    ParentLink,
     QueueStats,
     State,
 )
@@ -98,6 +100,20 @@ class JobCreate(BaseModel):
         default_factory=dict, description="Free-form labels; size bound in shared/limits.py."
     )
     tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
+    children: list[JobCreate] = Field(
+        default_factory=list,
+        max_length=MAX_FLOW_NODES,
+        description="A flow: jobs (of any types and queues) that run first; this job waits for them.",
+    )
+    on_failure: FailurePolicy = Field(
+        default="fail",
+        description="As a child: fail the parent (default), ignore the failure, or continue (recorded).",
+    )
+    depends_on: list[Annotated[str, Field(max_length=128)]] = Field(
+        default_factory=list,
+        max_length=MAX_DEPENDS_ON,
+        description="Ids of the caller's existing jobs this job waits for (simple chains).",
+    )
     singleton_key: str | None = Field(
         default=None,
         min_length=1,
@@ -208,6 +224,10 @@ class JobPublic(BaseModel):
     )
     singleton_key: str | None = None
     debounce_key: str | None = None
+    children: list[str] = Field(default_factory=list, description="Its flow children's ids.")
+    depends_on: list[str] = Field(default_factory=list)
+    pending_children: int = Field(default=0, description="Children and dependencies not yet ended.")
+    parents: list[ParentLink] = Field(default_factory=list, description="Jobs waiting on this one.")
     callback_url: str | None = None
 
     @classmethod
@@ -217,6 +237,13 @@ class JobPublic(BaseModel):
         data["steps"], data["step_results"] = len(job.steps), job.steps
         payload = registry.public_payload(job.type, job.payload)
         return cls.model_validate({**data, "payload": payload, "timeout_seconds": job.timeout})
+
+
+class FlowPublic(BaseModel):
+    """A flow as a tree: a job and, under it, its flow children (each with theirs)."""
+
+    job: JobPublic
+    children: list[FlowPublic] = Field(default_factory=list)
 
 
 class JobBatchItem(BaseModel):

@@ -1,4 +1,4 @@
-"""`jobq submit|status|list|cancel|retry|stats` and `jobq queues ...`: a client of a jobq HTTP API.
+"""`jobq submit|status|flow|list|cancel|retry|stats` and `jobq queues ...`: a client of a jobq HTTP API.
 
 Exit codes: 0 success; 1 the API answered with an error (or a confirmation was declined); 2 usage; 3 the
 API could not be reached; `status --watch` exits 4 when the job failed, 5 when it was cancelled, 6 when
@@ -21,6 +21,7 @@ from infra.cli import app
 from infra.cli.errors import CliError, UsageError
 from infra.cli.options import ApiOptions, Yes, api_options, duration
 from infra.cli.output import (
+    flow_tree,
     handled,
     job_panel,
     jobs_table,
@@ -40,6 +41,7 @@ class StateChoice(StrEnum):
     completed = "completed"
     failed = "failed"
     cancelled = "cancelled"
+    waiting_children = "waiting-children"
 
 
 class FinishedState(StrEnum):
@@ -73,8 +75,15 @@ def submit(
         int | None, typer.Option(min=1, max=100, help="Attempts before it fails.")
     ] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="A tag to list by (repeatable).")] = None,
+    depends_on: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--depends-on", metavar="ID", help="Run after this job of yours completes (repeatable)."
+        ),
+    ] = None,
 ) -> None:
-    """Submit a job; print its id and state."""
+    """Submit a job; print its id and state. A whole flow (a job with children) goes with `jobq flow
+    submit`."""
     with handled():
         body = read_payload(payload)
         options = api_options(ctx)
@@ -87,6 +96,7 @@ def submit(
                 idempotency_key=idempotency_key,
                 max_attempts=max_attempts,
                 tags=tag or None,
+                depends_on=depends_on or None,
             )
         if options.as_json:
             print_json(job.model_dump(mode="json", exclude={"created"}))
@@ -160,6 +170,53 @@ def status(
 
         code = follow(api, job_id, as_json=options.as_json, within=within)
     raise typer.Exit(code)
+
+
+flow_app = typer.Typer(
+    help="Flows: a job and its children, shown as a tree with every node's state.", no_args_is_help=True
+)
+app.add_typer(flow_app, name="flow")
+
+
+@flow_app.command("show")
+def flow_show(
+    ctx: typer.Context,
+    job_id: Annotated[
+        str, typer.Argument(metavar="ID", help="The flow's root (or any job).", show_default=False)
+    ],
+) -> None:
+    """Show a flow as a tree: each job's type, id and state, its children under it."""
+    options = api_options(ctx)
+    with handled(), options.connect() as api:
+        tree = plain(api.get_flow(job_id))
+    if options.as_json:
+        print_json(tree)
+    else:
+        out().print(flow_tree(tree))
+
+
+@flow_app.command("submit")
+def flow_submit(
+    ctx: typer.Context,
+    body: Annotated[
+        str,
+        typer.Argument(
+            metavar="FLOW",
+            help='The flow as JSON (a job with "children"), @file.json, or - to read stdin.',
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Submit a flow (POST /v1/flows) and show its tree."""
+    options = api_options(ctx)
+    with handled():
+        flow = read_payload(body)
+        with options.connect() as api:
+            tree = plain(api.submit_flow(flow))
+    if options.as_json:
+        print_json(tree)
+    else:
+        out().print(flow_tree(tree))
 
 
 @app.command("list")

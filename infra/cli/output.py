@@ -18,13 +18,16 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+from rich.tree import Tree
 
 from infra.cli.errors import CliError
 from jobq.client.errors import ApiError, InvalidArgumentError, JobqError, RateLimitedError, TransportError
 
 STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
+FLOW_STATE = "waiting-children"  # a column of its own only when some queue has such jobs
 STATE_STYLES = {
     "waiting": "cyan",
+    "waiting-children": "cyan",
     "delayed": "blue",
     "active": "yellow",
     "completed": "green",
@@ -157,6 +160,11 @@ def job_panel(job: dict[str, Any]) -> Panel:
     if job.get("steps"):
         names = ", ".join(job.get("step_results") or {})
         rows.append(("steps", f"{job['steps']}: {names}"))
+    if job.get("children") or job.get("depends_on"):
+        waits = f"{len(job.get('children', []))} children, {len(job.get('depends_on', []))} dependencies"
+        rows.append(("waits for", f"{waits} ({job.get('pending_children', 0)} still to end)"))
+    for parent in job.get("parents", []):
+        rows.append(("parent", f"{parent['id']} (on failure: {parent['policy']})"))
     rows.append(("payload", compact(job.get("payload"))))
     if job["state"] == "completed":
         rows.append(("result", compact(job.get("result"))))
@@ -174,6 +182,29 @@ def job_panel(job: dict[str, Any]) -> Panel:
         parts.append(Text(f"\nlog ({len(shown)} of {len(logs)} lines)", style="bold"))
         parts.extend(Text(line) for line in shown)
     return Panel(Group(*parts), title=f"job {escape(job['id'])}", title_align="left", expand=False)
+
+
+def flow_tree(node: dict[str, Any]) -> Tree:
+    """A flow (`{job, children}`, as GET /v1/flows answers) as a tree: type, id, state, and what each
+    parent still waits for."""
+
+    def label(job: dict[str, Any]) -> Text:
+        text = Text(job["type"], style="bold")
+        text.append(f"  {job['id']}  ")
+        text.append_text(state_text(job["state"]))
+        if job["state"] == "waiting-children":
+            text.append(f"  ({job.get('pending_children', 0)} to end)", style="dim")
+        if job.get("error") and job["state"] == "failed":
+            text.append(f"  {_error(job['error'])}", style="red")
+        return text
+
+    def grow(branch: Tree, item: dict[str, Any]) -> None:
+        for child in item.get("children", []):
+            grow(branch.add(label(child["job"])), child)
+
+    tree = Tree(label(node["job"]))
+    grow(tree, node)
+    return tree
 
 
 def _error(error: dict[str, Any]) -> str:
@@ -228,12 +259,15 @@ def queues_table(queues: list[dict[str, Any]], width: int = WIDE_QUEUES) -> Tabl
     labels = ["total " + name.removesuffix("_total") for name in QUEUE_TOTALS]
     caption = None if wide else hidden_caption([*labels, *QUEUE_TIMES], width)  # "paused" follows the name
     table = Table(show_footer=len(queues) > 1, caption=caption, caption_style="dim", caption_justify="left")
-    sums = {state: sum(q["counts"].get(state, 0) for q in queues) for state in STATES}
+    states: tuple[str, ...] = STATES
+    if any(q["counts"].get(FLOW_STATE) for q in queues):
+        states = (*STATES, FLOW_STATE)
+    sums = {state: sum(q["counts"].get(state, 0) for q in queues) for state in states}
     totals = {name: sum(q.get(name, 0) for q in queues) for name in QUEUE_TOTALS}
     table.add_column("queue", footer="all queues", no_wrap=True)
     if wide:
         table.add_column("paused")
-    for state in STATES:
+    for state in states:
         table.add_column(state, justify="right", footer=str(sums[state]), style=STATE_STYLES[state])
     if wide:
         for name, label in zip(QUEUE_TOTALS, labels, strict=True):  # all-time, not the jobs in each state now
@@ -245,7 +279,7 @@ def queues_table(queues: list[dict[str, Any]], width: int = WIDE_QUEUES) -> Tabl
         title = Text(queue["queue"])
         if not wide and queue["paused"]:
             title.append(" (paused)", style="bold yellow")
-        cells: list[str | Text] = [title, *(str(queue["counts"].get(state, 0)) for state in STATES)]
+        cells: list[str | Text] = [title, *(str(queue["counts"].get(state, 0)) for state in states)]
         if wide:
             cells[1:1] = [paused]
             cells += [str(queue.get(total, 0)) for total in totals]

@@ -68,6 +68,15 @@ class AsyncClient:
         (`calls.submit_body(...)` builds one)."""
         return await self._run(calls.submit_many(list(jobs)))
 
+    async def submit_flow(self, flow: dict[str, Any]) -> models.FlowPublic:
+        """Submit a job and its `children` (a submit body with children, docs/workflows.md), all or none;
+        the tree back, with every job's state."""
+        return await self._run(calls.submit_flow(flow))
+
+    async def get_flow(self, job_id: str) -> models.FlowPublic:
+        """A job and its flow children as a tree."""
+        return await self._run(calls.get_flow(job_id))
+
     async def get(self, job_id: str) -> models.Job:
         return await self._run(calls.get(job_id))
 

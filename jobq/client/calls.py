@@ -145,6 +145,7 @@ def submit_body(
     metadata: Mapping[str, Any] | None = None,
     tags: Iterable[str] | None = None,
     callback_url: str | None = None,
+    depends_on: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     """A submit's JSON body: options left out take the job type's defaults on the server."""
     body: dict[str, Any] = {"type": type, "payload": payload}
@@ -159,6 +160,7 @@ def submit_body(
         "metadata": None if metadata is None else dict(metadata),
         "tags": None if tags is None else list(tags),
         "callback_url": callback_url,
+        "depends_on": None if depends_on is None else list(depends_on),
     }
     body.update({name: value for name, value in optional.items() if value is not None})
     return body
@@ -179,6 +181,14 @@ def submit_many(bodies: list[dict[str, Any]]) -> Call[list[models.JobBatchItem]]
         lambda _response, body: models.JobBatchResult.model_validate(body).results,
         json={"jobs": bodies},
     )
+
+
+def submit_flow(body: dict[str, Any]) -> Call[models.FlowPublic]:
+    return Call("POST", "/v1/flows", _model(models.FlowPublic.model_validate), json=body)
+
+
+def get_flow(job_id: str) -> Call[models.FlowPublic]:
+    return Call("GET", f"/v1/flows/{segment(job_id)}", _model(models.FlowPublic.model_validate))
 
 
 def get(job_id: str) -> Call[models.Job]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from functions.api.schemas import (
+    FlowPublic,
     JobBatchItem,
     JobBatchResult,
     JobChange,
@@ -97,6 +98,7 @@ def _object(text: str) -> dict[str, Any]:
 
 
 __all__ = [
+    "FlowPublic",
     "Job",
     "JobBatchItem",
     "JobBatchResult",

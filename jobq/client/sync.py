@@ -66,6 +66,15 @@ class Client:
         (`calls.submit_body(...)` builds one)."""
         return self._run(calls.submit_many(list(jobs)))
 
+    def submit_flow(self, flow: dict[str, Any]) -> models.FlowPublic:
+        """Submit a job and its `children` (a submit body with children, docs/workflows.md), all or none;
+        the tree back, with every job's state."""
+        return self._run(calls.submit_flow(flow))
+
+    def get_flow(self, job_id: str) -> models.FlowPublic:
+        """A job and its flow children as a tree."""
+        return self._run(calls.get_flow(job_id))
+
     def get(self, job_id: str) -> models.Job:
         return self._run(calls.get(job_id))
 

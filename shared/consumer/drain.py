@@ -163,7 +163,7 @@ class _Run:
         self.changed = asyncio.Event()  # a slot freed, a wake, a stop
         self.due_stale = True  # read the due-index before the next claim
         self.recheck_at: float | None = None  # read it again then (a queue at its concurrency limit)
-        self.limited_done = False  # a job of a queue with a limit across consumers ended: re-read then
+        self.limited_done = False  # a job of a limited queue, or a flow's child, ended: re-read due then
         self.budget_short = False  # a claim came back short because of the budget left
         self.freed = False  # a slot freed since the loop last waited
         self.error: JobqError | None = None  # the store failed every claim (or the first due read)
@@ -371,7 +371,13 @@ class _Run:
             self.blocked.add(job.queue)
             return
         record_step = functools.partial(self.c.engine.step, lease)
-        ctx = JobContext(claimed, clock=self.c._clock, wall=self.c._wall, record_step=record_step)
+        ctx = JobContext(
+            claimed,
+            clock=self.c._clock,
+            wall=self.c._wall,
+            record_step=record_step,
+            children=self.c.engine.children,
+        )
         ctx.deadline = min(self.c._clock() + job.timeout, self.deadline)
         slot = Slot(claimed, ctx, lease_until=lease_until)
         self.slots[job.id] = slot
@@ -407,7 +413,9 @@ class _Run:
         if log.isEnabledFor(logging.DEBUG):  # for the per-job line only
             fields = {**slot.fields(), "duration_ms": round((self.c._clock() - slot.began) * 1000, 1)}
         self.recorder.add(Pending(outcome, lease_until=slot.lease_until, fields=fields))
-        if self.c.registry.policy(slot.claimed.job.queue).options.limited:
+        # A limited queue's finish frees a slot; a flow child's may release the job waiting on it: either
+        # makes work due that the due-index read before did not show.
+        if slot.claimed.job.parents or self.c.registry.policy(slot.claimed.job.queue).options.limited:
             self.limited_done = True
         self.changed.set()
 

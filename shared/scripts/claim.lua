@@ -6,8 +6,9 @@
 -- out of attempts releases its singleton key (lib.lua release_holds).
 -- A queue that is not due (nothing waiting, no delayed job or lease deadline reached, or paused) costs
 -- one inner read: its meta, whose due mirror says so.
--- KEYS: the queue's block (lib.lua block).
--- ARGV[1] now ms or -1, ARGV[2] JSON plan (shared/scriptcalls.py ClaimPlan): {n, lease: ms or -1 (each
+-- A reaped job that dies tells the jobs waiting on it (flow.lua), in this call.
+-- KEYS: the queue's block (lib.lua block), then the blocks of other queues of its flows (plan.fq).
+-- ARGV[1] now ms or -1, ARGV[2] JSON plan (shared/scriptcalls.py ClaimPlan): {fq, n, lease: ms or -1 (each
 -- job's timeout + margin), margin: lease margin ms, nonce: token nonce, max_timeout: longest job timeout
 -- s to take (-1: any), lanes: the consumer lanes whose pending trigger a claim that takes jobs clears
 -- (["*"]: every lane)}. The rate limit, concurrency limit and failed retention are the queue's policy
@@ -23,6 +24,7 @@ if s.v.paused == '1' or not due_at or due_at > now then
 end
 
 local plan = cjson.decode(ARGV[2])
+local self_queue = flow_blocks(plan.fq)
 local n, lease_override, margin, nonce = plan.n, plan.lease, plan.margin, plan.nonce
 local max_timeout = plan.max_timeout
 local pol = s.pol
@@ -61,10 +63,14 @@ if nr and nr <= now then
           failed_pairs[#failed_pairs + 1] = id
           dead[#dead + 1] = id
           dead_holds[#dead_holds + 1] = {h, id}
+          if rec[8] then flow_notify(id .. '.' .. self_queue, 'failed', cjson.decode(rec[8])) end
         end
         writes[#writes + 1] = id .. ':m'; writes[#writes + 1] = pack_m(m)
       end
     end
+    flow_run(now)
+    local missing = flow_missing()
+    if missing then return missing end
     stage(Q, writes)
     writes = {}
     flush_writes() -- now, so the jobs taken below read their records as reaped
@@ -229,5 +235,6 @@ if owner_blocked and #ids < take then full = true end
 s.waiting, s.blocked_until, s.full = waiting_left, blocked_until, full
 refresh_due(s, waiting_left, blocked_until, full)
 apply_retention(s, added)
+flow_apply(now)
 commit()
 return cjson.encode({j = claimed, now = now})

@@ -7,6 +7,11 @@
 -- Returns JSON [finish's reply, claim's reply].
 local now = n2s(now_ms(ARGV[1]))
 local finished = finish_part({now, ARGV[2]})
+if type(finished) == 'table' then return finished end -- an error reply (flow.lua needs_queues)
 local claimed = claim_part({now, ARGV[3]})
+if type(claimed) == 'table' then -- the claim stopped before writing: keep the finish, ask again
+  commit()
+  return claimed
+end
 commit()
 return '[' .. finished .. ',' .. claimed .. ']'

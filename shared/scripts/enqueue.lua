@@ -15,14 +15,21 @@
 --         jobs: [{i: position in the batch, u: unique id, d: immutable JSON, pr: priority, delay: ms,
 --                 at: run-at ms or null, o: owner, ik: KEYS index of the idempotency key or 0,
 --                 ih: request hash, ix: [KEYS indexes of listing indexes], ln: its consumer lane,
---                 sg: singleton digest, db: debounce digest, dw: window ms, dm: longest wait ms}]}]}
+--                 flows (flow.lua), each optional: fc: [its flow children's ids, in this call],
+--                 fp: [[its flow parent's id, policy]], dx: [ids of existing jobs it depends on],
+--                 sg: singleton digest, db: debounce digest, dw: window ms, dm: longest wait ms}]}],
+--    fq: [[queue, KEYS index before its block]]: every queue the call names, its jobs' or dependencies'}
+-- A job with children or dependencies still pending waits for them (waiting-children); a dependency must
+-- be the submitter's, not failed or cancelled, and below MAX_PARENTS jobs waiting on it.
 -- Returns JSON {t: [lanes asked for a run (none was pending for the queue)],
---   r: [[1, index state, packed m] | [0, public id, flat record] for an idempotent repeat
---       | [2, unique id, packed m] for a submit that joined a debounced job] by position}.
+--   r: [[1, index state, packed m, flow field f or false] | [0, public id, flat record] for an idempotent
+--       repeat | [2, unique id, packed m] for a submit that joined a debounced job] by position}.
 local now = now_ms(ARGV[1])
 local plan = cjson.decode(ARGV[2])
 local replies = {}
 local existing = {}
+flow_blocks(plan.fq)
+local pending = {} -- batch position -> dependencies still pending
 
 for _, g in ipairs(plan.g) do
   local Q = block(g.b)
@@ -56,10 +63,34 @@ for _, g in ipairs(plan.g) do
       if not holder then
         holder = redis.call('HGET', Q.dedup, field)
         local m = holder and live(Q, holder)
-        if not (m and (m.s == 'queued' or m.s == 'active')) then holder = nil end
+        if not (m and (m.s == 'queued' or m.s == 'active' or m.s == 'waiting-children')) then holder = nil end
       end
       if holder then return fail('singleton_conflict', 'jobs[' .. job.i .. '] ' .. holder .. '.' .. g.q) end
       taken[field] = job.u
+    end
+  end
+end
+
+-- Dependencies (depends_on) of the jobs to create are checked before anything is written.
+for _, g in ipairs(plan.g) do
+  for _, job in ipairs(g.jobs) do
+    for k, dep in ipairs(existing[job.i] and {} or job.dx or {}) do
+      local field = 'jobs[' .. job.i .. '].depends_on[' .. (k - 1) .. '] '
+      local r = frec(dep)
+      if r == nil then return flow_missing() end
+      if not r or r.h.o ~= job.o then return fail('not_found', field .. 'no such job') end
+      local st = shown_state(r.m, now)
+      if st == 'failed' or st == 'cancelled' then
+        return fail('invalid', field .. 'the job it depends on already ' .. st)
+      end
+      if st ~= 'completed' then
+        if #r.p >= LIMITS.parents then
+          return fail('invalid', field .. 'already has ' .. LIMITS.parents .. ' jobs waiting on it')
+        end
+        r.p[#r.p + 1] = {job.u .. '.' .. g.q, 'f'}
+        r.p.changed, r.dirty = true, true
+        pending[job.i] = (pending[job.i] or 0) + 1
+      end
     end
   end
 end
@@ -76,6 +107,7 @@ for _, g in ipairs(plan.g) do
   local Q = block(g.b)
   local s = meta(Q, now)
   local fields, waiting, delayed, wids, dids, holds = {}, {}, {}, {}, {}, {}
+  local kids, kid_ids = {}, {}
   local first_waiting = false
   for _, job in ipairs(g.jobs) do
     local joined = nil
@@ -109,7 +141,21 @@ for _, g in ipairs(plan.g) do
         state, m = 'delayed', pack_m({s = 'queued', a = 0, ra = at})
         fields[#fields + 1] = job.u .. ':m'; fields[#fields + 1] = m
       end
-      if state == 'waiting' then
+      if job.fp then fields[#fields + 1] = job.u .. ':p'; fields[#fields + 1] = cjson.encode(job.fp) end
+      local fjson = false
+      if job.fc or job.dx then
+        local f = {n = #(job.fc or {}) + (pending[job.i] or 0), f = 0, c = job.fc, d = job.dx}
+        fjson = cjson.encode(f)
+        fields[#fields + 1] = job.u .. ':f'; fields[#fields + 1] = fjson
+        if f.n > 0 then
+          state, m = 'waiting-children', pack_m({s = 'waiting-children', a = 0, ra = now})
+          fields[#fields + 1] = job.u .. ':m'; fields[#fields + 1] = m
+        end
+      end
+      if state == 'waiting-children' then
+        kids[#kids + 1] = n2s(now); kids[#kids + 1] = job.u
+        kid_ids[#kid_ids + 1] = job.u
+      elseif state == 'waiting' then
         waiting[#waiting + 1] = {job.pr, job.u, job.o}
         wids[#wids + 1] = job.u
         first_waiting = true
@@ -123,12 +169,12 @@ for _, g in ipairs(plan.g) do
       if job.ik > 0 then
         redis.call('SET', KEYS[job.ik], job.u .. '.' .. g.q .. '|' .. job.ih, 'PX', plan.w)
       end
-      replies[job.i + 1] = {1, state, m}
+      replies[job.i + 1] = {1, state, m, fjson}
       if job.sg then holds[#holds + 1] = 's:' .. job.sg; holds[#holds + 1] = job.u end
       if job.db then holds[#holds + 1] = 'd:' .. job.db; holds[#holds + 1] = job.u end
       -- Ask the job's lane for a run of this queue unless one is pending (a claim clears it, and it
       -- expires, so a lost trigger cannot block later ones).
-      if not asked[job.ln] then
+      if state ~= 'waiting-children' and not asked[job.ln] then
         local pending = triggers(s)
         if (pending[job.ln] or 0) <= now then
           pending[job.ln] = now + plan.tr
@@ -143,6 +189,8 @@ for _, g in ipairs(plan.g) do
   if #holds > 0 then redis.call('HSET', Q.dedup, unpack(holds)) end
   if #waiting > 0 then zadd(Q.state.waiting, arrival_scores(s, waiting)) end
   zadd(Q.state.delayed, delayed)
+  zadd(Q.state['waiting-children'], kids)
+  emit(s, 'waiting-children', kid_ids)
   -- A queue at its concurrency limit is not made due by new waiting jobs: its next finish does that.
   local full = s.pol.cc > 0 and first_waiting and redis.call('ZCARD', Q.state.active) >= s.pol.cc
   if first_waiting and not full then due_by(s, now) end
@@ -158,5 +206,6 @@ for _, ix in ipairs(listing_order) do
   zadd(KEYS[ix], list)
   if string.byte(list[#list], 26) % 16 == 0 then redis.call('ZREMRANGEBYRANK', KEYS[ix], 0, -plan.cap - 1) end
 end
+flow_apply(now)
 commit()
 return cjson.encode({t = asked_list, r = replies})

@@ -10,16 +10,18 @@
 -- A job that asked for a callback or has hooks gets its delivery job here (lib.lua notify).
 -- Terminal indexes are trimmed to the queue's retention (lib.lua apply_retention).
 -- Counters, histograms, throughput and the call's events are written once, with the queue's meta.
--- KEYS: the queue's block (lib.lua block).
+-- A job that ends tells the jobs waiting on it (flow.lua), in this call.
+-- KEYS: the queue's block (lib.lua block), then the blocks of other queues of its flows (plan.fq).
 -- ARGV[1] now ms or -1, ARGV[2] JSON plan (shared/scriptcalls.py FinishPlan)
 --   {o: [{id: unique id, k: token, st: status, r: result JSON|null, e: {kind, message}|null,
 --         ra: delay ms|null (retry, sleep), p: progress|null, g: [log lines], sn: sleep step name JSON}],
---    u: jitter draw}
+--    u: jitter draw, fq: [[queue, KEYS index before its block]], this queue first}
 -- Returns JSON [[ok 0|1, state|"", 1 when a delivery job was written], ...] in outcome order.
 local now = now_ms(ARGV[1])
 local plan = cjson.decode(ARGV[2])
 local Q = block(0)
 local s = meta(Q, now)
+local self_queue = flow_blocks(plan.fq)
 local replies = {}
 local moved, delayed, writes = {}, {}, {}
 local terminal = {completed = {}, failed = {}, cancelled = {}}
@@ -89,6 +91,7 @@ for i, o in ipairs(plan.o) do
       list[#list + 1] = o.id
       counts[state] = (counts[state] or 0) + 1
       ended[#ended + 1] = {h, o.id}
+      if rec[8] then flow_notify(o.id .. '.' .. self_queue, state, cjson.decode(rec[8])) end
     end
     writes[#writes + 1] = o.id .. ':m'; writes[#writes + 1] = pack_m(m)
     if state == 'completed' or state == 'failed' then
@@ -104,6 +107,9 @@ for i, o in ipairs(plan.o) do
   end
 end
 
+flow_run(now)
+local missing = flow_missing()
+if missing then return missing end
 if #moved > 0 then
   stage(Q, writes)
   zrem(Q.state.active, moved)
@@ -131,5 +137,6 @@ if #moved > 0 then
   end
   apply_retention(s, added)
 end
+flow_apply(now)
 commit()
 return cjson.encode(replies)

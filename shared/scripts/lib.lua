@@ -12,7 +12,7 @@ local PRIO_SCALE = 17592186044416 -- 2^44: waiting score = priority * 2^44 + arr
 local FRONT_BAND = 8796093022208 -- 2^43: jobs handed back wait at priority * 2^44 - 2^43 + rseq
 local STATES = {'waiting', 'delayed', 'active', 'completed', 'failed', 'cancelled'}
 local RUN_BOUNDS = {50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000} -- ms, per bucket
-local BLOCK_SIZE = 13
+local BLOCK_SIZE = 14
 local TRIM_EVERY = 1000 -- ms: terminal indexes are trimmed to the retention at most this often per queue
 local TRIM_MAX = 5000 -- jobs deleted per state and trim pass
 
@@ -21,6 +21,7 @@ local function block(base)
   local Q = {jobs = KEYS[base + 1], meta = KEYS[base + 8], due = KEYS[base + 9], events = KEYS[base + 10],
     owners = KEYS[base + 11], fair = KEYS[base + 12], dedup = KEYS[base + 13], state = {}}
   for i, s in ipairs(STATES) do Q.state[s] = KEYS[base + 1 + i] end
+  Q.state['waiting-children'] = KEYS[base + 14] -- flows (flow.lua)
   return Q
 end
 
@@ -90,8 +91,9 @@ local function pack_m(t)
 end
 
 -- A job record's fields in the queue's jobs hash: the immutable JSON under the id, the rest under
--- "<id>:<part>" (m state, e errors, g logs, r result, s durable steps: STEPS below).
-local RECORD_PARTS = {'m', 'e', 'g', 'r', 's'}
+-- "<id>:<part>" (m state, e errors, g logs, r result, s durable steps: STEPS below,
+-- f and p a flow's links: flow.lua).
+local RECORD_PARTS = {'m', 'e', 'g', 'r', 's', 'f', 'p'}
 local function record_fields(id)
   local f = {id}
   for _, part in ipairs(RECORD_PARTS) do f[#f + 1] = id .. ':' .. part end
@@ -142,10 +144,11 @@ local function records(Q, ids)
   return out
 end
 
--- A record as the flat field list the caller decodes (Python codec.decode_job): d, m, e, g, r present.
+-- A record as the flat field list the caller decodes (Python codec.decode_job): d, m, e, g, r, s, f, p
+-- present.
 local function flat_record(rec)
   local out = {}
-  local names = {'d', 'm', 'e', 'g', 'r', 's'}
+  local names = {'d', 'm', 'e', 'g', 'r', 's', 'f', 'p'}
   for i, name in ipairs(names) do
     if rec[i] then out[#out + 1] = name; out[#out + 1] = rec[i] end
   end

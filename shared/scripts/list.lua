@@ -3,7 +3,8 @@
 --   after a cursor id, filtered by state, type and owner; scans at most 1000 entries per call, so a
 --   sparse filter may return a short page. Entries whose record is gone (trimmed by retention) are
 --   skipped. The engine merges the pages of every queue an owner has jobs in (Engine.list_jobs).
--- "queue": the queue's state indexes (one state, or all in lib.lua STATES order): waiting in claim order
+-- "queue": the queue's state indexes (one state, or all in lib.lua STATES order, then waiting-children):
+--   waiting in claim order
 --   (priority, then FIFO, as BullMQ's getWaiting), delayed by run-at (next due first), the others
 --   newest first (active: latest lease deadline; terminal: newest finished); the cursor is
 --   "<state number>.<offset>".
@@ -64,8 +65,10 @@ else
     si, offset = tonumber(si), tonumber(offset)
   end
   local scanned = 0
-  while si <= #STATES and #found < limit and scanned < 1000 do
-    local st = STATES[si]
+  local listed = {unpack(STATES)}
+  listed[#listed + 1] = 'waiting-children'
+  while si <= #listed and #found < limit and scanned < 1000 do
+    local st = listed[si]
     if state == '' or state == st then
       local order = 'ZREVRANGE'
       if st == 'waiting' or st == 'delayed' then order = 'ZRANGE' end -- the order they will run in
@@ -83,6 +86,6 @@ else
       si, offset = si + 1, 0
     end
   end
-  if si <= #STATES and (state == '' or state == STATES[si]) then next_cursor = si .. '.' .. offset end
+  if si <= #listed and (state == '' or state == listed[si]) then next_cursor = si .. '.' .. offset end
 end
 return cjson.encode({now = now, j = found, c = next_cursor})

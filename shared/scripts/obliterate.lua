@@ -5,5 +5,6 @@
 -- Returns JSON: the number of jobs deleted.
 local count = 0
 for i = 2, 7 do count = count + redis.call('ZCARD', KEYS[i]) end
+count = count + redis.call('ZCARD', KEYS[BLOCK_SIZE]) -- waiting-children (flow.lua)
 redis.call('DEL', unpack(KEYS, 1, BLOCK_SIZE))
 return cjson.encode(count)

@@ -2,7 +2,7 @@
 -- eligible time; with metrics, also the queue's whole meta hash (counters, histograms, throughput slots).
 -- KEYS: one block per queue (lib.lua block); one call reads many queues where they share a server.
 -- ARGV[1] now ms or -1, ARGV[2] JSON plan {metrics: true | false}.
--- Returns JSON [{now, c: [counts in lib.lua STATES order], paused, oldest: ms|null, m: flat meta}, ...]
+-- Returns JSON [{now, c: [counts in lib.lua STATES order, then waiting-children], paused, oldest: ms|null, m: flat meta}, ...]
 -- in block order.
 local now = now_ms(ARGV[1])
 local with_metrics = cjson.decode(ARGV[2]).metrics
@@ -11,6 +11,7 @@ for base = 0, #KEYS - BLOCK_SIZE, BLOCK_SIZE do
   local Q = block(base)
   local counts = {}
   for i, st in ipairs(STATES) do counts[i] = redis.call('ZCARD', Q.state[st]) end
+  counts[#counts + 1] = redis.call('ZCARD', Q.state['waiting-children'])
   local entry = {now = now, c = counts}
   if with_metrics then
     local flat = redis.call('HGETALL', Q.meta)

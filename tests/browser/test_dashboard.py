@@ -259,6 +259,28 @@ def run_scenario(page: Any, api: httpx.Client, switches: Switches, url: str, exp
     assert re.search(r"/dashboard", page.url)
 
 
+def test_a_flow_shows_as_a_tree_on_its_parents_page(stack: tuple[ServedApp, Switches]) -> None:
+    served, _ = stack
+    with chromium(served) as (api, browser, expect):
+        child = {"type": "dash_echo", "payload": {"message": "child"}}
+        flow = {"type": "dash_echo", "payload": {"message": "parent"}, "children": [child, child]}
+        created = api.post("/v1/flows", json=flow)
+        assert created.status_code == 201, created.text
+        tree = created.json()
+        parent, first = tree["job"]["id"], tree["children"][0]["job"]["id"]
+        wait_state(api, parent, "completed")
+        page = browser.new_page(viewport={"width": 1360, "height": 900})
+        page.goto(f"{served.url}/dashboard")
+        page.get_by_label("Admin API key, admin token or JWT").fill(ADMIN_TOKEN)
+        page.get_by_role("button", name="Sign in").click()
+        page.goto(f"{served.url}/dashboard#/job/{parent}")
+        panel = page.locator("#job-flow")
+        expect(panel.locator(".badge.state-completed")).to_have_count(3)  # the parent and its two children
+        panel.get_by_role("link", name=first).click()
+        expect(page.locator("#job-title")).to_contain_text(first)
+        expect(page.locator("#job-flow")).to_contain_text(f"Waiting on this job: {parent} (on failure: fail)")
+
+
 def test_dashboard_falls_back_to_polling_and_reports_outages(stack: tuple[ServedApp, Switches]) -> None:
     """Where the stream cannot be used (API Gateway buffers responses) the page polls; when the API is
     unreachable or Redis is down it says so in an alert, and recovers on its own."""

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from shared.engine import Engine
 from shared.errors import SingletonConflictError
+from shared.keys import BLOCK
 from shared.models import ClaimedJob, Debounce, ErrorKind, JobError, JobSpec, Outcome, State
 from tests.support.api_fixtures import MakeUser
 from tests.support.consumer_fixtures import poll
@@ -35,8 +36,8 @@ async def submit(api: httpx.AsyncClient, headers: dict[str, str], **body: Any) -
 
 
 async def held(engine: Engine, queue: str) -> int:
-    """Singleton and debounce keys held in the queue (its dedup hash, the block's last key)."""
-    return int(await engine.store.command("HLEN", engine.keys.queue(queue).block()[-1]))
+    """Singleton and debounce keys held in the queue (its dedup hash, in the queue's block)."""
+    return int(await engine.store.command("HLEN", engine.keys.queue(queue).block()[BLOCK.index("dedup")]))
 
 
 # Singleton.

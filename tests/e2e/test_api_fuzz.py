@@ -27,6 +27,7 @@ EXAMPLES_PER_OPERATION = 15
 RUNTIME_VALIDATED = {
     ("POST", "/v1/jobs"),
     ("POST", "/v1/jobs/batch"),
+    ("POST", "/v1/flows"),
     ("GET", "/v1/jobs"),
     ("GET", "/v1/queues/{queue}/jobs"),
 }

@@ -400,6 +400,38 @@ def test_status_watch_follows_jobs_to_their_end(cli: Cli, worker: None) -> None:
     assert_clean_error(cli("status", "01JZZZZZZZZZZZZZZZZZZZZZZZ", "--watch", key=user), 1, "not_found")
 
 
+def test_flow_submit_show_and_depends_on(cli: Cli, worker: None) -> None:
+    """A flow submitted from a file, shown as a tree while it waits and once it ran; a chain by
+    --depends-on."""
+    user = cli.user("ines")
+    flow = {
+        "type": "echo",
+        "payload": {"value": "parent"},
+        "children": [
+            {"type": "echo", "payload": {"value": "a"}},
+            {"type": "noop", "payload": {}, "on_failure": "ignore"},
+        ],
+    }
+    submitted = cli("flow", "submit", "-", key=user, input=json.dumps(flow))
+    assert submitted.exit_code == 0, (submitted.stdout, submitted.stderr)
+    root = submitted.stdout.splitlines()[0].split()
+    assert root[0] == "echo" and root[2] == "waiting-children", submitted.stdout
+    assert submitted.stdout.count("└──") + submitted.stdout.count("├──") == 2  # two children under it
+    watched = cli("status", root[1], "--watch", "--within", "60", key=user)
+    assert watched.exit_code == 0, (watched.stdout, watched.stderr)
+    tree = cli.json("flow", "show", root[1], key=user)
+    assert [c["job"]["state"] for c in tree["children"]] == ["completed", "completed"]
+    shown = cli("flow", "show", root[1], key=user)
+    assert shown.exit_code == 0 and shown.stdout.count("completed") == 3, shown.stdout
+    assert "waits for" in cli("status", root[1], key=user).stdout
+
+    first = cli.json("submit", "echo", "--delay", "3600", key=user)
+    chained = cli.json("submit", "echo", "--depends-on", first["id"], key=user)
+    assert chained["state"] == "waiting-children" and chained["depends_on"] == [first["id"]]
+    assert_clean_error(cli("submit", "echo", "--depends-on", "nope", key=user), 1, "depends_on[0]")
+    assert_clean_error(cli("flow", "show", root[1], key=cli.user("mallory")), 1, "not_found")
+
+
 # The installed script.
 
 

@@ -177,7 +177,7 @@ async def test_queue_jobs_filter_by_state_type_and_owner_in_claim_order(
         if cursor is None:
             break
     assert seen == bob_ids
-    for cursor in ["<script>", "7.1", "1.", "1.1234567890"]:
+    for cursor in ["<script>", "8.1", "1.", "1.1234567890"]:
         path = "/v1/dashboard/queues/echo/jobs"
         bad = await api.get(path, params={"cursor": cursor}, headers=ADMIN_HEADERS)
         assert bad.status_code == 422, cursor

@@ -219,3 +219,22 @@ async def test_a_job_whose_last_lease_expires_calls_back_failed(
     await poll(delivered, within=10, every=0.05)
     _, body = sent(receiver)
     assert (body["id"], body["state"], body["error"]["kind"]) == (job_id, "failed", "lease_expired")
+
+
+async def test_a_flow_parent_failed_by_its_child_calls_back(
+    receiver: Receiver, make_runtime: MakeRuntime, consumer_registry: Registry
+) -> None:
+    """A job ended by its flow (a child failed, so the parent fails without running) is an end too."""
+    runtime = make_runtime()
+    child = consumer_registry.get("double").spec({"value": -1}, owner="alice")
+    parent = consumer_registry.get("plain").spec({"value": 1}, owner="alice", callback_url=receiver.url)
+    reply = await runtime.engine.enqueue([parent.model_copy(update={"children": [child]})])
+    parent_id = reply.results[0].job.id
+
+    async def delivered() -> bool:
+        await runtime.consumer.drain(60)
+        return bool(receiver.requests)
+
+    await poll(delivered, within=10, every=0.05)
+    _, body = sent(receiver)
+    assert (body["id"], body["state"], body["error"]["kind"]) == (parent_id, "failed", "child_failed")

@@ -62,8 +62,21 @@ class Ops:
         self.feed = OwnerFeed(engine, Watch(owner="alice"), StreamCursor(base=0))
 
     async def drain(self) -> None:
-        while claimed := await self.engine.claim("echo", 1000):
-            await self.engine.finish(done(claimed))
+        for queue in ("flow-children", "flow-parents", "echo"):
+            while claimed := await self.engine.claim(queue, 1000):
+                await self.engine.finish(done(claimed))
+
+    async def flow(self, children: int) -> None:
+        """A parent (queue flow-parents) whose `children` wait in another queue (flow-children)."""
+        await self.drain()
+        kids = [JobSpec(type="echo", queue="flow-children", payload=PAYLOAD, owner="alice")] * children
+        root = JobSpec(type="echo", queue="flow-parents", payload=PAYLOAD, owner="alice", children=kids)
+        self.waiting_id = (await self.engine.enqueue([root])).results[0].job.id
+
+    async def flow_running(self, children: int) -> None:
+        await self.flow(children)
+        self.claimed = await self.engine.claim("flow-children", children)
+        assert len(self.claimed) == children
 
     def rows(self) -> dict[str, tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[Any]]]]:
         e = self.engine
@@ -157,6 +170,25 @@ class Ops:
                 lambda: e.cancel(self.waiting_id),
             ),
             "rate limit check of a submit": (nothing, lambda: self.limiter.check(who)),
+            "submit a flow: a parent and 3 children, in 2 queues": (self.drain, self._submit_flow),
+            "finish 1 flow child (its parent still waits)": (
+                lambda: self.flow_running(3),
+                lambda: e.finish(done(self.claimed[:1])),
+            ),
+            "finish the last child of a flow (its parent becomes waiting)": (
+                lambda: self.flow_running(1),
+                lambda: e.finish(done(self.claimed)),
+            ),
+            "cancel a flow's parent and its 3 waiting children": (
+                lambda: self.flow(3),
+                lambda: e.cancel(self.waiting_id),
+            ),
+            "submit 1 job that depends on a waiting job": (
+                one_waiting,
+                lambda: e.enqueue(
+                    [JobSpec(type="echo", payload=PAYLOAD, owner="alice", depends_on=[self.waiting_id])]
+                ),
+            ),
             "record a durable step": (one_claimed, lambda: e.step(lease(), "step", '"done"')),
             "finish 1 job that sleeps": (one_claimed, lambda: e.finish(sleep())),
             "submit 1 job with a singleton key": (drain_wf, lambda: e.enqueue(single())),
@@ -179,6 +211,11 @@ class Ops:
                 lambda: poll(0),
             ),
         }
+
+    async def _submit_flow(self) -> None:
+        kids = [JobSpec(type="echo", queue="flow-children", payload=PAYLOAD, owner="alice")] * 3
+        root = JobSpec(type="echo", queue="flow-parents", payload=PAYLOAD, owner="alice", children=kids)
+        await self.engine.enqueue([root])
 
     async def _two(self, claimed: Callable[[int], Awaitable[None]]) -> None:
         """One job claimed and one waiting: the cycle finishes the first and takes the second."""

@@ -336,6 +336,7 @@ async def test_metrics_counts_histograms_throughput_and_events(engine: Engine) -
         State.COMPLETED: 2,
         State.FAILED: 1,
         State.CANCELLED: 0,
+        State.WAITING_CHILDREN: 0,
     }
     assert (m.completed_total, m.failed_total, sum(m.run_buckets), sum(m.wait_buckets)) == (2, 1, 3, 3)
     assert (m.throughput[-1].completed, m.throughput[-1].failed, len(m.throughput)) == (2, 1, 60)

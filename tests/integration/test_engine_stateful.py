@@ -1,8 +1,10 @@
 """A hypothesis state machine driving the engine through the gateway on real Redis.
 
 Random submits, claims, finishes with valid and stale tokens, lease expiries (an injected clock),
-cancels, retries and pauses, on a queue with a concurrency limit; after every step the invariants
-are checked against Redis.
+cancels, retries and pauses, on a queue with a concurrency limit; flows (a parent with children, each
+with a random failure policy) and depends_on; after every step the invariants are checked against Redis:
+no parent runs before its children end, and no child is orphaned (a waiting parent always has a child
+still to end, and counts exactly those).
 """
 
 from __future__ import annotations
@@ -25,11 +27,21 @@ from hypothesis.stateful import (
 
 from shared.codec import as_fields, fresh_m, shown_state, unpack_m
 from shared.engine import Engine
-from shared.errors import InvalidTransitionError, SingletonConflictError
+from shared.errors import InvalidTransitionError, SingletonConflictError, ValidationError
 from shared.ids import job_id as public_id
 from shared.ids import split_id
-from shared.keys import STATE_INDEXES
-from shared.models import Backoff, ErrorKind, JobError, JobSpec, Lease, Outcome, QueueOptions, State
+from shared.keys import BLOCK, STATE_INDEXES
+from shared.models import (
+    TERMINAL_STATES,
+    Backoff,
+    ErrorKind,
+    JobError,
+    JobSpec,
+    Lease,
+    Outcome,
+    QueueOptions,
+    State,
+)
 from shared.settings import Settings
 from shared.store import make_redis
 from tests.support.engine_fixtures import FakeClock, prefix_for
@@ -60,6 +72,7 @@ class EngineMachine(RuleBasedStateMachine):
         self.ids: list[str] = []
         self.tokens: dict[str, list[str]] = {}  # every token ever issued per job, newest last
         self.paused = False
+        self.waits_for: dict[str, list[str]] = {}  # a parent (or dependent) -> its children (dependencies)
         self.singletons: dict[str, str] = {}  # job id -> its singleton key
         self.rerun: set[str] = set()  # jobs run again by hand: they do not take their key again
 
@@ -98,12 +111,40 @@ class EngineMachine(RuleBasedStateMachine):
         reply = self.run(self.engine.enqueue(specs))
         self.ids += [r.job.id for r in reply.results]
 
+    @rule(policies=st.lists(st.sampled_from(["fail", "ignore", "continue"]), min_size=1, max_size=3))
+    def submit_flow(self, policies: list[str]) -> None:
+        backoff = Backoff(delay=1, factor=2, jitter=0)
+        children = [
+            JobSpec(type=QUEUE, max_attempts=MAX_ATTEMPTS, backoff=backoff, on_failure=policy)  # type: ignore[arg-type]
+            for policy in policies
+        ]
+        root = JobSpec(type=QUEUE, max_attempts=MAX_ATTEMPTS, backoff=backoff, children=children)
+        ids = [r.job.id for r in self.run(self.engine.enqueue([root])).results]
+        self.ids += ids
+        self.waits_for[ids[0]] = ids[1:]
+
+    @precondition(lambda self: self.ids)
+    @rule(data=st.data())
+    def submit_dependent(self, data: st.DataObject) -> None:
+        deps = data.draw(st.lists(st.sampled_from(self.ids), min_size=1, max_size=2, unique=True))
+        spec = JobSpec(type=QUEUE, max_attempts=MAX_ATTEMPTS, depends_on=deps)
+        try:
+            [result] = self.run(self.engine.enqueue([spec])).results
+        except ValidationError:  # a dependency already failed or was cancelled: refused whole
+            states = [self.run(self.engine.get(dep)).state for dep in deps]
+            assert {State.FAILED, State.CANCELLED} & set(states)
+            return
+        self.ids.append(result.job.id)
+        self.waits_for[result.job.id] = deps
+
     @rule(n=st.integers(1, 5), lease=st.sampled_from([5, 30]))
     def claim(self, n: int, lease: int) -> None:
         claimed = self.run(self.engine.claim(QUEUE, n, lease=lease))
         if self.paused:
             assert claimed == []
         for c in claimed:
+            for child in self.waits_for.get(c.job.id, []):  # no parent runs before its children end
+                assert self.run(self.engine.get(child)).state in TERMINAL_STATES, (c.job.id, child)
             assert c.token not in self.tokens.get(c.job.id, [])
             self.tokens.setdefault(c.job.id, []).append(c.token)
             assert c.job.attempts <= MAX_ATTEMPTS
@@ -207,7 +248,11 @@ class EngineMachine(RuleBasedStateMachine):
     @invariant()
     def a_singleton_key_has_one_live_job_and_is_held_only_by_it(self) -> None:
         held = as_fields(
-            self.run(self.engine.store.command("HGETALL", self.engine.keys.queue(QUEUE).block()[-1]))
+            self.run(
+                self.engine.store.command(
+                    "HGETALL", self.engine.keys.queue(QUEUE).block()[BLOCK.index("dedup")]
+                )
+            )
         )
         live: dict[str, list[str]] = {}
         for job_id, key in self.singletons.items():
@@ -221,16 +266,20 @@ class EngineMachine(RuleBasedStateMachine):
 
     @invariant()
     def every_job_in_exactly_one_index_agreeing_with_its_hash(self) -> None:
-        keys = self.engine.keys
+        queue = self.engine.keys.queue(QUEUE)
         where: dict[str, str] = {}
-        for state in STATE_INDEXES:
-            members = self.run(self.engine.store.command("ZRANGE", keys.queue(QUEUE).state(state), 0, -1))
+        indexes = {
+            **{state: queue.state(state) for state in STATE_INDEXES},
+            "waiting-children": queue.waiting_children(),
+        }
+        for state, key in indexes.items():
+            members = self.run(self.engine.store.command("ZRANGE", key, 0, -1))
             for job_id in (public_id(unique, QUEUE) for unique in members or []):
                 assert job_id not in where, f"{job_id} in {where[job_id]} and {state}"
                 where[job_id] = state
         stats = self.run(self.engine.stats(QUEUE))
         assert sum(stats.counts.values()) == len(where) == len(self.ids)
-        for state in STATE_INDEXES:
+        for state in indexes:
             assert stats.counts[State(state)] == sum(1 for s in where.values() if s == state)
         assert stats.counts[State.ACTIVE] <= CONCURRENCY
         for job_id in self.ids:
@@ -244,6 +293,23 @@ class EngineMachine(RuleBasedStateMachine):
             else:
                 assert index == m["s"], (job_id, index, m)
             assert int(m["a"] or 0) <= MAX_ATTEMPTS
+
+    @invariant()
+    def no_child_is_orphaned(self) -> None:
+        """Every child (and every dependency not already completed at submit) knows the job waiting on
+        it, so its end reaches that job; a job waiting for children has some still to end and counts
+        exactly those (so it neither waits forever nor runs early)."""
+        jobs = {job.id: job for job in self.run(self.engine.get_many(self.ids))}
+        for parent_id, children in self.waits_for.items():
+            parent = jobs[parent_id]
+            assert [*parent.children, *parent.depends_on] == children
+            for child in children:
+                linked = parent_id in [link.id for link in jobs[child].parents]
+                assert linked or (child in parent.depends_on and jobs[child].state is State.COMPLETED)
+            if parent.state is State.WAITING_CHILDREN:
+                pending = [c for c in children if jobs[c].state not in TERMINAL_STATES]
+                assert pending, f"{parent_id} waits for children that have all ended"
+                assert parent.pending_children == len(pending), (parent_id, parent.pending_children, pending)
 
     @invariant()
     def only_the_newest_lease_is_live(self) -> None:
@@ -263,7 +329,8 @@ class EngineMachine(RuleBasedStateMachine):
             outcomes = [Outcome(job_id=c.job.id, token=c.token, status="completed") for c in claimed]
             self.run(self.engine.finish(outcomes))
             counts = self.run(self.engine.stats(QUEUE)).counts  # one read, not one per job
-            if not any(counts[state] for state in (State.WAITING, State.DELAYED, State.ACTIVE)):
+            busy = (State.WAITING, State.DELAYED, State.ACTIVE, State.WAITING_CHILDREN)
+            if not any(counts[state] for state in busy):
                 return
         raise AssertionError(f"jobs never reached a terminal state: {counts}")
 

@@ -18,8 +18,9 @@ def test_every_key_is_pinned() -> None:
     assert keys.queues() == "jobq:queues"
     mail = keys.queue("mail")
     assert mail.block() == [f"jobq:{{mail}}:{part}" for part in BLOCK]
-    assert ("jobs", *STATE_INDEXES, "meta", "due", "events", "owners", "fair", "dedup") == BLOCK
+    assert ("jobs", *STATE_INDEXES, "meta", "due", "events", "owners", "fair", "dedup", "children") == BLOCK
     assert mail.state("waiting") == "jobq:{mail}:waiting"
+    assert mail.waiting_children() == "jobq:{mail}:children" == mail.block()[-1]
     assert (mail.jobs(), mail.meta(), mail.due(), mail.events()) == (
         "jobq:{mail}:jobs",
         "jobq:{mail}:meta",

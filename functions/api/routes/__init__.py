@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from functions.api.routes import dashboard, events, health, jobs, keys, metrics, panel, queues, tokens
+from functions.api.routes import dashboard, events, flows, health, jobs, keys, metrics, panel, queues, tokens
 
 ROUTERS: list[APIRouter] = [
     health.router,
     jobs.router,
+    flows.router,
     events.router,
     queues.router,
     keys.router,

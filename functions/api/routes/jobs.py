@@ -39,8 +39,8 @@ from shared.errors import (
     PayloadTooLargeError,
     ValidationError,
 )
-from shared.limits import CALLBACK_TIMEOUT, MAX_METADATA_BYTES
-from shared.models import NAME_PATTERN, TAG_PATTERN, JobSpec, State, debounce_conflict
+from shared.limits import CALLBACK_TIMEOUT, MAX_FLOW_DEPTH, MAX_FLOW_NODES, MAX_METADATA_BYTES
+from shared.models import NAME_PATTERN, TAG_PATTERN, EnqueueReply, JobSpec, State, debounce_conflict
 from shared.priorities import priority_value
 from shared.triggers import Trigger
 
@@ -68,14 +68,9 @@ async def submit_job(
                 "Idempotency-Key header and body idempotency_key differ", field="idempotency_key"
             )
         body = body.model_copy(update={"idempotency_key": idempotency_key})
-    spec = job_spec(body, user, services)
+    spec = flow_spec(body, user, services)
     await services.limiter.check(user)
-    try:
-        reply = await services.engine.enqueue([spec])
-    except JobqError as exc:  # the engine names a batch item ("jobs[0].metadata"); this body has one
-        if exc.field is not None and exc.field.startswith(SINGLE_ITEM):
-            exc.field = exc.field.removeprefix(SINGLE_ITEM)
-        raise
+    reply = await submit_one(services, spec)
     result = reply.results[0]
     if result.created:
         response.headers["Location"] = f"/v1/jobs/{result.job.id}"
@@ -102,7 +97,7 @@ async def submit_batch(
     specs = []
     for index, item in enumerate(body.jobs):
         try:
-            specs.append(job_spec(item, user, services))
+            specs.append(flow_spec(item, user, services))
         except ValidationError as exc:
             raise type(exc)(exc.message, field=f"jobs[{index}].{exc.field or 'body'}") from exc
     await services.limiter.check(user)
@@ -112,10 +107,14 @@ async def submit_batch(
     if reply.trigger:
         background.add_task(fire_trigger, services.trigger, reply.triggers)
     registry = services.registry
+    roots, at = [], 0  # the engine answers for every job, each tree in preorder: its root first
+    for spec in specs:
+        roots.append(reply.results[at])
+        at += spec.flow_size()
     return JobBatchResult(
         results=[
             JobBatchItem(index=index, created=result.created, job=JobPublic.of(result.job, registry))
-            for index, result in enumerate(reply.results)
+            for index, result in enumerate(roots)
         ]
     )
 
@@ -184,6 +183,43 @@ async def retry_job(job_id: str, user: CurrentUser, services: ServicesDep) -> Jo
     job_id = await visible_job(user, services.engine, job_id)
     job = await services.engine.retry(job_id, owner=owner_scope(user))
     return JobPublic.of(job, services.registry)
+
+
+async def submit_one(services: Services, spec: JobSpec) -> EnqueueReply:
+    """Enqueue one job (with its flow, if any); the engine names a batch item ("jobs[0].metadata"), and
+    this body has one, so its errors name the field within the body."""
+    try:
+        return await services.engine.enqueue([spec])
+    except JobqError as exc:
+        if exc.field is not None and exc.field.startswith(SINGLE_ITEM):
+            exc.field = exc.field.removeprefix(SINGLE_ITEM)
+        raise
+
+
+def flow_spec(body: JobCreate, user: Principal, services: Services) -> JobSpec:
+    """`job_spec` of a body and of each of its flow children (every node the caller's own), refused,
+    naming the field, past MAX_FLOW_NODES jobs or MAX_FLOW_DEPTH levels before any is built further."""
+    count = 0
+
+    def build(node: JobCreate, where: str, depth: int) -> JobSpec:
+        nonlocal count
+        count += 1
+        if count > MAX_FLOW_NODES:
+            raise ValidationError(f"a flow holds at most {MAX_FLOW_NODES} jobs", field="children")
+        if depth == MAX_FLOW_DEPTH and node.children:
+            raise ValidationError(f"a flow nests at most {MAX_FLOW_DEPTH} levels", field=where + "children")
+        try:
+            spec = job_spec(node, user, services)
+        except JobqError as exc:
+            exc.field = where + (exc.field or "body") if where else exc.field
+            raise
+        children = [
+            build(child, f"{where}children[{k}].", depth + 1) for k, child in enumerate(node.children)
+        ]
+        flow = {"children": children, "on_failure": node.on_failure, "depends_on": node.depends_on}
+        return spec.model_copy(update=flow)
+
+    return build(body, "", 0)
 
 
 def job_spec(body: JobCreate, user: Principal, services: Services) -> JobSpec:

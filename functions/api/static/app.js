@@ -64,8 +64,10 @@ function timeEl(iso) {
   return iso ? h("time", { datetime: iso, text: fmtTime(iso) }) : "–";
 }
 
+const BADGE_STATES = [...STATES, "waiting-children"]; // a flow's parent waiting for its children
+
 function stateBadge(state) {
-  return h("span", { class: `badge state-${STATES.includes(state) ? state : "unknown"}`, text: state });
+  return h("span", { class: `badge state-${BADGE_STATES.includes(state) ? state : "unknown"}`, text: state });
 }
 
 function pretty(value) {
@@ -647,12 +649,14 @@ function jobView(id) {
         if (fresh()) mount(h("section", {}, h("h1", { text: "Job not found" }), h("p", { text: `No job has the id “${id}”.` })));
         return;
       }
+      // A flow's parent: its tree, every node with its state (GET /v1/flows, one read per level).
+      const flow = job.children && job.children.length ? await api(`/v1/flows/${encodeURIComponent(id)}`) : null;
       if (!fresh()) return;
-      const snapshot = JSON.stringify(job);
+      const snapshot = JSON.stringify([job, flow]);
       if (snapshot === last) return;
       last = snapshot;
       const open = document.querySelector("#curl-box")?.open;
-      mount(renderJob(job));
+      mount(renderJob(job, flow));
       if (open) $("#curl-box").open = true;
     },
   };
@@ -692,7 +696,40 @@ function curlFor(job) {
   ].join(" \\\n");
 }
 
-function renderJob(job) {
+function jobLink(job) {
+  return h("a", { href: `#/job/${encodeURIComponent(job.id)}`, class: "mono", text: job.id });
+}
+
+// The flow panel: the tree under this job (its children, theirs, ...) and the jobs waiting on it.
+function flowPanel(job, flow) {
+  const parents = job.parents || [];
+  const waitsOn = job.depends_on || [];
+  if (!flow && !parents.length && !waitsOn.length) return null;
+  const node = (item) =>
+    h(
+      "li",
+      {},
+      h("strong", { text: item.job.type }),
+      " ",
+      jobLink(item.job),
+      " ",
+      stateBadge(item.job.state),
+      item.children.length ? h("ul", { class: "flow-tree" }, item.children.map(node)) : null,
+    );
+  return h(
+    "div",
+    { class: "panel", id: "job-flow" },
+    h("h2", { text: "Flow" }),
+    flow ? h("ul", { class: "flow-tree" }, node(flow)) : null,
+    job.state === "waiting-children" ? h("p", { text: `Waiting for ${job.pending_children} more to end.` }) : null,
+    waitsOn.length ? h("p", {}, "Depends on ", waitsOn.map((depId) => [jobLink({ id: depId }), " "])) : null,
+    parents.length
+      ? h("p", {}, "Waiting on this job: ", parents.map((p) => [jobLink(p), ` (on failure: ${p.policy}) `]))
+      : null,
+  );
+}
+
+function renderJob(job, flow) {
   const facts = [
     ["Queue", h("a", { href: `#/queue/${encodeURIComponent(job.queue)}?state=${job.state}`, text: job.queue })],
     ["Type", job.type],
@@ -772,6 +809,7 @@ function renderJob(job) {
       h("div", { class: "panel" }, h("h2", { text: "Details" }), h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", { text: k }), h("dd", {}, v)]))),
       h("div", { class: "panel" }, h("h2", { text: "Timeline" }), timeline(job)),
     ),
+    flowPanel(job, flow),
     h("div", { class: "grid" },
       h("div", { class: "panel" }, h("h2", { text: "Payload" }), h("pre", { id: "job-payload", text: pretty(job.payload) })),
       h("div", { class: "panel" }, h("h2", { text: "Result" }), h("pre", { id: "job-result", text: job.state === "completed" ? pretty(job.result) : "–" })),

@@ -1,0 +1,45 @@
+"""docs/workflows.md's examples, run as written against the local stack (`jobq dev`): the job module is
+saved as the file its first line names, the stack loads it, and the request and answer are the page's."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+from tests.e2e.devstack import DevStack, wait_settled
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = ROOT / "docs" / "workflows.md"
+
+
+def block(language: str, first_line: str) -> str:
+    """The fenced block of docs/workflows.md in `language` whose first line starts with `first_line`."""
+    blocks = re.findall(rf"^```{language}\n(.*?)^```", PAGE.read_text(), flags=re.DOTALL | re.MULTILINE)
+    found = [text for text in blocks if text.splitlines()[0].strip().startswith(first_line)]
+    assert len(found) == 1, f"docs/workflows.md has {len(found)} {language} blocks starting {first_line!r}"
+    return str(found[0])
+
+
+def test_the_orchestrator_fan_out_runs_as_written(tmp_path: Path) -> None:
+    module = block("python", "# agents/flow.py")
+    path = module.splitlines()[0].removeprefix("# ").strip()
+    (tmp_path / path).parent.mkdir(parents=True)
+    (tmp_path / path).write_text(module)
+    command = shlex.split(block("bash", "curl -s localhost:8000/v1/flows"))
+    route = command[2].removeprefix("localhost:8000")
+    body = json.loads(command[command.index("-d") + 1])
+    expected = json.loads(block("json", '{"flight-search"'))
+    with DevStack(tmp_path, modules='["agents.flow"]') as stack, stack.client() as client:
+        created = client.post(route, json=body)
+        assert created.status_code == 201, created.text
+        tree = created.json()
+        assert tree["job"]["state"] == "waiting-children", tree
+        assert [c["job"]["type"] for c in tree["children"]] == [c["type"] for c in body["children"]]
+        done = wait_settled(client, tree["job"]["id"])
+        assert done["state"] == "completed", done
+        assert done["result"] == expected
+        read = client.get(f"/v1/flows/{tree['job']['id']}").json()
+        assert [c["job"]["state"] for c in read["children"]] == ["completed"] * 3
+    assert "Traceback" not in stack.printed, stack.printed
