@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
 import secrets
 import time
@@ -39,6 +40,7 @@ from shared.errors import (
     FlowKeysError,
     IdempotencyConflictError,
     JobNotFoundError,
+    JobqError,
     PayloadTooLargeError,
     SingletonConflictError,
     StoreError,
@@ -78,6 +80,7 @@ from shared.models import (
     State,
     stall_reason,
 )
+from shared.scheduler import Scheduler
 from shared.scriptcalls import (
     CANCEL,
     CLAIM,
@@ -113,6 +116,7 @@ from shared.scriptcalls import (
 from shared.settings import Settings
 from shared.store import Store, retrying
 
+log = logging.getLogger("jobq.engine")
 _NAME = re.compile(NAME_PATTERN)
 _TAG = re.compile(TAG_PATTERN)
 _QUEUE_CURSOR = re.compile(r"^[1-7]\.[0-9]{1,9}$")
@@ -244,6 +248,7 @@ class Engine:
         self._published: set[str] = set()
         self._named: set[str] = set()  # queues this engine added to the set of queues
         self._queue_list: tuple[float, list[str]] | None = None  # (read at, SMEMBERS) for ticks
+        self.scheduler = Scheduler(self)
         # Queues whose flows reach into other queues (a child's parent, a parent's children), learned from
         # submits, claims and the scripts' needs_queues replies: their blocks ride along in KEYS.
         self._related: dict[str, set[str]] = {}
@@ -490,36 +495,7 @@ class Engine:
         for job in jobs:  # what later calls of these queues' flows reach
             links = [*job.job.get("fc", []), *(pid for pid, _ in job.job.get("fp", []))]
             self._relate(job.queue, (split_id(link)[1] for link in links))
-        # KEYS: each queue's block (those of dependencies too), then every other key once; the plan
-        # points at them by position.
-        blocks = [*groups, *sorted(dep_queues - set(groups))]
-        keys: list[str] = []
-        extra: dict[str, int] = {}
-
-        def at(key: str | None) -> int:
-            if key is None:
-                return 0
-            if key not in extra:
-                extra[key] = len(extra)
-            return extra[key] + 1 + len(blocks) * len(BLOCK)
-
-        plan_groups: list[EnqueueGroup] = []
-        for base, queue in enumerate(blocks):
-            keys += self._qk(queue).block()
-            members = groups.get(queue, [])
-            for member in members:
-                member.job["ik"] = at(member.idempotency)
-                member.job["ix"] = [at(key) for key in member.listings]
-            if members:
-                plan_groups.append({"q": queue, "b": base * len(BLOCK), "jobs": [m.job for m in members]})
-        keys += list(extra)
-        plan: EnqueuePlan = {
-            "w": ms(self.idempotency_window),
-            "tr": ms(TRIGGER_TTL),
-            "cap": LISTING_CAP,
-            "g": plan_groups,
-            "fq": [(queue, base * len(BLOCK)) for base, queue in enumerate(blocks)],
-        }
+        keys, plan = self._enqueue_call(groups, dep_queues)
         now = self._now_ms()
         try:
             reply = await ENQUEUE.run(self.store, keys, str(now), plan)
@@ -559,6 +535,41 @@ class Engine:
                 existing = decode_job(item[1], as_fields(item[2]), now)
                 results.append(EnqueueResult(job=existing, created=False))
         return EnqueueReply(results=results, triggers=list(reply["t"] or []))
+
+    def _enqueue_call(
+        self, groups: dict[str, list[PlannedJob]], dep_queues: set[str]
+    ) -> tuple[list[str], EnqueuePlan]:
+        """enqueue.lua's KEYS and plan: each queue's block (those of dependencies too), then every other
+        key once (the plan points at them by position)."""
+        blocks = [*groups, *sorted(dep_queues - set(groups))]
+        keys: list[str] = []
+        extra: dict[str, int] = {}
+
+        def at(key: str | None) -> int:
+            if key is None:
+                return 0
+            if key not in extra:
+                extra[key] = len(extra)
+            return extra[key] + 1 + len(blocks) * len(BLOCK)
+
+        plan_groups: list[EnqueueGroup] = []
+        for base, queue in enumerate(blocks):
+            keys += self._qk(queue).block()
+            members = groups.get(queue, [])
+            for member in members:
+                member.job["ik"] = at(member.idempotency)
+                member.job["ix"] = [at(key) for key in member.listings]
+            if members:
+                plan_groups.append({"q": queue, "b": base * len(BLOCK), "jobs": [m.job for m in members]})
+        keys += list(extra)
+        plan: EnqueuePlan = {
+            "w": ms(self.idempotency_window),
+            "tr": ms(TRIGGER_TTL),
+            "cap": LISTING_CAP,
+            "g": plan_groups,
+            "fq": [(queue, base * len(BLOCK)) for base, queue in enumerate(blocks)],
+        }
+        return keys, plan
 
     # -- consume -------------------------------------------------------------------------------
 
@@ -616,7 +627,13 @@ class Engine:
             args["fq"] = fq
             return await CLAIM.run(self.store, keys, self._now_arg(), args)
 
-        return self._claimed(queue, await self._flowing(queue, call))
+        reply = await self._flowing(queue, call)
+        claimed = self._claimed(queue, reply)
+        if reply.get("sd") and await self._fire(queue, reply) and len(claimed) < n:
+            # The jobs just fired, in the room left (schedules this claim finds due wait for the next).
+            args["n"], args["nonce"] = n - len(claimed), secrets.token_hex(8)
+            claimed += self._claimed(queue, await self._flowing(queue, call))
+        return claimed
 
     async def finish_and_claim(
         self,
@@ -646,10 +663,13 @@ class Engine:
 
         cycle, rest = await asyncio.gather(self._flowing(queue, call), self.finish(others))
         finished, claimed = cycle
+        claimed_jobs = self._claimed(queue, claimed)
+        if claimed.get("sd"):  # fired now; the consumer reads the due keys again and claims them
+            await self._fire(queue, claimed)
         mine_results = iter(self._finished(mine, finished))
         other_results = iter(rest)
         results = [next(mine_results if _queue_of(o.job_id) == queue else other_results) for o in outcomes]
-        return results, self._claimed(queue, claimed)
+        return results, claimed_jobs
 
     async def _claim_args(
         self, queue: str, n: int, lease: float | None, max_timeout: float | None, lane: str | None
@@ -673,6 +693,16 @@ class Engine:
             "max_timeout": -1 if max_timeout is None else float(max_timeout),
             "lanes": [lane or "*"],
         }
+
+    async def _fire(self, queue: str, reply: Any) -> bool:
+        """Fire the schedules a claim found due (`sd`: their records) in one call (shared/scheduler.py);
+        False when it failed (logged: the jobs the claim took still run, and the queue stays due)."""
+        try:
+            await self.scheduler.fire(queue, reply["sd"], int(reply["now"]))
+        except JobqError as exc:
+            log.warning("firing the schedules of queue %s failed: %s", queue, exc)
+            return False
+        return True
 
     def _claimed(self, queue: str, reply: Any) -> list[ClaimedJob]:
         claimed = [

@@ -21,8 +21,13 @@ PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 STATE_INDEXES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 
 # A queue's fixed block of keys, in the order every script receives them (lib.lua `block`).
-# "children" (last): jobs waiting for their flow children or dependencies (state waiting-children).
-BLOCK = ("jobs", *STATE_INDEXES, "meta", "due", "events", "owners", "fair", "dedup", "children")
+# "children": jobs waiting for their flow children or dependencies (state waiting-children).
+BLOCK = (
+    "jobs",
+    *STATE_INDEXES,
+    *("meta", "due", "events", "owners", "fair", "dedup", "children"),
+    *("schedules", "schedule_times"),
+)
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,9 @@ class QueueKeys:
         - events: capped stream of state changes; owners, fair: per-owner counts (limit per owner);
         - dedup: hash of singleton and debounce keys held, `s:<digest>` / `d:<digest>` -> unique id
           (`hold_digest` names a key per owner);
-        - children: sorted set of the jobs waiting for their flow children or dependencies.
+        - children: sorted set of the jobs waiting for their flow children or dependencies;
+        - schedules: hash of the queue's schedules, id -> JSON record (shared/schedules.py Schedule);
+        - schedule_times: sorted set of schedule ids by next slot ms (meta 'ns' mirrors its first).
         """
         return [self._key(part) for part in BLOCK]
 
@@ -78,6 +85,13 @@ class QueueKeys:
         """An owner's jobs of this queue under one tag: every owner has its own (the owner hashed, so no
         owner text can reach into another's key)."""
         return self._key("tag", _digest(owner), tag)
+
+    def schedules(self) -> str:
+        return self._key("schedules")
+
+    def owner_schedules(self, owner: str) -> str:
+        """Sorted set (scores 0) of an owner's schedule ids in this queue (the owner hashed)."""
+        return self._key("schedule_owner", _digest(owner))
 
     def idempotency(self, owner: str, key: str) -> str:
         """String: job id and request hash for an idempotency key; hashed so any owner/key text is safe."""

@@ -171,17 +171,47 @@ class Nothing(TypedDict):
     pass
 
 
-class Cycle(Script[tuple[FinishPlan, ClaimPlan]]):
-    """finish then claim in one call: each part keeps its own plan (ARGV[2], ARGV[3])."""
+class SchedulePlan(TypedDict):
+    op: Literal["put", "delete"]
+    id: str
+    v: int  # the version read; 0: a new schedule
+    rec: str  # the record's JSON text ("" for delete)
+    next: int | None  # next slot ms
+    cap: int  # most schedules of an owner in the queue
 
-    def argv(self, plan: tuple[FinishPlan, ClaimPlan]) -> list[str]:
+
+class FireItem(TypedDict):
+    id: str
+    v: int  # the version read
+    rec: str  # the record after this firing
+    next: int | None  # next slot ms
+    j: list[int]  # batch positions of its jobs in the enqueue plan
+
+
+class FirePlan(TypedDict):
+    f: list[FireItem]
+    e: EnqueuePlan  # one group: the queue's
+
+
+class ScheduleListPlan(TypedDict):
+    limit: int
+
+
+A = TypeVar("A")
+B = TypeVar("B")
+
+
+class TwoParts(Script[tuple[A, B]]):
+    """A composed script (two state changes in one call): each part keeps its own plan (ARGV[2], ARGV[3])."""
+
+    def argv(self, plan: tuple[A, B]) -> list[str]:
         return [dumps(plan[0]), dumps(plan[1])]
 
 
 ENQUEUE = Script[EnqueuePlan]("enqueue")
 CLAIM = Script[ClaimPlan]("claim")
 FINISH = Script[FinishPlan]("finish")
-CYCLE = Cycle("cycle")
+CYCLE = TwoParts[FinishPlan, ClaimPlan]("cycle")  # finish, then claim
 EXTEND = Script[ExtendPlan]("extend")
 STEP = Script[StepPlan]("step")
 REPORT = Script[ReportPlan]("report")
@@ -195,3 +225,6 @@ CLEAN = Script[CleanPlan]("clean")
 OBLITERATE = Script[Nothing]("obliterate")
 POLICY = Script[PolicyPlan]("policy")
 WAKE = Script[WakePlan]("wake")
+SCHEDULE = Script[SchedulePlan]("schedule")
+FIRE = Script[FirePlan]("fire")
+SCHEDULE_LIST = Script[ScheduleListPlan]("schedule_list")

@@ -91,9 +91,9 @@ def make_redis(settings: Settings) -> Redis:
 # Scripts made of others: each part's body becomes a function of its own ARGV (`<part>_part(argv)`), on
 # the same KEYS, so one call runs several state changes atomically with each part's arguments unchanged.
 # Inside a part `commit` does nothing: the composed script commits once, for all its parts (lib.lua).
-COMPOSED = {"cycle": ("finish", "claim")}
+COMPOSED = {"cycle": ("finish", "claim"), "fire": ("enqueue",)}
 # Scripts that only read: flagged no-writes and run with EVALSHA_RO, which a read replica may serve.
-READ_ONLY = frozenset({"list", "stats"})
+READ_ONLY = frozenset({"list", "stats", "schedule_list"})
 
 
 @cache

@@ -18,6 +18,7 @@ from pydantic import (
 )
 from pydantic import ValidationError as PydanticValidationError
 
+from shared.codec import dt
 from shared.limits import MAX_CALLBACK_URL, MAX_DEPENDS_ON, MAX_FLOW_NODES, MAX_TAGS, utc_run_at
 from shared.models import (
     TAG_PATTERN,
@@ -36,6 +37,7 @@ from shared.priorities import PRIORITIES, priority_value
 # so the client does not load the store, the settings and the registry.
 if TYPE_CHECKING:
     from shared.registry import Registry
+from shared.schedules import MAX_CRON_LENGTH, MAX_EVERY, MAX_LIMIT, MIN_EVERY, CatchUp, Schedule, Timetable
 
 
 def _integral(value: Any) -> Any:
@@ -427,3 +429,93 @@ class RedisHealth(BaseModel):
 class Health(BaseModel):
     status: str
     redis: RedisHealth
+
+
+class ScheduleCreate(Timetable):
+    """A new schedule: its timetable and the job each slot submits, as POST /v1/jobs takes one (without
+    run_at, delay_seconds and idempotency_key: a slot gives those)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    job: JobCreate
+    owner: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=OWNER_PATTERN,
+        description="Admins only: the owner the schedule (and its jobs) belongs to.",
+    )
+
+
+class ScheduleUpdate(BaseModel):
+    """A change: the fields given replace the schedule's (null clears an optional one); `job` replaces
+    its job whole (same type's queue)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    cron: str | None = Field(default=None, min_length=1, max_length=MAX_CRON_LENGTH)
+    timezone: str | None = Field(default=None, min_length=1, max_length=64)
+    every_seconds: StrictInt | None = Field(default=None, ge=MIN_EVERY, le=MAX_EVERY)
+    start_at: datetime | None = Field(default=None, strict=False)
+    end_at: datetime | None = Field(default=None, strict=False)
+    limit: StrictInt | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    catch_up: CatchUp | None = Field(default=None, strict=False)
+    paused: StrictBool | None = Field(default=None, description="Pause (true) or resume (false) it.")
+    job: JobCreate | None = None
+
+
+class SchedulePublic(BaseModel):
+    """A schedule as its owner sees it."""
+
+    id: str
+    owner: str
+    queue: str
+    type: str
+    type_registered: bool = Field(description="False: no job type of that name is deployed any more.")
+    payload: Any = None
+    priority: int
+    max_attempts: int
+    timeout_seconds: float
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    cron: str | None = None
+    timezone: str
+    every_seconds: int | None = None
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    limit: int | None = None
+    catch_up: CatchUp
+    paused: bool = False
+    fired: int
+    last_run_at: datetime | None = Field(default=None, description="The last slot fired.")
+    next_run_at: datetime | None = Field(default=None, description="None: the schedule is over.")
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, schedule: Schedule, registry: Registry) -> SchedulePublic:
+        job = schedule.job
+        return cls(
+            **schedule.timetable(),
+            id=schedule.id,
+            owner=job.owner,
+            queue=schedule.queue,
+            type=job.type,
+            type_registered=job.type in registry,
+            payload=registry.public_payload(job.type, job.payload),
+            priority=job.priority,
+            max_attempts=job.max_attempts,
+            timeout_seconds=job.timeout,
+            metadata=job.metadata,
+            tags=job.tags,
+            paused=schedule.paused,
+            fired=schedule.fired,
+            last_run_at=dt(schedule.last_slot),
+            next_run_at=dt(schedule.next_slot),
+            created_at=schedule.created_at,
+            updated_at=schedule.updated_at,
+        )
+
+
+class ScheduleList(BaseModel):
+    schedules: list[SchedulePublic]

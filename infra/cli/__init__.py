@@ -43,7 +43,7 @@ def import_from_working_directory() -> None:
 
 
 # Imported for their side effect of registering commands on `app`.
-from infra.cli import client, dev, gateway, keys, worker  # noqa: E402, F401
+from infra.cli import client, dev, gateway, keys, schedules, worker  # noqa: E402, F401
 
 
 @app.command()

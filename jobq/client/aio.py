@@ -155,6 +155,23 @@ class AsyncClient:
         body = {"scopes": list(scopes), "tag": tag, "ttl_seconds": ttl}
         return await self._run(calls.create_token(body))
 
+    # Schedules (the caller's own; admins: any owner's).
+
+    async def create_schedule(self, body: dict[str, Any]) -> models.SchedulePublic:
+        return await self._run(calls.create_schedule(body))
+
+    async def schedules(self, owner: str | None = None) -> models.ScheduleList:
+        return await self._run(calls.schedules(owner))
+
+    async def schedule(self, schedule_id: str) -> models.SchedulePublic:
+        return await self._run(calls.schedule(schedule_id))
+
+    async def change_schedule(self, schedule_id: str, body: dict[str, Any]) -> models.SchedulePublic:
+        return await self._run(calls.change_schedule(schedule_id, body))
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        await self._run(calls.delete_schedule(schedule_id))
+
     # Admin.
 
     async def queues(self) -> Queues:

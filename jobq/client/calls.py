@@ -226,6 +226,28 @@ def create_token(body: dict[str, Any]) -> Call[models.TokenCreated]:
     return Call("POST", "/v1/tokens", _model(models.TokenCreated.model_validate), json=body)
 
 
+def create_schedule(body: dict[str, Any]) -> Call[models.SchedulePublic]:
+    return Call("POST", "/v1/schedules", _model(models.SchedulePublic.model_validate), json=body)
+
+
+def schedules(owner: str | None = None) -> Call[models.ScheduleList]:
+    params = {"owner": owner}
+    return Call("GET", "/v1/schedules", _model(models.ScheduleList.model_validate), params=params)
+
+
+def schedule(schedule_id: str) -> Call[models.SchedulePublic]:
+    return Call("GET", f"/v1/schedules/{segment(schedule_id)}", _model(models.SchedulePublic.model_validate))
+
+
+def change_schedule(schedule_id: str, body: dict[str, Any]) -> Call[models.SchedulePublic]:
+    path = f"/v1/schedules/{segment(schedule_id)}"
+    return Call("PATCH", path, _model(models.SchedulePublic.model_validate), json=body)
+
+
+def delete_schedule(schedule_id: str) -> Call[None]:
+    return Call("DELETE", f"/v1/schedules/{segment(schedule_id)}", lambda _r, _b: None)
+
+
 def queues() -> Call[list[models.QueuePublic]]:
     return Call("GET", "/v1/queues", lambda _r, body: models.QueueList.model_validate(body).queues)
 

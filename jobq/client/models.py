@@ -25,6 +25,8 @@ from functions.api.schemas import (
     QueueAction,
     QueueList,
     QueuePublic,
+    ScheduleList,
+    SchedulePublic,
     TokenCreated,
 )
 from shared.models import TERMINAL_STATES, State
@@ -114,6 +116,8 @@ __all__ = [
     "QueueAction",
     "QueueList",
     "QueuePublic",
+    "ScheduleList",
+    "SchedulePublic",
     "SseParser",
     "State",
     "Submitted",

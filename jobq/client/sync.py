@@ -150,6 +150,23 @@ class Client:
         body = {"scopes": list(scopes), "tag": tag, "ttl_seconds": ttl}
         return self._run(calls.create_token(body))
 
+    # Schedules (the caller's own; admins: any owner's).
+
+    def create_schedule(self, body: dict[str, Any]) -> models.SchedulePublic:
+        return self._run(calls.create_schedule(body))
+
+    def schedules(self, owner: str | None = None) -> models.ScheduleList:
+        return self._run(calls.schedules(owner))
+
+    def schedule(self, schedule_id: str) -> models.SchedulePublic:
+        return self._run(calls.schedule(schedule_id))
+
+    def change_schedule(self, schedule_id: str, body: dict[str, Any]) -> models.SchedulePublic:
+        return self._run(calls.change_schedule(schedule_id, body))
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self._run(calls.delete_schedule(schedule_id))
+
     # Admin.
 
     def queues(self) -> Queues:

@@ -167,6 +167,7 @@ class _Run:
         self.budget_short = False  # a claim came back short because of the budget left
         self.freed = False  # a slot freed since the loop last waited
         self.error: JobqError | None = None  # the store failed every claim (or the first due read)
+        self.fired_seen = consumer.engine.scheduler.fired
         self._turn = 0
 
     # The loop.
@@ -199,8 +200,10 @@ class _Run:
                 self.recheck_at, self.due_stale = None, True
             if self.limited_done and not self.recorder.pending:  # its finish freed a slot: due again?
                 self.limited_done, self.due_stale = False, True
-            if self.due_stale or self.recorder.retries_scheduled:
+            fired = self.c.engine.scheduler.fired  # a claim fired schedules: their next slots are news
+            if self.due_stale or self.recorder.retries_scheduled or fired != self.fired_seen:
                 self.due_stale = self.recorder.retries_scheduled = False
+                self.fired_seen = fired
                 await self._read_due()
             if self.error is not None and not self.slots:
                 return

@@ -13,7 +13,8 @@
 -- s to take (-1: any), lanes: the consumer lanes whose pending trigger a claim that takes jobs clears
 -- (["*"]: every lane)}. The rate limit, concurrency limit and failed retention are the queue's policy
 -- (lib.lua policy).
--- Returns JSON {now, j: [[unique id, token, lease until ms, flat record], ...]}.
+-- Returns JSON {now, j: [[unique id, token, lease until ms, flat record], ...], sd: [records of up to
+-- 20 schedules whose slot has come (JSON text; absent when none): the caller fires them (fire.lua)]}.
 local now = now_ms(ARGV[1])
 local Q = block(0)
 local s = meta(Q, now)
@@ -25,6 +26,14 @@ end
 
 local plan = cjson.decode(ARGV[2])
 local self_queue = flow_blocks(plan.fq)
+-- 0. Schedules whose slot has come ('ns' is the earliest): their records go back to the caller, which
+-- computes their next slots (cron needs Python) and fires them.
+local schedules_due = nil
+local ns = tonumber(s.v.ns)
+if ns and ns <= now then
+  local due_ids = redis.call('ZRANGEBYSCORE', Q.schedule_times, '-inf', n2s(now), 'LIMIT', 0, 20)
+  if #due_ids > 0 then schedules_due = redis.call('HMGET', Q.schedules, unpack(due_ids)) end
+end
 local n, lease_override, margin, nonce = plan.n, plan.lease, plan.margin, plan.nonce
 local max_timeout = plan.max_timeout
 local pol = s.pol
@@ -237,4 +246,4 @@ refresh_due(s, waiting_left, blocked_until, full)
 apply_retention(s, added)
 flow_apply(now)
 commit()
-return cjson.encode({j = claimed, now = now})
+return cjson.encode({j = claimed, now = now, sd = schedules_due})

@@ -12,14 +12,15 @@ local PRIO_SCALE = 17592186044416 -- 2^44: waiting score = priority * 2^44 + arr
 local FRONT_BAND = 8796093022208 -- 2^43: jobs handed back wait at priority * 2^44 - 2^43 + rseq
 local STATES = {'waiting', 'delayed', 'active', 'completed', 'failed', 'cancelled'}
 local RUN_BOUNDS = {50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000} -- ms, per bucket
-local BLOCK_SIZE = 14
+local BLOCK_SIZE = 16
 local TRIM_EVERY = 1000 -- ms: terminal indexes are trimmed to the retention at most this often per queue
 local TRIM_MAX = 5000 -- jobs deleted per state and trim pass
 
 -- The keys of the queue whose block starts after KEYS[base].
 local function block(base)
   local Q = {jobs = KEYS[base + 1], meta = KEYS[base + 8], due = KEYS[base + 9], events = KEYS[base + 10],
-    owners = KEYS[base + 11], fair = KEYS[base + 12], dedup = KEYS[base + 13], state = {}}
+    owners = KEYS[base + 11], fair = KEYS[base + 12], dedup = KEYS[base + 13], schedules = KEYS[base + 15],
+    schedule_times = KEYS[base + 16], state = {}}
   for i, s in ipairs(STATES) do Q.state[s] = KEYS[base + 1 + i] end
   Q.state['waiting-children'] = KEYS[base + 14] -- flows (flow.lua)
   return Q
@@ -164,7 +165,7 @@ local function zrem(key, ids) if #ids > 0 then batch('ZREM', key, ids) end end
 -- may need in one HMGET (the first time in a call; parts of a composed script share it), `mset`/`madd`
 -- stage changes, and `commit()` writes them in one HSET, moves the due key when the due time changed and
 -- writes the call's events as one stream entry.
-local META_FIELDS = {'paused', 'pol', 'du', 'vc', 'rseq', 'lc', 'rlw', 'rlc', 'nd', 'nr', 'tr', 'wait_ms',
+local META_FIELDS = {'paused', 'pol', 'du', 'vc', 'rseq', 'lc', 'rlw', 'rlc', 'nd', 'nr', 'ns', 'tr', 'wait_ms',
   'completed', 'failed', 'retried', 'cancelled', 'run_ms'}
 for _, h in ipairs({'hw', 'hr'}) do
   for i = 1, #RUN_BOUNDS + 1 do META_FIELDS[#META_FIELDS + 1] = h .. i end
@@ -226,17 +227,23 @@ end
 
 -- Recompute the due time from what the call knows: `waiting` (the queue has waiting jobs), the lower
 -- bounds 'nd' (earliest delayed run-at) and 'nr' (earliest lease deadline: a claim that finds nothing at
--- that time sets them exactly), a rate window's end `blocked_until`, and `full` (at its concurrency
--- limit, or only owners at their limit wait: only a lease to reap or a delayed job makes it due).
+-- that time sets them exactly), 'ns' (the next schedule slot, exact), a rate window's end
+-- `blocked_until`, and `full` (at its concurrency limit, or only owners at their limit wait: only a
+-- lease to reap, a delayed job or a schedule makes it due).
 local function refresh_due(s, waiting, blocked_until, full)
   if s.v.paused == '1' then s.due = nil return end
   local at = nil
   if waiting and not full then at = blocked_until or s.now end
-  for _, f in ipairs({'nd', 'nr'}) do
+  for _, f in ipairs({'nd', 'nr', 'ns'}) do
     local t = tonumber(s.v[f])
     if t and (not at or t < at) then at = t end
   end
   if at then s.due = n2s(at) else s.due = nil end
+end
+
+-- The queue's next schedule slot 'ns', exactly, after a call that changed its schedules' times.
+local function settle_schedules(s)
+  mset(s, 'ns', redis.call('ZRANGE', s.Q.schedule_times, 0, 0, 'WITHSCORES')[2])
 end
 
 -- Make the queue due by `at` at the latest (new work), unless paused.

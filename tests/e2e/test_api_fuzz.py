@@ -23,8 +23,11 @@ pytestmark = pytest.mark.realredis
 EXAMPLES_PER_OPERATION = 15
 # Where a schema-valid request may still rightly be a 422: a job's payload is validated by the model of its
 # type, registered at run time (the static schema cannot say which submits name a known type with a valid
-# payload), and a page cursor is opaque, issued by the engine (an arbitrary string is not one).
+# payload), and a page cursor is opaque, issued by the engine (an arbitrary string is not one). A schedule
+# holds such a job, and its cron expression and time zone are checked by cronsim and the zone database.
 RUNTIME_VALIDATED = {
+    ("POST", "/v1/schedules"),
+    ("PATCH", "/v1/schedules/{schedule_id}"),
     ("POST", "/v1/jobs"),
     ("POST", "/v1/jobs/batch"),
     ("POST", "/v1/flows"),

@@ -9,6 +9,7 @@ another client of the same Redis can only add to a reading.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from functions.api.events import OwnerFeed, StreamCursor, Watch
 from functions.api.ratelimit import SubmitLimiter
 from shared.engine import Engine
 from shared.models import ClaimedJob, Debounce, JobSpec, Lease, Outcome
+from shared.schedules import ScheduleSpec
 from tests.support.billing import measure_billed
 from tests.support.engine_fixtures import EngineFactory
 
@@ -47,6 +49,13 @@ def specs(
     ]
 
 
+def nightly() -> ScheduleSpec:
+    """A schedule of queue "sched" (its own, so its firings meet no other job) every minute."""
+    return ScheduleSpec(
+        job=JobSpec(type="echo", queue="sched", payload=PAYLOAD, owner="alice"), every_seconds=60
+    )
+
+
 def done(claimed: list[ClaimedJob]) -> list[Outcome]:
     return [Outcome(job_id=c.job.id, token=c.token, status="completed") for c in claimed]
 
@@ -54,15 +63,17 @@ def done(claimed: list[ClaimedJob]) -> list[Outcome]:
 class Ops:
     """One measurement per row: `setup` brings the queue to the row's starting point (not counted)."""
 
-    def __init__(self, engine: Engine, limiter: SubmitLimiter) -> None:
+    def __init__(self, engine: Engine, limiter: SubmitLimiter, past: Engine) -> None:
         self.engine, self.limiter = engine, limiter
+        self.past = past  # the same store an hour behind: the schedules it creates are due now
         self.claimed: list[ClaimedJob] = []
         self.waiting_id = ""
+        self.schedule_id = ""
         self.keys = 0  # debounce keys used (a new key per measurement)
         self.feed = OwnerFeed(engine, Watch(owner="alice"), StreamCursor(base=0))
 
     async def drain(self) -> None:
-        for queue in ("flow-children", "flow-parents", "echo"):
+        for queue in ("flow-children", "flow-parents", "echo", "sched"):
             while claimed := await self.engine.claim(queue, 1000):
                 await self.engine.finish(done(claimed))
 
@@ -108,6 +119,21 @@ class Ops:
             await self.drain()
             await e.enqueue(specs(1, callback_url=CALLBACK))
             await claim(1)
+
+        async def schedules(n: int) -> None:
+            while len(await e.scheduler.of_owner("alice")) < n:
+                await e.scheduler.create(nightly())
+
+        async def due_schedule() -> None:
+            await self.drain()
+            await self.past.scheduler.create(nightly())
+
+        async def fire() -> None:
+            self.claimed = await e.claim("sched", 10)
+            assert len(self.claimed) == 1
+
+        async def to_delete() -> None:
+            self.schedule_id = (await e.scheduler.create(nightly())).id
 
         # Workflow rows run on queues of their own ("wf", "deb"), so the jobs they leave delayed change
         # no other row's starting point.
@@ -170,6 +196,10 @@ class Ops:
                 lambda: e.cancel(self.waiting_id),
             ),
             "rate limit check of a submit": (nothing, lambda: self.limiter.check(who)),
+            "create a schedule (6 queues: a ZCARD each)": (nothing, lambda: e.scheduler.create(nightly())),
+            "tick with 10 schedules between firings": (lambda: schedules(10), e.due),
+            "fire a due schedule, then claim its job": (due_schedule, fire),
+            "delete a schedule": (to_delete, lambda: e.scheduler.delete(self.schedule_id)),
             "submit a flow: a parent and 3 children, in 2 queues": (self.drain, self._submit_flow),
             "finish 1 flow child (its parent still waits)": (
                 lambda: self.flow_running(3),
@@ -229,7 +259,7 @@ async def test_the_documented_command_table_is_what_redis_counts(
 ) -> None:
     engine = engine_factory()
     limiter = SubmitLimiter(engine.store, engine.keys.rate_limits(), "100000/hour")
-    ops = Ops(engine, limiter)
+    ops = Ops(engine, limiter, engine_factory(clock=lambda: time.time() - 3600))
     for setup, run in ops.rows().values():  # load every script and the queue list first
         await setup()
         await run()

@@ -18,9 +18,14 @@ def test_every_key_is_pinned() -> None:
     assert keys.queues() == "jobq:queues"
     mail = keys.queue("mail")
     assert mail.block() == [f"jobq:{{mail}}:{part}" for part in BLOCK]
-    assert ("jobs", *STATE_INDEXES, "meta", "due", "events", "owners", "fair", "dedup", "children") == BLOCK
+    assert (
+        "jobs",
+        *STATE_INDEXES,
+        *("meta", "due", "events", "owners", "fair", "dedup", "children"),
+        *("schedules", "schedule_times"),
+    ) == BLOCK
     assert mail.state("waiting") == "jobq:{mail}:waiting"
-    assert mail.waiting_children() == "jobq:{mail}:children" == mail.block()[-1]
+    assert mail.waiting_children() == "jobq:{mail}:children" == mail.block()[BLOCK.index("children")]
     assert (mail.jobs(), mail.meta(), mail.due(), mail.events()) == (
         "jobq:{mail}:jobs",
         "jobq:{mail}:meta",
@@ -30,12 +35,22 @@ def test_every_key_is_pinned() -> None:
     assert mail.owner_jobs("alice") == "jobq:{mail}:owner:alice"
     assert re.fullmatch(r"jobq:\{mail\}:tag:[0-9a-f]{32}:project:42", mail.tag_jobs("alice", "project:42"))
     assert re.fullmatch(r"jobq:\{mail\}:idem:[0-9a-f]{32}", mail.idempotency("alice", "k1"))
+    assert mail.schedules() == "jobq:{mail}:schedules"
+    assert re.fullmatch(r"jobq:\{mail\}:schedule_owner:[0-9a-f]{32}", mail.owner_schedules("alice"))
 
 
 def test_every_key_of_a_queue_shares_its_hash_tag() -> None:
     """One queue's keys hash to one Redis Cluster slot: a script of the queue can be routed."""
     mail = Keys("jobq").queue("mail:eu.1")
-    built = [*mail.block(), mail.owner_jobs("o"), mail.tag_jobs("o", "t"), mail.idempotency("o", "k")]
+    built = [
+        *mail.block(),
+        *(
+            mail.owner_jobs("o"),
+            mail.tag_jobs("o", "t"),
+            mail.idempotency("o", "k"),
+            mail.owner_schedules("o"),
+        ),
+    ]
     assert all(re.match(r"^jobq:\{mail:eu\.1\}:", key) for key in built)
 
 

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from functions.api.routes import dashboard, events, flows, health, jobs, keys, metrics, panel, queues, tokens
+from functions.api.routes import (
+    dashboard,
+    events,
+    flows,
+    health,
+    jobs,
+    keys,
+    metrics,
+    panel,
+    queues,
+    schedules,
+    tokens,
+)
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -17,4 +29,5 @@ ROUTERS: list[APIRouter] = [
     dashboard.router,
     tokens.router,
     panel.router,
+    schedules.router,
 ]
