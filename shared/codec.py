@@ -141,6 +141,7 @@ def decode_job(job_id: str, fields: dict[str, str], now_ms: int) -> Job:
         steps=decode_steps(fields.get("s")),
         singleton_key=d.get("sk"),
         debounce_key=d.get("dk"),
+        callback_url=d.get("cb"),
         **_flow_links(fields),
         usage=decode_usage(fields.get("u")),
     )

@@ -352,6 +352,10 @@ class Engine:
         if spec.debounce is not None:
             holds["db"] = hold_digest(spec.owner, spec.debounce.key)
         immutable.update(holds)  # in the head: the scripts release a job's holds from it
+        if spec.notify or spec.callback_url:  # a delivery job when it ends (lib.lua notify)
+            immutable["n"] = 1
+        if spec.callback_url:
+            immutable["cb"] = spec.callback_url
         immutable["y"] = spec.type
         if spec.singleton_key is not None:
             immutable["sk"] = spec.singleton_key
@@ -771,8 +775,10 @@ class Engine:
     @staticmethod
     def _finished(outcomes: Sequence[Outcome], reply: Any) -> list[FinishResult]:
         return [
-            FinishResult(job_id=o.job_id, ok=ok == 1, state=State(state) if state else None)
-            for o, (ok, state) in zip(outcomes, reply, strict=True)
+            FinishResult(
+                job_id=o.job_id, ok=ok == 1, state=State(state) if state else None, delivery=bool(more)
+            )
+            for o, (ok, state, *more) in zip(outcomes, reply, strict=True)
         ]
 
     async def extend(self, leases: Sequence[Lease], seconds: float) -> list[LeaseStatus]:

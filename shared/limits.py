@@ -25,6 +25,16 @@ MAX_STEP_BYTES = 64 * 1024  # one step's result, as stored JSON
 MAX_STEPS_BYTES = 256 * 1024  # every recorded step of a job together
 # Debounce windows and their longest wait (Inngest's debounce period and timeout), in seconds.
 MAX_DEBOUNCE_SECONDS = 7 * 24 * 3600
+# Completion callbacks: a job with a callback URL or hooks gets a delivery job of this internal type in its
+# own queue when it ends (shared/callbacks.py), retried with the default backoff (1 s doubling to 1 h, so
+# about 68 minutes over 12 attempts); its timeout fits the shortest consumer lane.
+CALLBACK_TYPE = "jobq.callback"
+# A delivery job's owner: no API key can have it (OWNER_PATTERN), so it never shows in a user's listings,
+# streams or owner limits.
+CALLBACK_OWNER = "@jobq"
+CALLBACK_ATTEMPTS = 12
+CALLBACK_TIMEOUT = 30.0
+MAX_CALLBACK_URL = 2048
 MAX_JSON_DEPTH = 64  # nesting of arrays and objects in a request body (a payload and its metadata too)
 # Flows (shared/engine.py, shared/scripts/flow.lua): one submit's tree, and the links between jobs.
 MAX_FLOW_NODES = 100  # jobs in one flow submit (a tree, every node counted)

@@ -11,7 +11,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.limits import MAX_DEBOUNCE_SECONDS, MAX_DEPENDS_ON, MAX_FLOW_NODES, MAX_TAGS, utc_run_at
+from shared.limits import (
+    MAX_CALLBACK_URL,
+    MAX_DEBOUNCE_SECONDS,
+    MAX_DEPENDS_ON,
+    MAX_FLOW_NODES,
+    MAX_TAGS,
+    utc_run_at,
+)
 from shared.priorities import DEFAULT_PRIORITY
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
@@ -158,6 +165,12 @@ class JobSpec(BaseModel):
     singleton_key: str | None = Field(default=None, min_length=1, max_length=255)
     debounce: Debounce | None = None
 
+    # When the job ends (completed, failed, cancelled): a signed POST to this URL, and the type's hooks
+    # when `notify` (JobType.spec sets it for a type with hooks); both ride on one delivery job
+    # (shared/callbacks.py).
+    callback_url: str | None = Field(default=None, max_length=MAX_CALLBACK_URL)
+    notify: bool = False
+
     @model_validator(mode="after")
     def _dedup_alone(self) -> JobSpec:
         scheduled = bool(self.delay) or self.run_at is not None
@@ -227,6 +240,7 @@ class Job(BaseModel):
     pending_children: int = 0
     parents: list[ParentLink] = Field(default_factory=list)
     usage: Usage | None = None  # recorded by the handler (ctx.record_usage), summed over attempts
+    callback_url: str | None = None
 
 
 class EnqueueResult(BaseModel):
@@ -280,6 +294,7 @@ class FinishResult(BaseModel):
     job_id: str
     ok: bool  # False: the lease was lost (expired and re-claimed, or cancelled); nothing changed
     state: State | None = None
+    delivery: bool = False  # the finish wrote a delivery job of callbacks or hooks (shared/callbacks.py)
 
 
 class LeaseStatus(BaseModel):

@@ -13,6 +13,13 @@ A handler may also be a plain function: it then runs in a worker thread (see doc
 Modules named in JOBQ_JOB_MODULES are imported at start-up so their decorators register the types.
 
 Several types may share a queue; `Registry.policy(queue)` combines them by one rule (see QueuePolicy).
+
+Hooks let backend code act when a job of a type ends, after its outcome is recorded (at least once; an
+error is logged, never retried; see shared/callbacks.py):
+
+    @on_complete("resize")
+    async def store_thumbnail(job: Job) -> None:
+        ...
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from shared.errors import UnknownJobTypeError, ValidationError, validation_message
 from shared.lanes import Lanes
-from shared.models import NAME_PATTERN, Backoff, Debounce, JobSpec, QueueOptions
+from shared.models import NAME_PATTERN, TERMINAL_STATES, Backoff, Debounce, Job, JobSpec, QueueOptions, State
 from shared.priorities import DEFAULT_PRIORITY
 
 if TYPE_CHECKING:
@@ -38,6 +45,8 @@ if TYPE_CHECKING:
 
 Handler = Callable[[Any, "JobContext"], Awaitable[Any] | Any]
 H = TypeVar("H", bound=Handler)
+Hook = Callable[[Job], Awaitable[None] | None]
+K = TypeVar("K", bound=Hook)
 
 BUILTIN_MODULES = ("functions.jobs",)
 DEFAULT_TIMEOUT = 300.0  # seconds, of a type that sets none (and of a queue no type names)
@@ -63,6 +72,8 @@ class JobType:
     concurrency: int = DEFAULT_CONCURRENCY
     priority: int = DEFAULT_PRIORITY
     options: QueueOptions = field(default_factory=QueueOptions)  # its queue's; all types on it agree
+    # Functions called with the finished Job, per final state (Registry.on_complete and friends).
+    hooks: dict[State, list[Hook]] = field(default_factory=dict, compare=False)
 
     def parse(self, payload: Any) -> BaseModel:
         """Validate a payload against the type's model; the error names the offending field."""
@@ -87,6 +98,7 @@ class JobType:
         tags: list[str] | None = None,
         singleton_key: str | None = None,
         debounce: Debounce | None = None,
+        callback_url: str | None = None,
     ) -> JobSpec:
         """The engine's spec for a job of this type: the payload checked against its model (kept with its
         secrets, which the handler needs), and this type's defaults for whatever the caller leaves out.
@@ -107,6 +119,8 @@ class JobType:
             "tags": tags or [],
             "singleton_key": singleton_key,
             "debounce": debounce,
+            "callback_url": callback_url,
+            "notify": bool(self.hooks),
         }
         try:
             return JobSpec(**fields)
@@ -213,11 +227,37 @@ class Registry:
 
         return decorate
 
+    def on(self, state: State, name: str) -> Callable[[K], K]:
+        """Decorator: call the function with the Job once a job of type `name` (registered first) ends in
+        `state`. Jobs submitted before the hook existed are not notified (the submit marks a job)."""
+
+        if State(state) not in TERMINAL_STATES:
+            raise ValueError(f"hooks run when a job ends: {state!r} is not a final state")
+
+        def decorate(hook: K) -> K:
+            self.get(name).hooks.setdefault(State(state), []).append(hook)
+            return hook
+
+        return decorate
+
+    def on_complete(self, name: str) -> Callable[[K], K]:
+        return self.on(State.COMPLETED, name)
+
+    def on_failed(self, name: str) -> Callable[[K], K]:
+        return self.on(State.FAILED, name)
+
+    def on_cancelled(self, name: str) -> Callable[[K], K]:
+        return self.on(State.CANCELLED, name)
+
     def get(self, name: str) -> JobType:
         try:
             return self._types[name]
         except KeyError:
             raise UnknownJobTypeError(f"unknown job type {name!r}", field="type") from None
+
+    def notifies(self, job: Job) -> bool:
+        """Whether the job's end brings a delivery job: a callback URL, or hooks on its type."""
+        return job.callback_url is not None or (job.type in self._types and bool(self._types[job.type].hooks))
 
     def public_payload(self, type_name: str, stored: Any) -> Any:
         """A job's payload with its type's secret fields masked (as is for a type this process lacks)."""
@@ -274,3 +314,6 @@ class Registry:
 
 registry = Registry()
 job_type = registry.job_type
+on_complete = registry.on_complete
+on_failed = registry.on_failed
+on_cancelled = registry.on_cancelled

@@ -38,7 +38,17 @@ from shared.errors import (
     StoreUnavailableError,
     ValidationError,
 )
-from shared.limits import MAX_ERRORS_KEPT, MAX_LOG_LINES, MAX_PARENTS, MAX_STEPS, MAX_STEPS_BYTES
+from shared.limits import (
+    CALLBACK_ATTEMPTS,
+    CALLBACK_OWNER,
+    CALLBACK_TIMEOUT,
+    CALLBACK_TYPE,
+    MAX_ERRORS_KEPT,
+    MAX_LOG_LINES,
+    MAX_PARENTS,
+    MAX_STEPS,
+    MAX_STEPS_BYTES,
+)
 from shared.models import QueueOptions
 from shared.settings import Settings
 
@@ -105,11 +115,14 @@ def script_source(name: str) -> str:
 
 def constants_header() -> str:
     """Lua locals with the values whose one home is Python, so no script repeats them: the limits of
-    shared/limits.py and the policy of a queue no process has published (QueueOptions' defaults)."""
+    shared/limits.py (a delivery job's type, attempts and timeout among them) and the policy of a queue
+    no process has published (QueueOptions' defaults)."""
     default_policy = ", ".join(f"{name} = {value}" for name, value in QueueOptions().stored().items())
     return (
         f"local LIMITS = {{errors = {MAX_ERRORS_KEPT}, log_lines = {MAX_LOG_LINES}, steps = {MAX_STEPS}, "
-        f"step_bytes = {MAX_STEPS_BYTES}, parents = {MAX_PARENTS}}}\n"
+        f'step_bytes = {MAX_STEPS_BYTES}, parents = {MAX_PARENTS}, callback_type = "{CALLBACK_TYPE}", '
+        f'callback_owner = "{CALLBACK_OWNER}", callback_attempts = {CALLBACK_ATTEMPTS}, '
+        f"callback_timeout = {CALLBACK_TIMEOUT:g}}}\n"
         f"local DEFAULT_POLICY = {{{default_policy}}}"
     )
 

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    Strict,
+    field_validator,
+    model_validator,
+)
+from pydantic import ValidationError as PydanticValidationError
 
-from shared.apikeys import parse_rate
 from shared.codec import dt
-from shared.limits import MAX_DEPENDS_ON, MAX_FLOW_NODES, MAX_TAGS, utc_run_at
+from shared.limits import MAX_CALLBACK_URL, MAX_DEPENDS_ON, MAX_FLOW_NODES, MAX_TAGS, utc_run_at
 from shared.models import (
     TAG_PATTERN,
     Backoff,
@@ -26,7 +35,11 @@ from shared.models import (
 )
 from shared.percentiles import percentile
 from shared.priorities import PRIORITIES, priority_value
-from shared.registry import Registry
+
+# The Python client (jobq.client) reuses these models: what only the server needs is imported where used,
+# so the client does not load the store, the settings and the registry.
+if TYPE_CHECKING:
+    from shared.registry import Registry
 from shared.schedules import MAX_CRON_LENGTH, MAX_EVERY, MAX_LIMIT, MIN_EVERY, CatchUp, Schedule, Timetable
 
 
@@ -119,6 +132,30 @@ class JobCreate(BaseModel):
         default=None, description="Submits with the same key within the window make one run, the last."
     )
 
+    callback_url: str | None = Field(
+        default=None,
+        description="An http(s) URL POSTed (signed) when the job completes, fails or is cancelled; "
+        "see docs/api.md.",
+    )
+
+    @field_validator("callback_url", mode="plain", json_schema_input_type=str | None)
+    @classmethod
+    def _public_url(cls, value: Any) -> str | None:
+        """An http(s) URL, not a literal private address (the webhook type's rule, shared.urlguard)."""
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValueError("callback_url must be a string")
+        if len(value) > MAX_CALLBACK_URL:
+            raise ValueError(f"callback_url must be at most {MAX_CALLBACK_URL} characters")
+        from shared.urlguard import refuse_private_literal  # settings: server side only (see the imports)
+
+        try:
+            url = HttpUrl(value)
+        except PydanticValidationError as exc:
+            raise ValueError(exc.errors()[0]["msg"]) from None
+        return str(refuse_private_literal(url))
+
     @field_validator("priority", mode="plain", json_schema_input_type=int | str | None)
     @classmethod
     def _known_priority(cls, value: Any) -> int | None:
@@ -200,6 +237,7 @@ class JobPublic(BaseModel):
     pending_children: int = Field(default=0, description="Children and dependencies not yet ended.")
     parents: list[ParentLink] = Field(default_factory=list, description="Jobs waiting on this one.")
     usage: Usage | None = None  # tokens and cost the handler recorded, over all attempts
+    callback_url: str | None = None
 
     @classmethod
     def of(cls, job: Job, registry: Registry) -> JobPublic:
@@ -434,6 +472,16 @@ class QueueAction(BaseModel):
     count: int | None = Field(default=None, description="Jobs removed (clean) or retried (retry-failed).")
 
 
+class TokenCreated(BaseModel):
+    """A minted browser token (POST /v1/tokens); here so the Python client reads it with this model."""
+
+    token: str = Field(description="Send as Authorization: Bearer, or as ?access_token= on event routes.")
+    owner: str
+    scopes: list[str] = Field(description="read, submit, cancel (functions/api/tokens.py).")
+    tag: str | None = None
+    expires_at: datetime
+
+
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -449,6 +497,8 @@ class KeyCreate(BaseModel):
     @classmethod
     def _valid_rate(cls, value: str | None) -> str | None:
         if value is not None:
+            from shared.apikeys import parse_rate  # the store's module: server side only (see the imports)
+
             parse_rate(value)
         return value
 

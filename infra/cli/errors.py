@@ -1,4 +1,5 @@
-"""What can go wrong in a CLI command, each with its exit code; `output.handled` prints them as one line.
+"""What can go wrong in a CLI command, each with its exit code; `output.handled` prints them as one line,
+and the API client's errors (jobq.client.errors) too: 1 the API refused, 2 usage, 3 unreachable.
 
 Apart from the HTTP client, so a command module can raise them without loading httpx.
 """
@@ -18,21 +19,3 @@ class CliError(Exception):
 
 class UsageError(CliError):
     exit_code = 2
-
-
-class ApiError(CliError):
-    """The API answered with an error: `{"error": {"code", "message", "field"?}}` and its status."""
-
-    exit_code = 1
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.field = field
-
-
-class UnreachableError(CliError):
-    """No usable answer: connection refused, timeout, or a response that is not the jobq API's."""
-
-    exit_code = 3

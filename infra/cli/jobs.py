@@ -25,6 +25,7 @@ from infra.cli.output import (
     job_panel,
     jobs_table,
     out,
+    plain,
     print_json,
     state_text,
 )
@@ -76,26 +77,26 @@ def submit(
     """Submit a job; print its id and state. A whole flow (a job with children) goes with `jobq flow
     submit`."""
     with handled():
-        body: dict[str, Any] = {"type": type, "payload": read_payload(payload)}
-        optional = {
-            "priority": parse_priority(priority),
-            "delay_seconds": delay,
-            "idempotency_key": idempotency_key,
-            "max_attempts": max_attempts,
-            "tags": tag or None,
-            "depends_on": depends_on or None,
-        }
-        body.update({name: value for name, value in optional.items() if value is not None})
+        body = read_payload(payload)
         options = api_options(ctx)
         with options.connect() as api:
-            job, created = api.submit(body)
+            job = api.submit(
+                type,
+                body,
+                priority=parse_priority(priority),
+                delay=delay,
+                idempotency_key=idempotency_key,
+                max_attempts=max_attempts,
+                tags=tag or None,
+                depends_on=depends_on or None,
+            )
         if options.as_json:
-            print_json(job)
+            print_json(job.model_dump(mode="json", exclude={"created"}))
             return
-        line = Text(job["id"], style="bold")
+        line = Text(job.id, style="bold")
         line.append(" ")
-        line.append_text(state_text(job["state"]))
-        if not created:
+        line.append_text(state_text(job.state))
+        if not job.created:
             line.append("  (existing job: idempotency key already used)", style="dim")
         out().print(line)
 
@@ -151,7 +152,7 @@ def status(
     options = api_options(ctx)
     with handled(), options.connect() as api:
         if not watch:
-            job = api.job(job_id)
+            job = plain(api.get(job_id))
             if options.as_json:
                 print_json(job)
             else:
@@ -179,7 +180,7 @@ def flow_show(
     """Show a flow as a tree: each job's type, id and state, its children under it."""
     options = api_options(ctx)
     with handled(), options.connect() as api:
-        tree = api.flow(job_id)
+        tree = plain(api.get_flow(job_id))
     if options.as_json:
         print_json(tree)
     else:
@@ -203,7 +204,7 @@ def flow_submit(
     with handled():
         flow = read_payload(body)
         with options.connect() as api:
-            tree = api.submit_flow(flow)
+            tree = plain(api.submit_flow(flow))
     if options.as_json:
         print_json(tree)
     else:
@@ -224,8 +225,11 @@ def list_jobs(
     """List your jobs, newest first (or a queue's jobs with --queue, admin)."""
     options = api_options(ctx)
     with handled(), options.connect() as api:
-        params = {"state": state.value if state else None, "type": type, "limit": limit, "cursor": cursor}
-        page = api.queue_jobs(queue, **params) if queue else api.jobs(**params)
+        chosen = state.value if state else None
+        if queue:
+            page = plain(api.queue_jobs(queue, state=chosen, type=type, limit=limit, cursor=cursor))
+        else:
+            page = plain(api.list(state=chosen, type=type, limit=limit, cursor=cursor))
     if options.as_json:
         print_json(page)
         return
@@ -246,7 +250,7 @@ def cancel(
     """Cancel a job: at once when it is waiting or delayed; a running job's consumer is asked to stop."""
     options = api_options(ctx)
     with handled(), options.connect() as api:
-        job = api.cancel(job_id)
+        job = plain(api.cancel(job_id))
     if options.as_json:
         print_json(job)
     elif job["state"] == "cancelled":
@@ -263,7 +267,7 @@ def retry(
     """Run a failed or cancelled job again."""
     options = api_options(ctx)
     with handled(), options.connect() as api:
-        job = api.retry(job_id)
+        job = plain(api.retry(job_id))
     if options.as_json:
         print_json(job)
     else:

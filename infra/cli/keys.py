@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.text import Text
 
 from infra.cli import app
 from infra.cli.options import Yes, api_options, confirm
-from infra.cli.output import err, handled, keys_table, out, print_json
+from infra.cli.output import err, handled, keys_table, out, plain, print_json
 
 keys_app = typer.Typer(help="Create, list and revoke API keys (admin).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -27,12 +27,9 @@ def create_key(
     ] = None,
 ) -> None:
     """Create a key and print its secret: it is shown this once and never stored by jobq."""
-    body: dict[str, Any] = {"owner": owner, "admin": admin}
-    if rate is not None:
-        body["rate"] = rate
     options = api_options(ctx)
     with handled(), options.connect() as api:
-        created = api.create_key(body)
+        created = plain(api.create_key(owner, admin=admin, rate=rate))
     if options.as_json:
         print_json(created)
         return
@@ -48,7 +45,7 @@ def list_keys(ctx: typer.Context) -> None:
     """List keys (ids, owners, rates; never secrets), revoked ones included."""
     options = api_options(ctx)
     with handled(), options.connect() as api:
-        body = api.keys()
+        body = {"keys": plain(api.list_keys())}
     if options.as_json:
         print_json(body)
     elif not body["keys"]:
@@ -68,7 +65,7 @@ def revoke_key(
         confirm(f"Revoke key {key_id}? Clients using it will get 401.", yes)
         options = api_options(ctx)
         with options.connect() as api:
-            revoked = api.revoke_key(key_id)
+            revoked = plain(api.revoke_key(key_id))
     if options.as_json:
         print_json(revoked)
     else:

@@ -13,7 +13,7 @@ import typer
 from infra.cli.errors import CliError, UsageError
 
 if TYPE_CHECKING:
-    from infra.cli.api_client import ApiClient
+    from jobq.client import Client
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 30.0
@@ -56,10 +56,14 @@ class ApiOptions:
     timeout: float = DEFAULT_TIMEOUT
     as_json: bool = False
 
-    def connect(self) -> ApiClient:
-        from infra.cli.api_client import ApiClient  # httpx is loaded by the commands that call the API
+    def connect(self) -> Client:
+        """The Python client (jobq.client); httpx is loaded by the commands that call the API alone."""
+        from jobq.client import Client, InvalidArgumentError
 
-        return ApiClient(self.url, self.key, timeout=self.timeout)
+        try:
+            return Client(self.url, self.key or "", timeout=self.timeout)  # "": no second look at the env
+        except InvalidArgumentError as exc:
+            raise UsageError(f"{exc.message} (--url / JOBQ_API_URL, --key / JOBQ_API_KEY)") from None
 
 
 def api_options(ctx: typer.Context) -> ApiOptions:

@@ -20,7 +20,8 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from infra.cli.errors import ApiError, CliError
+from infra.cli.errors import CliError
+from jobq.client.errors import ApiError, InvalidArgumentError, JobqError, RateLimitedError, TransportError
 
 STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 FLOW_STATE = "waiting-children"  # a column of its own only when some queue has such jobs
@@ -48,33 +49,53 @@ def err() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)  # one error, one line (grep-able)
 
 
+def plain(data: Any) -> Any:
+    """The API's JSON for what the client returned (a model, a list of them, or JSON already)."""
+    if isinstance(data, list):
+        return [plain(item) for item in data]
+    dump = getattr(data, "model_dump", None)
+    return data if dump is None else dump(mode="json")
+
+
 def print_json(data: Any, *, compact: bool = False) -> None:
     """The API's JSON as is, without styling, for scripts (`--json`)."""
+    data = plain(data)
     typer.echo(json.dumps(data, separators=(",", ":")) if compact else json.dumps(data, indent=2))
 
 
-def error_line(exc: CliError) -> Text:
+def error_line(exc: CliError | JobqError) -> Text:
     text = Text("error: ", style="bold red")
     if isinstance(exc, ApiError):
         text.append(f"{exc.code} (HTTP {exc.status}): ", style="red")
     text.append(exc.message, style="red")
+    if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+        text.append(f" (retry after {exc.retry_after:g} s)", style="red")
     if isinstance(exc, ApiError) and exc.field:
         text.append(f" [field: {exc.field}]", style="red")
     return text
 
 
+def exit_code(exc: CliError | JobqError) -> int:
+    """1 the API refused (or a CliError's own), 2 usage, 3 no usable answer."""
+    if isinstance(exc, CliError):
+        return exc.exit_code
+    if isinstance(exc, InvalidArgumentError):
+        return 2
+    return 3 if isinstance(exc, TransportError) else 1
+
+
 @contextmanager
 def handled() -> Iterator[None]:
-    """Turn a CliError into one red line on stderr and its exit code (never a traceback)."""
+    """Turn a CliError or a client error into one red line on stderr and its exit code (no traceback)."""
     try:
         yield
-    except CliError as exc:
+    except (CliError, JobqError) as exc:
         console = err()
         console.print(error_line(exc))
         hint = HINTS.get(exc.code) if isinstance(exc, ApiError) else None
         if hint:
             console.print(f"hint: {hint}", style="dim")
-        raise typer.Exit(exc.exit_code) from None
+        raise typer.Exit(exit_code(exc)) from None
 
 
 def state_text(state: str) -> Text:

@@ -16,6 +16,7 @@ from infra.cli.options import ApiOptions, Yes, api_options, confirm, duration
 from infra.cli.output import (
     handled,
     out,
+    plain,
     print_json,
     queues_table,
 )
@@ -35,7 +36,7 @@ def stats(
     """A table of queues: jobs per state, paused, totals, mean run and wait times (admin)."""
     options = api_options(ctx)
     with handled(), options.connect() as api:
-        body = api.queue(queue) if queue else api.queues()
+        body = plain(api.queue(queue)) if queue else {"queues": plain(api.queues())}
     if options.as_json:
         print_json(body)
         return
@@ -108,7 +109,7 @@ def queue_action(
     options: ApiOptions, queue: str, action: str, body: dict[str, Any] | None, done: str
 ) -> None:
     with handled(), options.connect() as api:
-        reply = api.queue_action(queue, action, body)
+        reply = plain(api.queue_action(queue, action, body))
     if options.as_json:
         print_json(reply)
     else:

@@ -12,7 +12,7 @@ from rich.text import Text
 from infra.cli import app
 from infra.cli.jobs import parse_priority, read_payload
 from infra.cli.options import Yes, api_options, confirm, duration
-from infra.cli.output import compact, handled, out, print_json, when
+from infra.cli.output import compact, handled, out, plain, print_json, when
 
 schedules_app = typer.Typer(help="Run a job on a cron timetable or every N seconds.", no_args_is_help=True)
 app.add_typer(schedules_app, name="schedules")
@@ -56,7 +56,7 @@ def create_schedule(
         body.update({name: value for name, value in optional.items() if value is not None})
         options = api_options(ctx)
         with options.connect() as api:
-            created = api.create_schedule(body)
+            created = plain(api.create_schedule(body))
     if options.as_json:
         print_json(created)
         return
@@ -70,7 +70,7 @@ def list_schedules(ctx: typer.Context, owner: Owner = None) -> None:
     """List schedules with their timetable, runs so far and next run."""
     options = api_options(ctx)
     with handled(), options.connect() as api:
-        body = api.schedules(owner=owner)
+        body = plain(api.schedules(owner=owner))
     if options.as_json:
         print_json(body)
     elif not body["schedules"]:
@@ -86,7 +86,7 @@ def show_schedule(
     """A schedule's details."""
     options = api_options(ctx)
     with handled(), options.connect() as api:
-        schedule = api.schedule(schedule_id)
+        schedule = plain(api.schedule(schedule_id))
     if options.as_json:
         print_json(schedule)
         return
@@ -118,7 +118,7 @@ def resume_schedule(
 def _set_paused(ctx: typer.Context, schedule_id: str, paused: bool) -> None:
     options = api_options(ctx)
     with handled(), options.connect() as api:
-        schedule = api.change_schedule(schedule_id, {"paused": paused})
+        schedule = plain(api.change_schedule(schedule_id, {"paused": paused}))
     if options.as_json:
         print_json(schedule)
         return

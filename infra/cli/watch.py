@@ -26,7 +26,7 @@ from infra.cli.errors import CliError
 from infra.cli.output import err, out, print_json, state_text
 
 if TYPE_CHECKING:
-    from infra.cli.api_client import ApiClient
+    from jobq.client import Client
 
 WATCH_WAIT = 20.0  # seconds per long poll (the API allows up to 25, below API Gateway's 30 s timeout)
 EXIT_CODES = {"completed": 0, "failed": 4, "cancelled": 5}
@@ -36,7 +36,7 @@ class WatchTimeoutError(CliError):
     exit_code = 6
 
 
-def follow(api: ApiClient, job_id: str, *, as_json: bool, within: float | None) -> int:
+def follow(api: Client, job_id: str, *, as_json: bool, within: float | None) -> int:
     """Watch until the job is terminal; the exit code for its final state. Ctrl-C stops watching."""
     updates = changes(api, job_id, within)
     try:
@@ -47,7 +47,7 @@ def follow(api: ApiClient, job_id: str, *, as_json: bool, within: float | None) 
     return EXIT_CODES.get(final, 1)
 
 
-def changes(api: ApiClient, job_id: str, within: float | None) -> Iterator[dict[str, Any]]:
+def changes(api: Client, job_id: str, within: float | None) -> Iterator[dict[str, Any]]:
     """The job's changes, the last one terminal; WatchTimeoutError once `within` seconds have passed."""
     deadline = None if within is None else time.monotonic() + within
     since: str | None = None
@@ -58,7 +58,7 @@ def changes(api: ApiClient, job_id: str, within: float | None) -> Iterator[dict[
             wait = min(wait, deadline - time.monotonic())
             if wait <= 0:
                 raise WatchTimeoutError(f"job {job_id} still {state} after {within:g} s; stopped watching")
-        change = api.wait_change(job_id, since, round(wait, 3))
+        change = api.poll(job_id, since=since, wait=wait).model_dump(mode="json")
         since, state = change["event_id"], change["status"]["state"]
         if change["changed"] or change["terminal"]:
             yield change

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from shared.callbacks import Deliveries
 from shared.consumer import outcomes
 from shared.consumer.execute import execute
 from shared.consumer.heartbeat import Heartbeat, Slot
@@ -82,6 +83,7 @@ class Consumer:
         if self.config.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.limits = Limits(registry, self.config.concurrency)
+        self.deliveries = Deliveries(engine, registry)  # runs the delivery jobs of callbacks and hooks
         self._clock, self._wall = clock, wall
         self._stop = asyncio.Event()
         self._run: _Run | None = None
@@ -401,7 +403,7 @@ class _Run:
             if slot.ctx.cancel_requested:
                 outcome = outcomes.cancelled(job.id, slot.claimed.token, job.attempts)
             else:
-                outcome = await execute(self.c.registry, slot.claimed, slot.ctx)
+                outcome = await execute(self.c.registry, slot.claimed, slot.ctx, self.c.deliveries.job_type)
         except asyncio.CancelledError:
             if not slot.interrupted:
                 raise

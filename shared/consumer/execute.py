@@ -19,14 +19,17 @@ from shared.consumer import outcomes
 from shared.context import JobContext, Sleep
 from shared.errors import UnknownJobTypeError, ValidationError
 from shared.models import ClaimedJob, Outcome
-from shared.registry import Registry
+from shared.registry import JobType, Registry
 
 
-async def execute(registry: Registry, claimed: ClaimedJob, ctx: JobContext) -> Outcome:
-    """The job's outcome; raises CancelledError only when the consumer itself cancels the run."""
+async def execute(
+    registry: Registry, claimed: ClaimedJob, ctx: JobContext, internal: JobType | None = None
+) -> Outcome:
+    """The job's outcome; raises CancelledError only when the consumer itself cancels the run.
+    `internal` is a type of jobq's own the registry does not hold (the delivery of callbacks)."""
     job, token = claimed.job, claimed.token
     try:
-        job_type = registry.get(job.type)
+        job_type = internal if internal is not None and job.type == internal.name else registry.get(job.type)
         payload: BaseModel = job_type.parse(job.payload)
     except (UnknownJobTypeError, ValidationError) as exc:
         return outcomes.permanent(job.id, token, f"{exc.field}: {exc.message}", job.attempts)

@@ -154,7 +154,8 @@ class Recorder:
             log.error("finish of %d outcomes refused (their leases will expire): %s", len(batch), results)
         else:
             self._tally.count([p.outcome for p in batch], results)
-            if any(r.ok and r.state in (State.DELAYED, State.WAITING) for r in results):
+            # A delivery job of callbacks or hooks, too, is work the due-index now shows.
+            if any(r.ok and (r.state in (State.DELAYED, State.WAITING) or r.delivery) for r in results):
                 self.retries_scheduled = True
             if log.isEnabledFor(logging.DEBUG):
                 for pending, result in zip(batch, results, strict=True):

@@ -6,6 +6,7 @@
 -- ARGV[1] now ms or -1, ARGV[2] JSON plan {id: unique id, owner: owner or "" (any), fq}.
 -- A queued (or waiting-children) job cancelled releases its singleton and debounce keys (lib.lua
 -- release_holds).
+-- A job that asked for a callback or has hooks gets its delivery job (lib.lua notify, from flow_apply).
 -- A cancelled job is kept for its queue's cancelled retention (lib.lua apply_retention).
 -- Returns JSON {now, j: the flat record after the change}; error not_found when missing or owned by another.
 local now = now_ms(ARGV[1])

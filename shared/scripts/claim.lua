@@ -67,6 +67,7 @@ if nr and nr <= now then
           recovered_ids[#recovered_ids + 1] = id
         else
           m.s, m.fa = 'failed', now
+          notify(s, id, h, 'failed')
           failed_pairs[#failed_pairs + 1] = n2s(now)
           failed_pairs[#failed_pairs + 1] = id
           dead[#dead + 1] = id

@@ -7,6 +7,7 @@
 -- A job leaving for good releases its singleton key (lib.lua release_holds).
 -- A token that does not match changes nothing (ok=false). A job no longer active whose token still
 -- matches has already taken this outcome (an HTTP retry): ok=true, nothing changes twice.
+-- A job that asked for a callback or has hooks gets its delivery job here (lib.lua notify).
 -- Terminal indexes are trimmed to the queue's retention (lib.lua apply_retention).
 -- Counters, histograms, throughput and the call's events are written once, with the queue's meta.
 -- A job that ends tells the jobs waiting on it (flow.lua), in this call.
@@ -22,7 +23,7 @@
 --         us: {i, o, c: micro-USD, m}|null, ch: "hit"|"miss"|null}],
 --    u: jitter draw, fq: [[queue, KEYS index before its block]], this queue first,
 --    uk: KEYS index of the usage hash (0: none), ud: day of the month "DD", ux: usage hash expiry ms}
--- Returns JSON [[ok 0|1, state|""], ...] in outcome order.
+-- Returns JSON [[ok 0|1, state|"", 1 when a delivery job was written], ...] in outcome order.
 local now = now_ms(ARGV[1])
 local plan = cjson.decode(ARGV[2])
 local Q = block(0)
@@ -70,7 +71,7 @@ for i, o in ipairs(plan.o) do
       counts.uc = (counts.uc or 0) + o.us.c
     end
     if o.ch == 'hit' then counts.ch = (counts.ch or 0) + 1 elseif o.ch == 'miss' then counts.cm = (counts.cm or 0) + 1 end
-    local err = nil
+    local err, delivered = nil, nil
     if status ~= 'completed' and o.e ~= cjson.null and o.e then
       err = {kind = o.e.kind, message = o.e.message, attempt = attempt, at = now}
     end
@@ -108,6 +109,7 @@ for i, o in ipairs(plan.o) do
         m.p = 100
         if o.r ~= cjson.null and o.r then writes[#writes + 1] = o.id .. ':r'; writes[#writes + 1] = o.r end
       end
+      if notify(s, o.id, h, state) then delivered = 1 end
       local list = terminal[state]
       list[#list + 1] = n2s(now)
       list[#list + 1] = o.id
@@ -125,7 +127,7 @@ for i, o in ipairs(plan.o) do
     if s.pol.oc > 0 then owners[h.o] = (owners[h.o] or 0) - 1 end
     by_state[state] = by_state[state] or {}
     table.insert(by_state[state], o.id)
-    replies[i] = {1, state}
+    replies[i] = {1, state, delivered}
   end
 end
 

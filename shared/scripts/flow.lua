@@ -191,6 +191,7 @@ local function flow_apply(now)
         else
           push(add, add_order, Q.state[st], n2s(now), u)
           emit(s, st, {u})
+          if st == 'completed' or st == 'failed' or st == 'cancelled' then notify(s, u, r.h, st) end
           if st == 'failed' or st == 'cancelled' then madd(s, st, 1) end
           if st == 'failed' then add_throughput(s, 0, 1) end
         end

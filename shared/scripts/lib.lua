@@ -434,6 +434,36 @@ local function del_records(Q, ids)
   if #fields > 0 then hdel_list(Q.jobs, fields) end
 end
 
+-- Completion callbacks and hooks (shared/callbacks.py): a job whose head has `n` (a callback URL `cb`,
+-- or hooks on its type) gets, when it reaches a final state, a delivery job of type
+-- LIMITS.callback_type in its own queue, written by the same call that records the final state: a
+-- consumer that dies after that call loses no callback, and one that dies during the delivery leaves it
+-- to be reaped and retried. Its id is the finish time (at least the job's creation time + 1 ms, so never
+-- the job's own id) and the job's random part; its owner is LIMITS.callback_owner (no user's); its
+-- payload names the job, the final state and the URL.
+-- Costs the ZADD into waiting (its record rides in the call's one HSET, its event in the call's one
+-- XADD). Returns whether it wrote one.
+local CROCKFORD_DIGITS = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+local function notify(s, id, h, state)
+  if not h.n then return false end
+  local at, prefix = math.max(s.now, id_ms(id) + 1), {}
+  for i = 10, 1, -1 do
+    local digit = at % 32
+    prefix[i] = string.sub(CROCKFORD_DIGITS, digit + 1, digit + 1)
+    at = math.floor(at / 32)
+  end
+  local cid = table.concat(prefix) .. string.sub(id, 11)
+  local x = {job = id .. '.' .. h.q, state = state, url = h.cb}
+  local d = '{"q":' .. cjson.encode(h.q) .. ',"o":"' .. LIMITS.callback_owner .. '","p":' .. n2s(h.p) ..
+    ',"m":' .. LIMITS.callback_attempts .. ',"t":' .. LIMITS.callback_timeout ..
+    ',"y":"' .. LIMITS.callback_type .. '","x":' .. cjson.encode(x) .. '}'
+  stage(s.Q, {cid, d})
+  zadd(s.Q.state.waiting, arrival_scores(s, {{h.p, cid, LIMITS.callback_owner}}))
+  due_by(s, s.now)
+  emit(s, 'waiting', {cid})
+  return true
+end
+
 -- Retention: delete kept jobs of a terminal index older than `cutoff` ms and beyond `keep_count` newest,
 -- at most TRIM_MAX per state and pass, and at most one pass per TRIM_EVERY ms per queue and state (meta
 -- 'tt:<state>'), so a finish costs no trim commands most of the time and a pass keeps up with any rate a

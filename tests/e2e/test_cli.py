@@ -304,7 +304,7 @@ def test_unreachable_api_is_one_clear_line(cli: Cli) -> None:
 
     with not_jobq_server() as other:  # something answers, but not with the jobq API
         assert_clean_error(Cli(other)("stats"), 3, "unexpected answer", "HTTP 404")
-    assert_clean_error(Cli("ftp://example.com")("stats"), 2, "--url must be an http(s) URL")
+    assert_clean_error(Cli("ftp://example.com")("stats"), 2, "URL must be an http(s) URL", "--url")
 
 
 @contextmanager

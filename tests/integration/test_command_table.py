@@ -40,8 +40,16 @@ def table() -> dict[str, int]:
     return {row["op"]: int(row["count"]) for row in ROW.finditer(match.group(1))}
 
 
-def specs(n: int, queue: str = "echo", owner: str = "alice") -> list[JobSpec]:
-    return [JobSpec(type="echo", queue=queue, payload=PAYLOAD, owner=owner) for _ in range(n)]
+CALLBACK = "https://hooks.example.com/jobs"
+
+
+def specs(
+    n: int, queue: str = "echo", owner: str = "alice", callback_url: str | None = None
+) -> list[JobSpec]:
+    return [
+        JobSpec(type="echo", queue=queue, payload=PAYLOAD, owner=owner, callback_url=callback_url)
+        for _ in range(n)
+    ]
 
 
 def nightly() -> ScheduleSpec:
@@ -115,9 +123,14 @@ class Ops:
             await queued(n)
             await claim(n)
 
-        async def one_waiting() -> None:
+        async def one_waiting(callback_url: str | None = None) -> None:
             await queued(1)
-            self.waiting_id = (await e.enqueue(specs(1))).results[0].job.id
+            self.waiting_id = (await e.enqueue(specs(1, callback_url=callback_url))).results[0].job.id
+
+        async def claimed_with_callback() -> None:
+            await self.drain()
+            await e.enqueue(specs(1, callback_url=CALLBACK))
+            await claim(1)
 
         async def schedules(n: int) -> None:
             while len(await e.scheduler.of_owner("alice")) < n:
@@ -194,6 +207,11 @@ class Ops:
             "status read of a job": (nothing, lambda: e.get(self.claimed[0].job.id)),
             "stats of one queue": (nothing, lambda: e.stats("echo")),
             "cancel a waiting job": (one_waiting, lambda: e.cancel(self.waiting_id)),
+            "finish 1 job with a callback": (claimed_with_callback, lambda: e.finish(done(self.claimed))),
+            "cancel a waiting job with a callback": (
+                lambda: one_waiting(CALLBACK),
+                lambda: e.cancel(self.waiting_id),
+            ),
             "rate limit check of a submit": (nothing, lambda: self.limiter.check(who)),
             "finish 1 job with usage": (lambda: claimed(1), lambda: e.finish(used(self.claimed))),
             "finish 100 jobs with usage": (lambda: claimed(100), lambda: e.finish(used(self.claimed))),

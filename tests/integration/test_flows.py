@@ -287,10 +287,12 @@ async def test_a_cycle_whose_claim_reaps_a_child_of_an_unknown_queue(
 ) -> None:
     """The claim of a finish-and-claim call meets a flow link into a queue the engine has not seen: the
     call keeps its finish, the engine sends it again with that queue, and the finish counts once."""
-    if engine_factory().cluster:
-        pytest.skip("a flow across queues is refused on a Redis Cluster")
     submitter, holder, cycler = (engine_factory(clock=fake_clock) for _ in range(3))
     root = node("parent", "cy-parents", children=[node("child", "cy-children", max_attempts=1, timeout=5)])
+    if submitter.cluster:  # where a script may touch one slot only, such a flow is refused at submit
+        with pytest.raises(ValidationError, match="share one queue"):
+            await submitter.enqueue([root])
+        return
     parent, child = [r.job.id for r in (await submitter.enqueue([root])).results]
     assert [c.job.id for c in await holder.claim("cy-children", 1)] == [child]
     [plain] = [r.job.id for r in (await submitter.enqueue([node("plain", "cy-children")])).results]

@@ -39,7 +39,7 @@ from shared.errors import (
     PayloadTooLargeError,
     ValidationError,
 )
-from shared.limits import MAX_FLOW_DEPTH, MAX_FLOW_NODES, MAX_METADATA_BYTES
+from shared.limits import CALLBACK_TIMEOUT, MAX_FLOW_DEPTH, MAX_FLOW_NODES, MAX_METADATA_BYTES
 from shared.models import NAME_PATTERN, TAG_PATTERN, EnqueueReply, JobSpec, State, debounce_conflict
 from shared.priorities import priority_value
 from shared.triggers import Trigger
@@ -157,7 +157,9 @@ async def get_job(job_id: str, user: CurrentUser, services: ServicesDep) -> JobP
 
 
 @router.delete("/{job_id}", responses={202: {"model": JobPublic, "description": "Cancellation requested"}})
-async def cancel_job(job_id: str, user: CurrentUser, services: ServicesDep, response: Response) -> JobPublic:
+async def cancel_job(
+    job_id: str, user: CurrentUser, services: ServicesDep, response: Response, background: BackgroundTasks
+) -> JobPublic:
     """Cancel: 200 when the job is cancelled (now, or already), 202 when its running consumer has been
     asked to stop, 409 when it already completed or failed (nothing changes)."""
     require(user, "cancel")
@@ -167,6 +169,10 @@ async def cancel_job(job_id: str, user: CurrentUser, services: ServicesDep, resp
         raise InvalidTransitionError(f"the job already {job.state.value}; there is nothing to cancel")
     if job.state is not State.CANCELLED:
         response.status_code = 202
+    elif services.registry.notifies(job):  # its delivery job waits: ask a consumer to run it now
+        lane = services.settings.lane_set.lane_for(CALLBACK_TIMEOUT)
+        if lane is not None:
+            background.add_task(fire_trigger, services.trigger, [lane])
     return JobPublic.of(job, services.registry)
 
 
@@ -244,6 +250,7 @@ def job_spec(body: JobCreate, user: Principal, services: Services) -> JobSpec:
         tags=body.tags,
         singleton_key=body.singleton_key,
         debounce=body.debounce,
+        callback_url=body.callback_url,
     )
     if len(dumps(spec.payload).encode()) > services.settings.max_payload_bytes:
         raise PayloadTooLargeError(

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from functions.api.deps import CurrentUser, ServicesDep
+from functions.api.schemas import TokenCreated
 from functions.api.tokens import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, SCOPES, Grant, Scope
 from shared.errors import ForbiddenError
 from shared.models import TAG_PATTERN
@@ -26,14 +27,6 @@ class TokenCreate(BaseModel):
         default=None, description="Narrow the token to the jobs carrying this tag (e.g. session:<id>)."
     )
     ttl_seconds: int = Field(default=DEFAULT_TTL_SECONDS, ge=1, le=MAX_TTL_SECONDS)
-
-
-class TokenCreated(BaseModel):
-    token: str = Field(description="Send as Authorization: Bearer, or as ?access_token= on event routes.")
-    owner: str
-    scopes: list[Scope]
-    tag: str | None = None
-    expires_at: datetime
 
 
 @router.post("", status_code=201)
