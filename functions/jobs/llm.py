@@ -14,10 +14,8 @@ its own queue, cache lifetime and cache scope (docs/ai-jobs.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import openai
-from openai import AsyncOpenAI
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from functions.jobs.outbound import MAX_RETRY_AFTER, retry_after
@@ -26,6 +24,10 @@ from shared.errors import PermanentJobError, RetryJobError
 from shared.models import Backoff
 from shared.registry import JobType, Registry, registry
 from shared.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import openai
+    from openai import AsyncOpenAI
 
 MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,127}$"
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
@@ -124,8 +126,12 @@ async def _complete(
     request: dict[str, Any], stream: bool, ctx: JobContext, settings: Settings
 ) -> dict[str, Any]:
     """The provider's answer as {content, model, finish_reason, usage: {input_tokens, output_tokens}}."""
+    # The SDK loads at the first call, not at import: it is about half a second of every cold start of
+    # the API and the consumers (python -m bench startup), and a provider call's own latency dwarfs it.
+    import openai
+
     timeout = max(MIN_CALL_TIMEOUT, min(settings.llm_timeout, ctx.remaining - TIMEOUT_MARGIN))
-    client = AsyncOpenAI(
+    client = openai.AsyncOpenAI(
         base_url=settings.llm_base_url,
         api_key=settings.llm_api_key.get_secret_value() or "unset",
         max_retries=0,  # jobq's retries, with the type's backoff, not the SDK's
