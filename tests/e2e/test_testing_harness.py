@@ -14,9 +14,8 @@ from pydantic import BaseModel
 from jobq.client import State
 from jobq.testing import jobq_stack
 from shared.registry import Registry
-from shared.settings import get_settings
 from shared.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-from tests.support.receiver import Receiver
+from tests.support.receiver import Receiver, callback_receiver
 
 SECRET = "harness-secret-0123456789"
 
@@ -38,12 +37,8 @@ def registry() -> Registry:
 
 @pytest.fixture
 def local_receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
-    monkeypatch.setenv("JOBQ_WEBHOOK_SECRET", SECRET)
-    monkeypatch.setenv("JOBQ_ALLOW_PRIVATE_URLS", "true")
-    get_settings.cache_clear()
-    with Receiver() as server:
+    with callback_receiver(monkeypatch, SECRET) as server:
         yield server
-    get_settings.cache_clear()
 
 
 async def test_a_callback_submitted_through_the_api_reaches_the_receiver(local_receiver: Receiver) -> None:

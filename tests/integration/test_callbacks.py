@@ -17,7 +17,7 @@ from shared.registry import Registry
 from shared.settings import get_settings
 from shared.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from tests.support.consumer_fixtures import MakeRuntime, Submit, poll
-from tests.support.receiver import Receiver
+from tests.support.receiver import Receiver, callback_receiver
 
 pytestmark = pytest.mark.realredis
 
@@ -70,12 +70,8 @@ def consumer_registry(hooked: Hooked) -> Registry:
 
 @pytest.fixture
 def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
-    monkeypatch.setenv("JOBQ_WEBHOOK_SECRET", SECRET)
-    monkeypatch.setenv("JOBQ_ALLOW_PRIVATE_URLS", "true")
-    get_settings.cache_clear()
-    with Receiver() as server:
+    with callback_receiver(monkeypatch, SECRET) as server:
         yield server
-    get_settings.cache_clear()
 
 
 def sent(receiver: Receiver, index: int = 0) -> tuple[dict[str, str], dict[str, Any]]:

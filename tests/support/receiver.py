@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import pytest
+
+from shared.settings import get_settings
 
 
 class Receiver:
@@ -44,3 +50,17 @@ class Receiver:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@contextmanager
+def callback_receiver(monkeypatch: pytest.MonkeyPatch, secret: str) -> Iterator[Receiver]:
+    """A Receiver for signed callbacks: webhooks signed with `secret`, and loopback URLs allowed (the
+    settings are read afresh on entry and on exit)."""
+    monkeypatch.setenv("JOBQ_WEBHOOK_SECRET", secret)
+    monkeypatch.setenv("JOBQ_ALLOW_PRIVATE_URLS", "true")
+    get_settings.cache_clear()
+    try:
+        with Receiver() as server:
+            yield server
+    finally:
+        get_settings.cache_clear()
