@@ -9,6 +9,9 @@ signature covers, its `jti` (one SET NX per push, kept while the signature is va
 request starts no second run whatever Upstash-Message-Id it carries (that header is not signed). QStash
 signs each delivery afresh, so its own retry of a failed run goes through.
 Whatever a bounded run leaves is picked up by the next trigger or the scheduled tick.
+
+The app is plain Starlette (FastAPI's own base): two routes with no models and no OpenAPI to build, so a
+consumer's cold start does not pay for FastAPI (docs/decisions.md, "Start-up").
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import asdict
-from typing import Any
+from http import HTTPStatus
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from functions.consumer.auth import PushAuth, signed_identity
 from functions.consumer.runtime import PUSH_PATH, ConsumerRuntime, run_bounded, run_budget
@@ -41,12 +47,9 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
-def create_push_app(runtime: ConsumerRuntime) -> FastAPI:
-    app = FastAPI(title="jobq consumer", version="1", docs_url=None, redoc_url=None, openapi_url=None)
+def create_push_app(runtime: ConsumerRuntime) -> Starlette:
     auth = PushAuth(runtime.settings)
-    app.state.runtime = runtime
 
-    @app.post(PUSH_PATH)
     async def consume(request: Request) -> JSONResponse:
         body = await request.body()
         try:
@@ -79,10 +82,19 @@ def create_push_app(runtime: ConsumerRuntime) -> FastAPI:
             )
         return JSONResponse({"duplicate": False, "report": asdict(report)})
 
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"ok": True}
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
 
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+        return _error(status, code, f"{request.method} {request.url.path}: {HTTPStatus(status).phrase}")
+
+    app = Starlette(
+        routes=[Route(PUSH_PATH, consume, methods=["POST"]), Route("/health", health, methods=["GET"])],
+        exception_handlers={HTTPException: http_error},
+    )
+    app.state.runtime = runtime
     return app
 
 

@@ -389,6 +389,26 @@ def _global_registry() -> Registry:
     return registry
 
 
+async def test_push_app_answers_unknown_routes_and_methods_in_the_api_error_shape(
+    consumer_settings: Settings, consumer_registry: Registry
+) -> None:
+    from functions.consumer.push import create_push_app
+
+    runtime = build_runtime(consumer_settings, registry=consumer_registry)
+    transport = httpx.ASGITransport(app=create_push_app(runtime))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://consumer.test") as client:
+            wrong_method = await client.get("/consume")
+            unknown = await client.post("/nowhere")
+            health = await client.get("/health")
+        assert wrong_method.status_code == 405
+        assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+        assert health.status_code == 200 and health.json() == {"ok": True}
+    finally:
+        await runtime.redis.close()
+
+
 async def test_pushed_run_answers_within_its_budget_and_leaves_the_rest(
     consumer_settings: Settings, consumer_registry: Registry, submit: Submit
 ) -> None:
