@@ -38,7 +38,7 @@ bench: install  ## print benchmark figures (needs a Redis on 127.0.0.1:6379)
 
 package:  ## build the Lambda package offline (.serverless/), as CI checks it; see infra/deploy.md
 	npm ci --no-audit --no-fund
-	SLS_TELEMETRY_DISABLED=1 SLS_NOTIFICATIONS_MODE=off npx serverless package
+	SLS_TELEMETRY_DISABLED=1 SLS_NOTIFICATIONS_MODE=off npm run package
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage* htmlcov

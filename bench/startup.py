@@ -5,7 +5,10 @@ script), and a Lambda cold start, i.e. importing the handler module plus its fir
 for the API (an unauthenticated `GET /v1/jobs`: 401 without a Redis call), the consumer (import alone, and
 with a first push that is refused 401), and, as the yardstick, a bare FastAPI + mangum app answering one
 route. Each figure is the median of BENCH_STARTUP_RUNS (default 9) fresh interpreters; nothing is cached
-between them but the operating system's file cache (Python's bytecode cache is warm, as on Lambda).
+between them but the operating system's file cache and Python's bytecode, which the Lambda package ships
+(`npm run bytecode`, run here first). Two more rows frame the figures: a minimal app made of the parts
+jobq must load (pydantic-settings, an upstash-redis client, one route with a header and a response model),
+and the API handler without bytecode, as the Lambda package was built before it shipped its .pyc files.
 
 The Lambda rows run as the Lambda package does: without the CLI's and the local stack's packages (rich,
 click, typer, uvicorn, redis, fakeredis), which requirements-lambda.txt leaves out; httpx, for one, imports
@@ -19,11 +22,13 @@ import secrets
 import statistics
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
 
 RUNS = int(os.environ.get("BENCH_STARTUP_RUNS", "9"))
+ROOT = Path(__file__).resolve().parents[1]
 JOBQ = Path(sys.executable).with_name("jobq")
 CLI_TARGET = 0.3  # seconds for `jobq version`
 LAMBDA_TARGET = 1.3  # a handler's cold start over the bare app's
@@ -89,11 +94,46 @@ reply = handler(event("POST", "/consume"), Context())
 assert reply["statusCode"] == 401, reply
 """
 
+# The least a jobq-shaped handler loads: settings, a Redis client, a route with a parameter and a model.
+PARTS = """
+from typing import Annotated
+
+from fastapi import FastAPI, Header, HTTPException
+from mangum import Mangum
+from pydantic import BaseModel
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from upstash_redis.asyncio import Redis
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JOBQ_")
+    redis_rest_url: str
+    redis_rest_token: str
+
+class Job(BaseModel):
+    id: str
+    state: str
+
+settings = Settings()
+redis = Redis(url=settings.redis_rest_url, token=settings.redis_rest_token)
+app = FastAPI()
+
+@app.get("/v1/jobs")
+def jobs(authorization: Annotated[str | None, Header()] = None) -> list[Job]:
+    raise HTTPException(401)
+
+reply = Mangum(app, lifespan="off")(event("GET", "/v1/jobs"), Context())
+assert reply["statusCode"] == 401, reply
+"""
+
 ROWS = (
     ("bare FastAPI + mangum: import + first request", BARE),
     ("API handler: import + first request", API),
     ("consumer handler: import", CONSUMER_IMPORT),
     ("consumer handler: import + first push", CONSUMER_PUSH),
+)
+CONTEXT_ROWS = (
+    ("minimal app of jobq's parts: import + first request", PARTS, False),
+    ("API handler without bytecode (package before 12-07)", API, True),
 )
 
 
@@ -110,12 +150,26 @@ def lambda_environment() -> dict[str, str]:
     }
 
 
-def cold_start(body: str, env: dict[str, str]) -> float:
-    """Seconds from the handler's first import to its first answer, in a fresh interpreter."""
-    program = PRELUDE + textwrap.dedent(body) + "\nprint(time.perf_counter() - started)\n"
-    done = subprocess.run(
-        [sys.executable, "-c", program], env=env, capture_output=True, text=True, check=False
+def compile_bytecode() -> None:
+    """What `npm run bytecode` does before packaging: hash-checked .pyc files for our code."""
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "-f", "functions", "shared"],
+        cwd=ROOT,
+        env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"},
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
+
+
+def cold_start(body: str, env: dict[str, str], *, bytecode: bool = True) -> float:
+    """Seconds from the handler's first import to its first answer, in a fresh interpreter; without
+    `bytecode`, every module is compiled from source, as on a Lambda package without .pyc files."""
+    program = PRELUDE + textwrap.dedent(body) + "\nprint(time.perf_counter() - started)\n"
+    with tempfile.TemporaryDirectory() as empty:
+        options = [] if bytecode else ["-X", f"pycache_prefix={empty}"]
+        done = subprocess.run(
+            [sys.executable, *options, "-c", program], env=env, capture_output=True, text=True, check=False
+        )
     if done.returncode != 0:
         raise RuntimeError(f"cold start failed:\n{done.stderr}")
     return float(done.stdout.strip().splitlines()[-1])
@@ -130,20 +184,27 @@ def cli_run(*args: str) -> float:
 
 def main() -> None:
     env = lambda_environment()
-    cold_start(BARE, env)  # warm the bytecode and file caches once; every measured run is fresh after
+    compile_bytecode()
+    cold_start(API, env)  # warm the file cache once; every measured run is fresh after
     samples: dict[str, list[float]] = {name: [] for name, _ in ROWS}
+    context: dict[str, list[float]] = {name: [] for name, _, _ in CONTEXT_ROWS}
     for _ in range(RUNS):  # rows take turns, so a busy moment of the machine weighs on all of them
         for name, body in ROWS:
             samples[name].append(cold_start(body, env))
+        for name, body, no_bytecode in CONTEXT_ROWS:
+            context[name].append(cold_start(body, env, bytecode=not no_bytecode))
     figures = {name: statistics.median(values) for name, values in samples.items()}
     bare = figures[ROWS[0][0]]
     cli = statistics.median(cli_run("version") for _ in range(RUNS))
-    width = max(len(name) for name, _ in ROWS)
+    width = max(len(name) for name in [*samples, *context])
     write = sys.stdout.write
     write(f"{f'start-up (median of {RUNS} fresh processes)':<{width}}  {'ms':>6}  {'vs bare':>7}  target\n")
     for row, (name, seconds) in enumerate(figures.items()):
         target = f"{LAMBDA_TARGET}x" if row else ""
         write(f"{name:<{width}}  {seconds * 1000:>6.0f}  {seconds / bare:>6.2f}x  {target}\n")
+    for name, values in context.items():
+        seconds = statistics.median(values)
+        write(f"{name:<{width}}  {seconds * 1000:>6.0f}  {seconds / bare:>6.2f}x\n")
     cli_name = "jobq version (wall clock)"
     write(f"{cli_name:<{width}}  {cli * 1000:>6.0f}  {'':>7}  {CLI_TARGET * 1000:.0f} ms\n")
 

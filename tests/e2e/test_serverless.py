@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import importlib.util
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
             [NPM, "ci", "--no-audit", "--no-fund"], cwd=ROOT, env=env, check=True, timeout=PACKAGE_TIMEOUT
         )
     done = subprocess.run(
-        [NPX, "--yes", "serverless@3", "package", "--stage", "ci", "--package", str(out)],
+        [NPM, "run", "package", "--", "--stage", "ci", "--package", str(out)],  # as users package
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -102,3 +104,25 @@ def test_package_holds_the_code_scripts_and_lambda_wheels(packaged: Path) -> Non
     binaries = [n for n in names if n.endswith(".so")]
     assert any("pydantic_core" in n for n in binaries)
     assert all("darwin" not in n and "win" not in Path(n).name for n in binaries)
+
+
+@pytest.mark.timeout(PACKAGE_TIMEOUT + 20)
+def test_package_ships_bytecode_that_stays_valid_on_lambda(packaged: Path) -> None:
+    """Both zips date every file 1980 and /var/task is read-only: a module whose .pyc is missing or checked
+    by timestamp is compiled at every cold start. Every module ships a hash-checked .pyc of its source."""
+    archive = zipfile.ZipFile(packaged / "jobq.zip")
+    names = set(archive.namelist())
+    tag = sys.implementation.cache_tag
+    checked = 0
+    for source in sorted(n for n in names if n.endswith(".py")):
+        if not source.startswith(("functions/", "shared/", "fastapi/", "pydantic/", "upstash_redis/", "httpx/")):
+            continue
+        parent, _, module = source.rpartition("/")
+        cached = f"{parent}/__pycache__/{module[:-3]}.{tag}.pyc"
+        assert cached in names, f"{source} ships without bytecode"
+        header = archive.read(cached)[:16]
+        flags = int.from_bytes(header[4:8], "little")
+        assert flags == 0b11, f"{cached} is not hash-checked (flags {flags:#b})"
+        assert header[8:16] == importlib.util.source_hash(archive.read(source)), f"{cached} is stale"
+        checked += 1
+    assert checked > 200  # our code and the API's main dependencies
