@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from functions.api.deferred import DeferredAPI
 from functions.api.errors import install_error_handlers
 from functions.api.middleware import (
     BodyLimitMiddleware,
@@ -15,7 +15,6 @@ from functions.api.middleware import (
     SyncTokenMiddleware,
 )
 from functions.api.routes import ROUTERS
-from functions.api.schemas import ErrorBody
 from functions.api.services import build_services
 from shared import freshness
 from shared.logs import configure_logging
@@ -25,23 +24,6 @@ from shared.settings import PLACEHOLDER_TOKENS, Settings, get_settings
 from shared.triggers import Trigger
 
 MIN_ADMIN_TOKEN_CHARS = 16
-
-# Documented on every route, so clients and the schema fuzzer know every status the API may answer.
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": description}
-    for status, description in {
-        400: "Malformed request (e.g. invalid JSON)",
-        401: "Missing or invalid credentials",
-        403: "Admin credentials required",
-        404: "Not found (or not yours)",
-        409: "Conflict (idempotency key reused, or invalid state transition)",
-        413: "Body, batch or payload too large",
-        422: "Invalid input; `field` names it",
-        429: "Rate limited; see Retry-After",
-        500: "Internal error; quote the request id",
-        503: "Redis unavailable; see Retry-After",
-    }.items()
-}
 
 
 class StartupError(RuntimeError):
@@ -65,7 +47,7 @@ def create_app(
     registry: Registry | None = None,
     redis: Any = None,
     trigger: Trigger | None = None,
-) -> FastAPI:
+) -> DeferredAPI:
     """Build the API. `registry`, `redis` and `trigger` default to what the settings describe."""
     settings = settings or get_settings()
     configure_logging(settings)
@@ -74,16 +56,15 @@ def create_app(
         registry = default_registry
         registry.load(settings.job_modules)
     registry.check_lanes(settings.lane_set)  # a type no consumer lane can run is refused here
-    app = FastAPI(
+    app = DeferredAPI(
         title="jobq",
         version="1",
         summary="Serverless background jobs on Upstash Redis.",
-        responses=ERROR_RESPONSES,
     )
     app.state.services = build_services(settings, registry=registry, redis=redis, trigger=trigger)
     install_error_handlers(app)
-    for router in ROUTERS:
-        app.include_router(router)
+    for module, prefixes in ROUTERS:
+        app.defer(module, prefixes)
     app.add_middleware(SyncTokenMiddleware)  # Jobq-Sync-Token in and out: read-your-writes across instances
     if settings.cors_origins:
         app.add_middleware(

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from functions.api.middleware import printable
+from functions.api.schemas import ErrorBody
 from shared.errors import (
     JobqError,
     RateLimitedError,
@@ -22,6 +23,23 @@ from shared.errors import (
 )
 
 log = logging.getLogger("jobq.api")
+
+# Documented on every route, so clients and the schema fuzzer know every status the API may answer.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "Malformed request (e.g. invalid JSON)",
+        401: "Missing or invalid credentials",
+        403: "Admin credentials required",
+        404: "Not found (or not yours)",
+        409: "Conflict (idempotency key reused, or invalid state transition)",
+        413: "Body, batch or payload too large",
+        422: "Invalid input; `field` names it",
+        429: "Rate limited; see Retry-After",
+        500: "Internal error; quote the request id",
+        503: "Redis unavailable; see Retry-After",
+    }.items()
+}
 
 STORE_RETRY_AFTER = 5  # seconds a client should wait when Redis is unreachable
 STORE_UNAVAILABLE_MESSAGE = "the store is unavailable; retry later"

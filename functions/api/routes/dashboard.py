@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fastapi import APIRouter
 from fastapi.responses import FileResponse, Response
 
+from functions.api.deferred import api_router
 from shared.models import TERMINAL_STATES, State
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -33,7 +33,7 @@ STATES_MODULE = (
     f"export const TERMINAL = new Set({json.dumps([s.value for s in State if s in TERMINAL_STATES])});\n"
 )
 
-router = APIRouter(include_in_schema=False)
+router = api_router(include_in_schema=False)
 
 
 @router.get("/dashboard")

@@ -21,9 +21,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import Header, Query, Response
 from fastapi.responses import StreamingResponse
 
+from functions.api.deferred import api_router
 from functions.api.deps import (
     AdminUser,
     EngineDep,
@@ -53,7 +54,7 @@ from shared.errors import ForbiddenError, JobNotFoundError
 from shared.ids import split_id
 from shared.models import NAME_PATTERN, TAG_PATTERN, Job
 
-router = APIRouter(tags=["events"])
+router = api_router(tags=["events"])
 
 MAX_WAIT = 25  # seconds: below API Gateway's 30 s integration timeout
 MAX_CURSOR_CHARS = 8192

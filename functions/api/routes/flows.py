@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, BackgroundTasks, Response
+from fastapi import BackgroundTasks, Response
 
+from functions.api.deferred import api_router
 from functions.api.deps import CurrentUser, ServicesDep, job_id_or_404, owner_scope
 from functions.api.routes.jobs import fire_trigger, flow_spec, submit_one
 from functions.api.schemas import FlowPublic, JobCreate, JobPublic
@@ -11,7 +12,7 @@ from functions.api.services import Services
 from shared.limits import MAX_FLOW_NODES
 from shared.models import Job
 
-router = APIRouter(prefix="/v1/flows", tags=["flows"])
+router = api_router(prefix="/v1/flows", tags=["flows"])
 
 
 @router.post("", status_code=201)

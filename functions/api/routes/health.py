@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter
-
+from functions.api.deferred import api_router
 from functions.api.deps import ServicesDep
 from functions.api.schemas import ErrorBody, Health, RedisHealth
 
-router = APIRouter(tags=["health"])
+router = api_router(tags=["health"])
 
 
 @router.get("/health", responses={503: {"model": ErrorBody, "description": "Redis is unreachable"}})

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Header, Query, Response
+from fastapi import BackgroundTasks, Header, Query, Response
 
 from functions.api.auth import Principal
+from functions.api.deferred import api_router
 from functions.api.deps import (
     CurrentUser,
     EngineDep,
@@ -46,7 +47,7 @@ from shared.triggers import Trigger
 
 log = logging.getLogger("jobq.api")
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = api_router(prefix="/v1/jobs", tags=["jobs"])
 
 SINGLE_ITEM = "jobs[0]."
 IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)]

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 
+from functions.api.deferred import api_router
 from functions.api.deps import AdminUser, ServicesDep
 from functions.api.schemas import KeyCreate, KeyCreated, KeyList, KeyPublic
 from shared.apikeys import ApiKey
 from shared.errors import JobqError
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"])
+router = api_router(prefix="/v1/keys", tags=["keys"])
 
 
 class KeyNotFoundError(JobqError):

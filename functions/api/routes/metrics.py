@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from itertools import accumulate
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -25,12 +25,13 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from functions.api.deferred import api_router
 from functions.api.deps import EngineDep, ServicesDep
 from shared.errors import ForbiddenError
 from shared.models import QueueMetrics, State
 from shared.settings import PLACEHOLDER_TOKENS, Settings
 
-router = APIRouter(tags=["operations"])
+router = api_router(tags=["operations"])
 MIN_METRICS_TOKEN_CHARS = 16
 _bearer = HTTPBearer(auto_error=False, description="An admin credential, or JOBQ_METRICS_TOKEN.")
 

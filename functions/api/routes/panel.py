@@ -6,14 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
 from fastapi.responses import FileResponse, Response
+
+from functions.api.deferred import api_router
 
 STATIC = Path(__file__).resolve().parent.parent / "static" / "panel"
 ASSETS = {"jobq-client.js": "text/javascript", "jobq-jobs.js": "text/javascript"}
 HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=300"}
 
-router = APIRouter(include_in_schema=False)
+router = api_router(include_in_schema=False)
 
 
 @router.get("/panel/{asset}")

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
+from functions.api.deferred import api_router
 from functions.api.deps import AdminUser, EngineDep, QueueName, ServicesDep
 from functions.api.schemas import (
     MAX_LIST_LIMIT,
@@ -25,7 +26,7 @@ from functions.api.schemas import (
 )
 from shared.models import NAME_PATTERN, State
 
-router = APIRouter(prefix="/v1/queues", tags=["queues"])
+router = api_router(prefix="/v1/queues", tags=["queues"])
 
 
 @router.get("")

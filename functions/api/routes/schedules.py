@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import Query, Response
 
 from functions.api.auth import Principal
+from functions.api.deferred import api_router
 from functions.api.deps import CurrentUser, ServicesDep, owner_scope
 from functions.api.routes.jobs import job_spec
 from functions.api.schemas import (
@@ -23,7 +24,7 @@ from shared.errors import ForbiddenError, JobqError, ValidationError
 from shared.models import JobSpec
 from shared.schedules import ScheduleSpec, checked
 
-router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
+router = api_router(prefix="/v1/schedules", tags=["schedules"])
 
 
 @router.post("", status_code=201)

@@ -5,16 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 from pydantic import BaseModel, Field
 
+from functions.api.deferred import api_router
 from functions.api.deps import CurrentUser, ServicesDep
 from functions.api.schemas import TokenCreated
 from functions.api.tokens import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, SCOPES, Grant, Scope
 from shared.errors import ForbiddenError
 from shared.models import TAG_PATTERN
 
-router = APIRouter(prefix="/v1/tokens", tags=["tokens"])
+router = api_router(prefix="/v1/tokens", tags=["tokens"])
 
 
 class TokenCreate(BaseModel):

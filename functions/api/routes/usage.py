@@ -6,16 +6,17 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from functions.api.auth import Principal
+from functions.api.deferred import api_router
 from functions.api.deps import AdminUser, CurrentUser, EngineDep, ServicesDep
 from functions.api.schemas import OWNER_PATTERN
 from shared.errors import ForbiddenError
 from shared.models import NAME_PATTERN
 from shared.usage import MAX_USAGE_DAYS, Budget, BudgetStatus, UsageReport, last_days
 
-router = APIRouter(prefix="/v1/usage", tags=["usage"])
+router = api_router(prefix="/v1/usage", tags=["usage"])
 
 OwnerQuery = Annotated[
     str | None,
