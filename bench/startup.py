@@ -6,9 +6,11 @@ for the API (an unauthenticated `GET /v1/jobs`: 401 without a Redis call), the c
 with a first push that is refused 401), and, as the yardstick, a bare FastAPI + mangum app answering one
 route. Each figure is the median of BENCH_STARTUP_RUNS (default 9) fresh interpreters; nothing is cached
 between them but the operating system's file cache and Python's bytecode, which the Lambda package ships
-(`npm run bytecode`, run here first). Two more rows frame the figures: a minimal app made of the parts
-jobq must load (pydantic-settings, an upstash-redis client, one route with a header and a response model),
-and the API handler without bytecode, as the Lambda package was built before it shipped its .pyc files.
+(`npm run bytecode`, run here first). More rows frame the figures: each handler's first request as a
+user's is, authenticated and reaching Redis (`jobq gateway` on the embedded store, over the Upstash REST
+protocol, on loopback); a minimal app made of the parts jobq must load (pydantic-settings, an upstash-redis
+client, one route with a header and a response model); and the API handler without bytecode, as the
+Lambda package was built before it shipped its .pyc files.
 
 The Lambda rows run as the Lambda package does: without the CLI's and the local stack's packages (rich,
 click, typer, uvicorn, redis, fakeredis), which requirements-lambda.txt leaves out; httpx, for one, imports
@@ -17,21 +19,27 @@ rich and click for its own command line when they are installed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import httpx
 
 RUNS = int(os.environ.get("BENCH_STARTUP_RUNS", "9"))
 ROOT = Path(__file__).resolve().parents[1]
 JOBQ = Path(sys.executable).with_name("jobq")
 CLI_TARGET = 0.3  # seconds for `jobq version`
 LAMBDA_TARGET = 1.3  # a handler's cold start over the bare app's
+STORE_START_TIMEOUT = 30.0
 NOT_IN_LAMBDA = ("rich", "click", "typer", "uvicorn", "redis", "fakeredis")
 
 # Run first in every Lambda subprocess: hide what the Lambda package lacks, and build the event.
@@ -44,11 +52,14 @@ class _NotInLambda(importlib.abc.MetaPathFinder):
         return None
 sys.meta_path.insert(0, _NotInLambda())
 
-def event(method, path):
+def event(method, path, token=None):
     http = {{"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.7"}}
     return {{
         "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
-        "headers": {{"host": "abc.execute-api.eu-west-1.amazonaws.com", "content-type": "application/json"}},
+        "headers": {{
+            "host": "abc.execute-api.eu-west-1.amazonaws.com", "content-type": "application/json",
+            **({{"authorization": f"Bearer {{token}}"}} if token else {{}}),
+        }},
         "requestContext": {{"http": http, "requestId": "r1", "stage": "$default", "routeKey": "$default"}},
         "body": None, "isBase64Encoded": False,
     }}
@@ -125,6 +136,23 @@ reply = Mangum(app, lifespan="off")(event("GET", "/v1/jobs"), Context())
 assert reply["statusCode"] == 401, reply
 """
 
+# What a user's first request costs: authenticated, it reaches Redis (through the REST gateway).
+API_AUTHENTICATED = """
+import os
+from functions.api.lambda_handler import handler
+
+reply = handler(event("GET", "/v1/jobs", os.environ["JOBQ_ADMIN_TOKEN"]), Context())
+assert reply["statusCode"] == 200, reply
+"""
+
+CONSUMER_AUTHENTICATED = """
+import os
+from functions.consumer.lambda_handler import handler
+
+reply = handler(event("POST", "/consume", os.environ["JOBQ_CONSUMER_SECRET"]), Context())
+assert reply["statusCode"] == 200, reply
+"""
+
 ROWS = (
     ("bare FastAPI + mangum: import + first request", BARE),
     ("API handler: import + first request", API),
@@ -132,22 +160,54 @@ ROWS = (
     ("consumer handler: import + first push", CONSUMER_PUSH),
 )
 CONTEXT_ROWS = (
+    ("API handler: import + first request reaching Redis", API_AUTHENTICATED, False),
+    ("consumer handler: import + first push reaching Redis", CONSUMER_AUTHENTICATED, False),
     ("minimal app of jobq's parts: import + first request", PARTS, False),
     ("API handler without bytecode (package before 12-07)", API, True),
 )
 
 
-def lambda_environment() -> dict[str, str]:
-    """A production configuration whose Redis is never reached (the measured requests need none)."""
+def lambda_environment(store_url: str = "http://127.0.0.1:9", store_token: str = "unused") -> dict[str, str]:
+    """A production configuration on the given REST store (by default none: the 401 rows need no Redis)."""
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("JOBQ_", "UPSTASH_"))}
     return {
         **keep,
         "JOBQ_ENV": "production",
         "JOBQ_ADMIN_TOKEN": secrets.token_hex(16),
-        "JOBQ_REDIS_REST_URL": "http://127.0.0.1:9",
-        "JOBQ_REDIS_REST_TOKEN": "unused",
+        "JOBQ_REDIS_REST_URL": store_url,
+        "JOBQ_REDIS_REST_TOKEN": store_token,
         "JOBQ_CONSUMER_SECRET": secrets.token_hex(16),
     }
+
+
+@contextlib.contextmanager
+def served_store() -> Iterator[tuple[str, str]]:
+    """`jobq gateway` (the embedded store, the Upstash REST protocol) on a spare loopback port: where the
+    rows that reach Redis send their commands."""
+    token = secrets.token_hex(16)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    command = [str(JOBQ), "gateway", "--port", str(port), "--token", token]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + STORE_START_TIMEOUT
+        while not _answers(url, token):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"`jobq gateway` did not answer on {url}")
+            time.sleep(0.05)
+        yield url, token
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _answers(url: str, token: str) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        reply = httpx.post(url, json=["PING"], headers={"Authorization": f"Bearer {token}"}, timeout=1)
+        return reply.status_code == 200
+    return False
 
 
 def compile_bytecode() -> None:
@@ -183,7 +243,11 @@ def cli_run(*args: str) -> float:
 
 
 def main() -> None:
-    env = lambda_environment()
+    with served_store() as (store_url, store_token):
+        measure(lambda_environment(store_url, store_token))
+
+
+def measure(env: dict[str, str]) -> None:
     compile_bytecode()
     cold_start(API, env)  # warm the file cache once; every measured run is fresh after
     samples: dict[str, list[float]] = {name: [] for name, _ in ROWS}
