@@ -2,7 +2,7 @@
 
 mangum cannot infer a handler for an EventBridge event, so this small dispatcher decides first.
 One event loop per warm instance keeps the Redis client's connection pool usable across invocations.
-The HTTP side (FastAPI, mangum, QStash's verifier) is imported by the first HTTP event: a scheduled
+The HTTP side (Starlette, mangum, QStash's verifier) is imported by the first HTTP event: a scheduled
 run's cold start does not pay for it.
 Each lane (shared/lanes.py) is one such function, with JOBQ_LANE naming it and a timeout that holds it.
 """
