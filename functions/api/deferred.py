@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from starlette._utils import get_route_path
+from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match
 from starlette.types import Receive, Scope, Send
 
@@ -60,7 +61,16 @@ class DeferredRouter(BaseRoute):
         return best, {}
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.router.app(scope, receive, send)
+        allowed: set[str] = set()
+        for route in self.router.routes:
+            match, _ = route.matches(scope)
+            if match == Match.FULL:
+                await self.router.app(scope, receive, send)
+                return
+            if match == Match.PARTIAL:
+                allowed |= getattr(route, "methods", None) or set()
+        # Starlette's 405 names the first route's methods; HTTP's Allow names every method of the path.
+        raise HTTPException(405, headers={"Allow": ", ".join(sorted(allowed))})
 
     def url_path_for(self, name: str, /, **path_params: Any) -> Any:
         return self.router.url_path_for(name, **path_params)
