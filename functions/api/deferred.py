@@ -51,26 +51,26 @@ class DeferredRouter(BaseRoute):
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] != "http" or not self.owns(get_route_path(scope)):
             return Match.NONE, {}
-        best = Match.NONE  # FULL, else PARTIAL (the path with another method: the router answers 405)
-        for route in self.router.routes:
-            match, _ = route.matches(scope)
-            if match == Match.FULL:
-                return Match.FULL, {}
-            if match == Match.PARTIAL:
-                best = Match.PARTIAL
-        return best, {}
+        return self._match(scope)[0], {}
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match, allowed = self._match(scope)
+        if match == Match.FULL:
+            await self.router.app(scope, receive, send)
+            return
+        # Starlette's 405 names the first route's methods; HTTP's Allow names every method of the path.
+        raise HTTPException(405, headers={"Allow": ", ".join(sorted(allowed))})
+
+    def _match(self, scope: Scope) -> tuple[Match, set[str]]:
+        """FULL when a route answers the request; else PARTIAL with the methods the path takes, or NONE."""
         allowed: set[str] = set()
         for route in self.router.routes:
             match, _ = route.matches(scope)
             if match == Match.FULL:
-                await self.router.app(scope, receive, send)
-                return
+                return Match.FULL, set()
             if match == Match.PARTIAL:
                 allowed |= getattr(route, "methods", None) or set()
-        # Starlette's 405 names the first route's methods; HTTP's Allow names every method of the path.
-        raise HTTPException(405, headers={"Allow": ", ".join(sorted(allowed))})
+        return (Match.PARTIAL if allowed else Match.NONE), allowed
 
     def url_path_for(self, name: str, /, **path_params: Any) -> Any:
         return self.router.url_path_for(name, **path_params)
