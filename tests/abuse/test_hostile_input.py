@@ -17,14 +17,13 @@ from pydantic import BaseModel, SecretStr
 
 from functions.api.app import create_app
 from shared.codec import unpack_m
-from shared.engine import Engine
 from shared.ids import split_id
 from shared.limits import MAX_JSON_DEPTH, MAX_METADATA_BYTES
 from shared.models import Outcome
 from shared.registry import Registry
 from shared.settings import Settings
 from tests.abuse.conftest import Snapshot
-from tests.support.api_fixtures import ADMIN_HEADERS, MakeUser, api_test_registry, asgi_client
+from tests.support.api_fixtures import ADMIN_HEADERS, MakeUser, api_test_registry, asgi_client, engine_of
 
 pytestmark = pytest.mark.realredis
 
@@ -46,11 +45,6 @@ def api_registry() -> Registry:
     registry = api_test_registry()
     registry.job_type("agent", payload=AgentTask)(_never_run)
     return registry
-
-
-def engine_of(app: FastAPI) -> Engine:
-    engine: Engine = app.state.services.engine
-    return engine
 
 
 def error_of(response: httpx.Response) -> dict[str, Any]:

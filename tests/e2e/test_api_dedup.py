@@ -15,24 +15,13 @@ from shared.engine import Engine
 from shared.errors import SingletonConflictError
 from shared.keys import BLOCK
 from shared.models import ClaimedJob, Debounce, ErrorKind, JobError, JobSpec, Outcome, State
-from tests.support.api_fixtures import MakeUser
+from tests.support.api_fixtures import MakeUser, engine_of, submit
 from tests.support.consumer_fixtures import poll
 from tests.support.engine_fixtures import EngineFactory, FakeClock
 
 pytestmark = pytest.mark.realredis
 
 BURST = 20
-
-
-def engine_of(app: FastAPI) -> Engine:
-    engine: Engine = app.state.services.engine
-    return engine
-
-
-async def submit(api: httpx.AsyncClient, headers: dict[str, str], **body: Any) -> httpx.Response:
-    body.setdefault("type", "echo")
-    body.setdefault("payload", {"message": "hi"})
-    return await api.post("/v1/jobs", json=body, headers=headers)
 
 
 async def held(engine: Engine, queue: str) -> int:

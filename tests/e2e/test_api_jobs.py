@@ -9,24 +9,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from shared.engine import Engine
 from shared.models import ErrorKind, JobError, Outcome
-from tests.support.api_fixtures import MakeUser
+from tests.support.api_fixtures import MakeUser, engine_of, submit
 
 pytestmark = pytest.mark.realredis
 
 API_DOCS = Path(__file__).resolve().parents[2] / "docs" / "api.md"
-
-
-def engine_of(app: FastAPI) -> Engine:
-    engine: Engine = app.state.services.engine
-    return engine
-
-
-async def submit(api: httpx.AsyncClient, headers: dict[str, str], **body: Any) -> httpx.Response:
-    body.setdefault("type", "echo")
-    body.setdefault("payload", {"message": "hi"})
-    return await api.post("/v1/jobs", json=body, headers=headers)
 
 
 def error_of(response: httpx.Response) -> dict[str, Any]:

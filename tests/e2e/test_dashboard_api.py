@@ -13,19 +13,14 @@ from fastapi import FastAPI
 
 from functions.api.routes.dashboard import STATIC
 from functions.api.schemas import QUEUE_CURSOR_PATTERN
-from shared.engine import _QUEUE_CURSOR, Engine
+from shared.engine import _QUEUE_CURSOR
 from shared.models import HISTOGRAM_BOUNDS, TERMINAL_STATES, ErrorKind, JobError, Outcome, State
 from shared.percentiles import percentile
-from tests.support.api_fixtures import ADMIN_HEADERS, MakeUser, ServedApp
+from tests.support.api_fixtures import ADMIN_HEADERS, MakeUser, ServedApp, engine_of
 
 pytestmark = pytest.mark.realredis
 
 DATA_ROUTES = ["/v1/queues", "/v1/queues/echo", "/v1/queues/echo/jobs", "/v1/events/queues"]
-
-
-def engine_of(app: FastAPI) -> Engine:
-    engine: Engine = app.state.services.engine
-    return engine
 
 
 async def submit(

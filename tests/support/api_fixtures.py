@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from functions.api.app import create_app
+from shared.engine import Engine
 from shared.registry import Registry
 from shared.settings import Settings
 
@@ -102,6 +103,19 @@ def api_settings(gateway: Any, unique_name: str) -> Settings:
 @pytest.fixture
 def api_app(api_settings: Settings, api_registry: Registry) -> FastAPI:
     return create_app(api_settings, registry=api_registry)
+
+
+def engine_of(app: FastAPI) -> Engine:
+    """The engine an app built by create_app talks to."""
+    engine: Engine = app.state.services.engine
+    return engine
+
+
+async def submit(api: httpx.AsyncClient, headers: dict[str, str], **body: Any) -> httpx.Response:
+    """POST /v1/jobs with `body`, an `echo` job by default."""
+    body.setdefault("type", "echo")
+    body.setdefault("payload", {"message": "hi"})
+    return await api.post("/v1/jobs", json=body, headers=headers)
 
 
 def asgi_client(app: FastAPI, **kwargs: Any) -> httpx.AsyncClient:
