@@ -20,19 +20,10 @@ from shared.limits import (
     utc_run_at,
 )
 from shared.priorities import DEFAULT_PRIORITY
+from shared.states import State as State  # re-exported: most code takes it with the models
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,127}$"
-
-
-class State(StrEnum):
-    WAITING = "waiting"
-    DELAYED = "delayed"
-    ACTIVE = "active"
-    COMPLETED = "completed"
-    FAILED = "failed"  # the dead-letter set: retries exhausted or a permanent error
-    CANCELLED = "cancelled"
-    WAITING_CHILDREN = "waiting-children"  # a flow's parent (or a job with depends_on) waiting for them
 
 
 TERMINAL_STATES = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,17 +29,7 @@ from infra.cli.output import (
     state_text,
 )
 from shared.priorities import PRIORITIES
-
-
-class StateChoice(StrEnum):
-    waiting = "waiting"
-    delayed = "delayed"
-    active = "active"
-    completed = "completed"
-    failed = "failed"
-    cancelled = "cancelled"
-    waiting_children = "waiting-children"
-
+from shared.states import State
 
 # Jobs.
 
@@ -214,7 +203,7 @@ def flow_submit(
 @app.command("list")
 def list_jobs(
     ctx: typer.Context,
-    state: Annotated[StateChoice | None, typer.Option(help="Only jobs in this state.")] = None,
+    state: Annotated[State | None, typer.Option(help="Only jobs in this state.")] = None,
     type: Annotated[str | None, typer.Option("--type", help="Only jobs of this type.")] = None,
     queue: Annotated[
         str | None, typer.Option(help="Any owner's jobs in this queue (admin), instead of your own jobs.")

@@ -20,12 +20,13 @@ from infra.cli.output import (
     print_json,
     queues_table,
 )
+from shared.states import State
 
 
-class FinishedState(StrEnum):
-    completed = "completed"
-    failed = "failed"
-    cancelled = "cancelled"
+class FinishedState(StrEnum):  # the choices of `clean`: the states a job ends in
+    completed = State.COMPLETED.value
+    failed = State.FAILED.value
+    cancelled = State.CANCELLED.value
 
 
 @app.command()
